@@ -9,8 +9,14 @@ from circuitviz.models.loader import (
     resolve_device,
     resolve_dtype,
 )
+from circuitviz.models.params import ParamMap, ParamSlice, build_param_map
+from circuitviz.models.save import save_model
 
 __all__ = [
+    "ParamMap",
+    "ParamSlice",
+    "build_param_map",
+    "save_model",
     "DTYPES",
     "LoadedModel",
     "ModelInfo",

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from circuitviz.models import cache
+from circuitviz.models.params import count_unique_params
 
 log = logging.getLogger(__name__)
 
@@ -290,5 +291,5 @@ def _model_info(hf_model) -> ModelInfo:
         d_head=d_head,
         d_vocab=config.vocab_size,
         n_ctx=int(n_ctx),
-        n_params=sum(p.numel() for p in hf_model.parameters()),
+        n_params=count_unique_params(hf_model.parameters()),
     )
