@@ -3,9 +3,10 @@ which read them. One SQLite database (WAL) per run directory plus safetensors ch
 ``writer`` (RunWriter), ``reader`` (Run) and ``store`` (RunStore)."""
 
 from circuitviz.runs.errors import RunCorrupt, RunNotFound, RunStoreError
+from circuitviz.runs.fields import new_run_id
 from circuitviz.runs.reader import Run, Snapshot
 from circuitviz.runs.store import RunStore, RunSummary, default_roots
-from circuitviz.runs.writer import RunWriter, new_run_id
+from circuitviz.runs.writer import RunWriter
 
 __all__ = [
     "Run",

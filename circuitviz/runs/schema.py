@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from circuitviz.runs.errors import RunCorrupt
+from circuitviz.runs.errors import RunCorrupt, RunStoreError
 
 SCHEMA_VERSION = 1
 DB_NAME = "run.sqlite"
@@ -157,6 +157,13 @@ def connect_read(path: Path) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         if "not a database" in str(exc) or "malformed" in str(exc):
             raise RunCorrupt(f"{path}: not a SQLite database ({exc})") from exc
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            # Opening as immutable would silently skip the rows still in the WAL.
+            raise RunStoreError(
+                f"{path}: cannot read it ({exc}); its write-ahead log {wal.name} holds rows that "
+                "need a writable directory to read: make the directory writable or copy the run"
+            ) from exc
         conn = sqlite3.connect(uri + "&immutable=1", uri=True)
         try:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()

@@ -1,0 +1,84 @@
+"""``circuitviz runs list`` and ``circuitviz runs show`` on real run directories."""
+
+from __future__ import annotations
+
+import json
+
+from circuitviz.cli import main
+from circuitviz.runs.synthetic import write_synthetic_run
+
+
+def make_runs(tmp_path) -> str:
+    run_id = write_synthetic_run(
+        tmp_path, n_steps=40, snapshot_every=20, eval_every=10, run_id="good"
+    )
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "run.sqlite").write_bytes(b"not sqlite " * 50)
+    return run_id
+
+
+def test_list_table_and_json(tmp_path, capsys):
+    make_runs(tmp_path)
+    assert main(["runs", "list", "--runs-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "id",
+        "status",
+        "kind",
+        "task",
+        "method",
+        "model",
+        "steps",
+        "created",
+    ]
+    rows = {line.split()[0]: line.split() for line in lines[1:3]}
+    assert rows["good"][1:7] == ["finished", "tune", "sv", "circuit", "synthetic", "40"]
+    assert rows["broken"][1] == "corrupt"
+    assert "broken: " in lines[3] and "not a SQLite database" in lines[3]
+
+    assert main(["runs", "list", "--runs-dir", str(tmp_path), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    by_id = {run["id"]: run for run in payload["runs"]}
+    assert by_id["good"]["n_steps"] == 40 and by_id["good"]["status"] == "finished"
+    assert by_id["broken"]["status"] == "corrupt" and "not a SQLite" in by_id["broken"]["message"]
+    assert payload["roots"] == [str(tmp_path)]
+
+
+def test_list_with_no_runs_says_where_it_looked(tmp_path, capsys):
+    assert main(["runs", "list", "--runs-dir", str(tmp_path / "none")]) == 0
+    assert capsys.readouterr().out.strip() == f"no runs under {tmp_path / 'none'}"
+
+
+def test_show_json_and_text(tmp_path, capsys):
+    make_runs(tmp_path)
+    assert main(["runs", "show", "good", "--runs-dir", str(tmp_path), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["id"] == "good" and payload["status"] == "finished"
+    assert payload["counts"] == {
+        "steps": 40,
+        "evals": 5,
+        "snapshots": 3,
+        "checkpoints": 0,
+        "head_changes": 2 * 34,
+        "noise_floor": 0,
+    }
+    assert set(payload["summary"]) >= {
+        "final_accuracy",
+        "final_lm_loss",
+        "base_lm_loss",
+        "tuned_param_ratio",
+    }
+    assert payload["config"]["n_steps"] == 40 and payload["versions"]["torch"]
+    assert main(["runs", "show", "good", "--runs-dir", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "status   finished" in text and "final_accuracy" in text and "40 steps" in text
+
+
+def test_show_unknown_and_corrupt_runs_fail_clearly(tmp_path, capsys):
+    make_runs(tmp_path)
+    assert main(["runs", "show", "nope", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no run 'nope'" in err and "known runs: broken, good" in err
+    assert main(["runs", "show", "broken", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "broken/run.sqlite: not a SQLite database" in err and "Traceback" not in err
