@@ -384,7 +384,7 @@ def _create_database(run_dir: Path, **row) -> None:
                 int(row["seed"]),
                 row["sweep_id"],
                 schema.dump_json(row["config"]),
-                schema.dump_json(row["graph_meta"]),
+                schema.dump_json_compressed(row["graph_meta"]),
                 schema.dump_json(fields.software_versions()),
                 created,
                 created,
