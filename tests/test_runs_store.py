@@ -432,3 +432,40 @@ def test_synthetic_run_is_complete_and_drifts_smoothly(tmp_path):
         run.summary
     )
     assert run.graph().n_edges == matrix.shape[1]
+
+
+def test_failed_write_rolls_back_and_keeps_earlier_rows(tmp_path):
+    n_edges = GRAPH.n_edges
+    writer = create(tmp_path)
+    writer.log_step(0, **step_fields(0))
+    # A real SQLite "disk full": cap the file at its current size.
+    pages = writer._conn.execute("PRAGMA page_count").fetchone()[0]
+    writer._conn.execute(f"PRAGMA max_page_count={pages}")
+    with pytest.raises(
+        RunStoreError, match=r"r1/run.sqlite: write failed \(database or disk is full"
+    ):
+        for step in range(1, 200):
+            writer.add_snapshot(step, "during", "sv", np.ones(n_edges), np.ones(n_edges, bool))
+    writer.close()
+    run = Run(tmp_path / "r1")
+    assert run.steps()["step"].tolist() == [0]
+    frame, matrix = run.score_matrix()  # whatever committed before the failure reads back whole
+    assert (matrix == 1).all() and len(frame) == matrix.shape[0]
+
+
+def test_damaged_run_row_and_mismatched_graph_are_corrupt(tmp_path):
+    create(tmp_path, run_id="badjson").close()
+    conn = sqlite3.connect(tmp_path / "badjson" / "run.sqlite")
+    conn.execute("UPDATE run SET config = '{not json'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(RunCorrupt, match=r"badjson/run.sqlite: invalid JSON"):
+        Run(tmp_path / "badjson")
+    (summary,) = RunStore([tmp_path]).list_runs()
+    assert summary.status == "corrupt" and "invalid JSON" in summary.message
+
+    meta = graph_meta()
+    meta["n_layers"] = 3  # the edge names are of a 2-layer graph
+    create(tmp_path, run_id="mismatch", graph_meta=meta).close()
+    with pytest.raises(RunCorrupt, match="recorded edge names do not match"):
+        Run(tmp_path / "mismatch").graph()

@@ -151,26 +151,30 @@ def connect_read(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise RunCorrupt(f"{path}: run database is missing")
     uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        error = exc
+    if "not a database" in str(error) or "malformed" in str(error):
+        raise RunCorrupt(f"{path}: not a SQLite database ({error})") from error
+    if "locked" in str(error) or "busy" in str(error):
+        raise RunStoreError(f"{path}: busy, try again ({error})") from error
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        # Opening as immutable would silently skip the rows still in the WAL.
+        raise RunStoreError(
+            f"{path}: cannot read it ({error}); its write-ahead log {wal.name} holds rows that "
+            "need a writable directory to read: make the directory writable or copy the run"
+        ) from error
+    conn = sqlite3.connect(uri + "&immutable=1", uri=True)
+    try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
-        if "not a database" in str(exc) or "malformed" in str(exc):
-            raise RunCorrupt(f"{path}: not a SQLite database ({exc})") from exc
-        wal = path.with_name(path.name + "-wal")
-        if wal.exists() and wal.stat().st_size > 0:
-            # Opening as immutable would silently skip the rows still in the WAL.
-            raise RunStoreError(
-                f"{path}: cannot read it ({exc}); its write-ahead log {wal.name} holds rows that "
-                "need a writable directory to read: make the directory writable or copy the run"
-            ) from exc
-        conn = sqlite3.connect(uri + "&immutable=1", uri=True)
-        try:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.DatabaseError as exc2:
-            conn.close()
-            raise RunCorrupt(f"{path}: cannot be opened read-only ({exc2})") from exc2
+        conn.close()
+        raise RunCorrupt(f"{path}: cannot be opened read-only ({exc})") from exc
     return conn
 
 

@@ -111,9 +111,13 @@ class RunWriter:
             where = Path(root_or_dir) if run_id is not None else run_dir.parent
             name = run_id if run_id is not None else run_dir.name
             raise RunNotFound(RunStore([where]).not_found_message(name))
-        if not os.access(run_dir, os.W_OK):
-            raise RunStoreError(f"cannot resume run {run_dir}: the directory is not writable")
-        schema.check_schema(schema.connect_read(path), path)
+        if not (os.access(run_dir, os.W_OK) and os.access(path, os.W_OK)):
+            raise RunStoreError(f"cannot resume run {run_dir}: it is not writable")
+        probe = schema.connect_read(path)
+        try:
+            schema.check_schema(probe, path)  # RunCorrupt before anything is written
+        finally:
+            probe.close()
         try:
             lock_fd = acquire_writer_lock(run_dir)
         except BlockingIOError as exc:
@@ -121,7 +125,11 @@ class RunWriter:
                 f"run {run_dir.name!r} is being written by another process ({run_dir}/run.lock); "
                 "wait for it to finish or stop it first"
             ) from exc
-        writer = cls(run_dir, schema.connect_write(path), lock_fd)
+        try:
+            writer = cls(run_dir, schema.connect_write(path), lock_fd)
+        except BaseException:
+            release_writer_lock(lock_fd)
+            raise
         writer.set_status("running")
         return writer
 
@@ -289,9 +297,11 @@ class RunWriter:
 
     def latest_checkpoint(self) -> tuple[int, Path, dict] | None:
         """(step, safetensors path, resume_state) of the newest complete checkpoint, or None."""
-        rows = self._conn.execute(
-            "SELECT step, path, state_path FROM checkpoints ORDER BY step DESC"
-        ).fetchall()
+        rows = (
+            self._open()
+            .execute("SELECT step, path, state_path FROM checkpoints ORDER BY step DESC")
+            .fetchall()
+        )
         for step, rel_path, rel_state in rows:
             path, state_path = self.dir / rel_path, self.dir / rel_state
             if path.is_file() and state_path.is_file():
@@ -330,6 +340,8 @@ class RunWriter:
             return
         try:
             if self._status != "running":
+                # Wait briefly only: a reader holding the database keeps it in WAL mode, harmlessly.
+                self._conn.execute("PRAGMA busy_timeout=200")
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._conn.execute("PRAGMA journal_mode=DELETE")
         except sqlite3.OperationalError as exc:  # a reader holds the WAL: it stays in WAL mode
@@ -342,19 +354,30 @@ class RunWriter:
 
     # ---- internals -----------------------------------------------------------------------------
 
-    @contextmanager
-    def _transaction(self):
+    def _open(self) -> sqlite3.Connection:
         if self._conn is None:
             raise RunStoreError(f"run {self.run_id!r} is closed; resume it to write again")
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
+        return self._conn
+
+    @contextmanager
+    def _transaction(self):
+        """One committed transaction; a SQLite failure (disk full, I/O error) rolls it back and
+        becomes a RunStoreError naming the database; earlier commits are untouched."""
+        conn = self._open()
         try:
-            yield conn
-            conn.execute("UPDATE run SET updated=? WHERE id = 1", (fields.now_iso(),))
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("UPDATE run SET updated=? WHERE id = 1", (fields.now_iso(),))
+            except BaseException:
+                if conn.in_transaction:  # SQLite rolls back by itself on some errors (disk full)
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise RunStoreError(f"{self.dir / schema.DB_NAME}: write failed ({exc})") from exc
 
     def __repr__(self) -> str:
         return f"RunWriter({str(self.dir)!r}, status={self._status!r})"
