@@ -137,6 +137,8 @@ def test_snapshots_round_trip_float16_and_exact_mask(tmp_path):
     frame2, matrix = run.score_matrix()
     assert frame2["snapshot_id"].tolist() == frame["snapshot_id"].tolist()
     np.testing.assert_array_equal(matrix[1], run.snapshot(id_during).scores)
+    _, selected = run.selected_matrix()
+    np.testing.assert_array_equal(selected, np.stack([masks["b"], masks["d"], masks["a"]]))
     sv_frame, sv_matrix = run.score_matrix(task="sv", labels=("after",))
     assert sv_frame["snapshot_id"].tolist() == [id_after] and sv_matrix.shape == (1, n_edges)
 

@@ -174,26 +174,21 @@ class Run:
     ) -> tuple[pd.DataFrame, np.ndarray]:
         """(snapshots frame, scores [n_snapshots, n_edges] float32) in one query, rows in the order
         of ``snapshots()``; optionally only snapshots of one ``task`` and of some ``labels``."""
-        sql = "SELECT snapshot_id, step, label, task, note, n_edges, scores FROM snapshots"
-        clauses, params = [], []
-        if task is not None:
-            clauses.append("task = ?")
-            params.append(task)
-        if labels is not None:
-            clauses.append(f"label IN ({', '.join('?' * len(labels))})")
-            params.extend(labels)
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        rows = self._query(f"{sql} ORDER BY {_LABEL_ORDER}", tuple(params))
-        matrix = np.empty((len(rows), self.n_edges), dtype=np.float32)  # [n_snapshots, n_edges]
-        for i, row in enumerate(rows):
-            matrix[i] = schema.unpack_scores(
-                row[6], row[5], self._blob_where(f"snapshot {row[0]}", row[5])
-            )
-        frame = pd.DataFrame(
-            [row[:5] for row in rows], columns=["snapshot_id", "step", "label", "task", "note"]
-        )
-        return _ints_where_complete(frame, ("snapshot_id", "step")), matrix
+        frame, blobs = self._snapshot_blobs("scores", task, labels)
+        matrix = np.empty((len(blobs), self.n_edges), dtype=np.float32)  # [n_snapshots, n_edges]
+        for i, (where, n_edges, blob) in enumerate(blobs):
+            matrix[i] = schema.unpack_scores(blob, n_edges, where)
+        return frame, matrix
+
+    def selected_matrix(
+        self, *, task: str | None = None, labels: tuple[str, ...] | None = None
+    ) -> tuple[pd.DataFrame, np.ndarray]:
+        """Like ``score_matrix`` but the selection masks: [n_snapshots, n_edges] bool."""
+        frame, blobs = self._snapshot_blobs("selected", task, labels)
+        matrix = np.empty((len(blobs), self.n_edges), dtype=np.bool_)  # [n_snapshots, n_edges]
+        for i, (where, n_edges, blob) in enumerate(blobs):
+            matrix[i] = schema.unpack_mask(blob, n_edges, where)
+        return frame, matrix
 
     def head_changes(self) -> pd.DataFrame:
         """step, layer, head (-1 for an MLP), kind (q/k/v/o/mlp), rel_change."""
@@ -287,6 +282,24 @@ class Run:
             raise RunCorrupt(f"{self.db_path}: {exc}") from exc
         finally:
             conn.close()
+
+    def _snapshot_blobs(self, column: str, task: str | None, labels: tuple[str, ...] | None):
+        sql = f"SELECT snapshot_id, step, label, task, note, n_edges, {column} FROM snapshots"
+        clauses, params = [], []
+        if task is not None:
+            clauses.append("task = ?")
+            params.append(task)
+        if labels is not None:
+            clauses.append(f"label IN ({', '.join('?' * len(labels))})")
+            params.extend(labels)
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        rows = self._query(f"{sql} ORDER BY {_LABEL_ORDER}", tuple(params))
+        frame = pd.DataFrame(
+            [row[:5] for row in rows], columns=["snapshot_id", "step", "label", "task", "note"]
+        )
+        blobs = [(self._blob_where(f"snapshot {row[0]}", row[5]), row[5], row[6]) for row in rows]
+        return _ints_where_complete(frame, ("snapshot_id", "step")), blobs
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._connect() as conn:
