@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
+from circuitviz.attribution.config import BASELINES, METHOD_NAMES, METRIC_NAMES, POSITIONS
+
 Method = Literal["circuit", "full", "random"]
 Selection = Literal["top_n", "threshold", "node_weighted"]
 TopNSchedule = Literal["linear", "cosine"]
@@ -97,6 +99,10 @@ class TuneConfig:
         _choice("selection", self.selection, SELECTIONS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("loss", self.loss, LOSSES)
+        _choice("attribution", self.attribution, METHOD_NAMES)
+        _choice("baseline", self.baseline, BASELINES)
+        _choice("positions", self.positions, POSITIONS)
+        _choice("metric", self.metric, METRIC_NAMES)
         if self.topn_schedule is not None:
             _choice("topn_schedule", self.topn_schedule, SCHEDULES)
         for name in ("top_n", "every", "ig_steps", "batch_size", "n_train", "n_dev", "n_probe"):

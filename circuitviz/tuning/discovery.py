@@ -1,0 +1,106 @@
+"""Finding the subgraph a tuning step may update: a discovered circuit, a random one, or everything.
+
+1. ``circuit``: score every edge on the step's batch with ``circuitviz.attribution.attribute`` (the
+   same call ``discover`` makes, so the step-1 circuit is what discovery reports on that batch),
+   then select N edges (``circuitviz.graph.select``).
+2. ``random``: N valid edges drawn uniformly, from a generator seeded by (seed, step).
+3. The circuit's nodes are the endpoints of its edges; forced nodes (layer-0 q/k/v, the randomly
+   activated extras) are added; the node mask bank turns them into trainable parameter slices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from circuitviz.attribution import eap
+from circuitviz.attribution.config import AttributionConfig, EdgeScores
+from circuitviz.graph.topology import Graph
+from circuitviz.tuning.config import TuneConfig
+from circuitviz.tuning.masks import NodeMaskBank, tunable_nodes
+
+HOOK_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_hook_mlp_in")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepCircuit:
+    """The subgraph one step trains: its edges (None for full fine-tuning) and its nodes."""
+
+    nodes: torch.Tensor = field(repr=False)  # [n_nodes] bool, forced extras included
+    edge_mask: torch.Tensor | None = field(default=None, repr=False)  # [n_src, n_dst] bool
+    n_edges: int
+    top_n: int | None
+
+
+def attribution_config(config: TuneConfig) -> AttributionConfig:
+    return AttributionConfig(
+        method=config.attribution,
+        baseline=config.baseline,
+        positions=config.positions,
+        metric=config.metric,
+        ig_steps=config.ig_steps,
+    )
+
+
+@contextmanager
+def hook_flags(bridge, enabled: bool) -> Iterator[None]:
+    """Switch the bridge's three attribution hook flags for the duration. Training and evaluation
+    run with them off (they only add copies and cost 27-84% per pass); attribution needs them on."""
+    saved = {name: bool(getattr(bridge.cfg, name)) for name in HOOK_FLAGS}
+    _set_flags(bridge, dict.fromkeys(HOOK_FLAGS, enabled))
+    try:
+        yield
+    finally:
+        _set_flags(bridge, saved)
+
+
+def _set_flags(bridge, flags: dict[str, bool]) -> None:
+    bridge.set_use_attn_result(flags["use_attn_result"])
+    bridge.set_use_split_qkv_input(flags["use_split_qkv_input"])
+    bridge.set_use_hook_mlp_in(flags["use_hook_mlp_in"])
+
+
+def score_edges(model, graph: Graph, batch, config: TuneConfig) -> EdgeScores:
+    """Edge scores of ``batch`` under the run's attribution settings (mean over its examples)."""
+    with hook_flags(model.bridge, True):
+        return eap.attribute(model, graph, [batch], attribution_config(config))
+
+
+def select_edges(scores: EdgeScores, n: int, config: TuneConfig) -> torch.Tensor:
+    """Boolean ``[n_src, n_dst]``: the selected edges among ``scores`` (never an invalid edge)."""
+    from circuitviz.tuning.selection import select_mask
+
+    return select_mask(scores, n, config)
+
+
+def random_edges(graph: Graph, n: int, *, seed: int, step: int) -> torch.Tensor:
+    """Boolean ``[n_src, n_dst]``: ``n`` valid edges drawn uniformly (seeded by seed and step)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    valid = graph.valid_mask.flatten().nonzero()[:, 0]
+    chosen = valid[torch.randperm(len(valid), generator=generator)[:n]]
+    mask = torch.zeros(graph.n_src * graph.n_dst, dtype=torch.bool)
+    mask[chosen] = True
+    return mask.view(graph.n_src, graph.n_dst)
+
+
+def random_extra_nodes(bank: NodeMaskBank, circuit_nodes: torch.Tensor, config: TuneConfig):
+    """The paper's random activation: ``random_ratio`` of the tunable nodes outside the circuit,
+    drawn once with ``random_seed``. Boolean ``[n_nodes]``."""
+    extra = torch.zeros(bank.n_nodes, dtype=torch.bool)
+    if config.random_ratio <= 0:
+        return extra
+    outside = (tunable_nodes(bank) & ~circuit_nodes).nonzero()[:, 0]
+    k = round(config.random_ratio * len(outside))
+    generator = torch.Generator().manual_seed(config.random_seed)
+    extra[outside[torch.randperm(len(outside), generator=generator)[:k]]] = True
+    return extra
+
+
+def circuit_from_edges(
+    edge_mask: torch.Tensor, bank: NodeMaskBank, forced: torch.Tensor, top_n: int | None
+) -> StepCircuit:
+    nodes = bank.nodes_of_edges(edge_mask) | forced
+    return StepCircuit(nodes=nodes, edge_mask=edge_mask, n_edges=int(edge_mask.sum()), top_n=top_n)

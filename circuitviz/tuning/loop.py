@@ -1,0 +1,417 @@
+"""The circuit-tuning loop (Li et al. 2025, arXiv:2502.06106, section 3, corrected) and its baselines.
+
+For optimizer steps t = 1..T (T = steps, or epochs x batches per epoch):
+
+1. Read step t's training batch (a pure function of t and the seed; see ``data``).
+2. Every K steps (t = 1, 1 + K, ...): discover the circuit on that batch (attribution on its
+   clean/corrupted prompts, then top-N / threshold / node-weighted selection with N from the
+   schedule), or draw a random subgraph of N edges (``random``); ``full`` trains everything.
+   Forced nodes (layer-0 q/k/v, random activation) join the circuit.
+3. One forward of the training text with the hook flags off (the model is never ablated unless
+   ``circuit_forward``), the loss, one backward reaching only the circuit's tensors
+   (``requires_grad`` is off elsewhere), optional clipping, and a masked optimizer step that
+   leaves every entry outside the circuit bit-identical (``optim``).
+4. Record the step; every E steps evaluate (dev accuracy, logit difference, held-out LM loss),
+   every S steps snapshot the circuit on a fixed probe batch and the per-head weight changes,
+   every C steps save a checkpoint (weights of the tunable tensors, optimizer state, the current
+   circuit) from which ``resume`` continues bit-identically.
+
+Before step 1 the untouched model is evaluated (step 0) and two snapshots are taken: "before" (the
+original task's circuit, e.g. sv-agreement's) and "during" at step 0 (the training task's). After
+step T: a final evaluation, an "after" snapshot, the summary, status "finished". A NaN or infinite
+loss stops the run at that step with status "failed"; everything recorded before stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from circuitviz.graph.topology import graph_for
+from circuitviz.models import build_param_map
+from circuitviz.runs import Run, RunWriter
+from circuitviz.tuning.config import TuneConfig
+from circuitviz.tuning.data import TuningData, build_tuning_data
+from circuitviz.tuning.discovery import (
+    StepCircuit,
+    circuit_from_edges,
+    hook_flags,
+    random_edges,
+    random_extra_nodes,
+    score_edges,
+    select_edges,
+)
+from circuitviz.tuning.loss import training_ids, training_loss
+from circuitviz.tuning.masks import (
+    build_mask_bank,
+    full_finetune_params,
+    layer0_qkv_nodes,
+)
+from circuitviz.tuning.optim import MaskedOptimizer, NonFiniteLoss, check_finite, lr_at
+from circuitviz.tuning.records import HeadChangeMeter, evaluate, snapshot_scores, summarise
+from circuitviz.tuning.schedule import is_discovery_step, is_every, top_n_at
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepProgress:
+    """What a progress bar shows after each optimizer step."""
+
+    step: int
+    total: int
+    loss: float
+    task_metric: float | None
+    accuracy: float | None
+    n_nodes: int
+    n_edges: int
+    top_n: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuneResult:
+    run_id: str
+    run_dir: Path
+    summary: dict
+
+
+Progress = Callable[[StepProgress], None]
+
+
+def graph_meta(graph, n_model_params: int) -> dict:
+    return {
+        "n_layers": graph.n_layers,
+        "n_heads": graph.n_heads,
+        "n_kv_heads": graph.n_kv_heads,
+        "paper": graph.paper,
+        "edge_names": graph.edge_names(),
+        "n_model_params": n_model_params,
+    }
+
+
+def run_config(config: TuneConfig, model, task: str) -> dict:
+    """What a run stores as its config: every TuneConfig field plus what resuming needs."""
+    return {**config.to_dict(), "task": task, "model": model.spec, "dtype": str(model.dtype)}
+
+
+def config_from_run(stored: dict) -> TuneConfig:
+    fields = TuneConfig.__dataclass_fields__
+    return TuneConfig.from_dict({key: value for key, value in stored.items() if key in fields})
+
+
+def create_run(
+    model,
+    task: str,
+    config: TuneConfig,
+    root: str | Path,
+    *,
+    run_id: str | None = None,
+    sweep_id: str | None = None,
+) -> RunWriter:
+    """Check the inputs against the model, then create the run's record (status "running")."""
+    graph = graph_for(model.info, paper=config.paper_graph)
+    check_sizes(config, graph.n_edges)
+    pmap = build_param_map(model, graph)
+    return RunWriter.create(
+        root,
+        run_id,
+        kind="tune",
+        config=run_config(config, model, task),
+        model_spec=model.spec,
+        task=task,
+        method=config.method,
+        seed=config.seed,
+        graph_meta=graph_meta(graph, build_mask_bank(pmap, graph).n_model_params),
+        sweep_id=sweep_id,
+    )
+
+
+def check_sizes(config: TuneConfig, n_edges: int) -> None:
+    if not config.discovers:
+        return
+    for name in ("top_n", "topn_start"):
+        value = getattr(config, name)
+        if value is not None and value > n_edges:
+            raise ValueError(
+                f"{name}={value} is larger than the graph, which has {n_edges} edges; "
+                f"choose N <= {n_edges}"
+            )
+
+
+def run_tuning(
+    model,
+    task: str,
+    config: TuneConfig,
+    writer: RunWriter,
+    *,
+    progress: Progress | None = None,
+    data: TuningData | None = None,
+) -> TuneResult:
+    """Run (or, if ``writer`` holds a checkpoint, continue) a tuning run to its last step.
+
+    ``model`` must hold the untouched weights: they are the reference of the head-change records,
+    and a resumed run loads its checkpoint on top of them. Raises NonFiniteLoss (status "failed")
+    when the loss diverges; the model's weights are changed in place either way.
+    """
+    tuner = Tuner(model, task, config, writer, data)
+    with trainable_only(model, tuner.train_params.values()):
+        return tuner.run(progress)
+
+
+@contextmanager
+def trainable_only(model, params) -> Iterator[None]:
+    """``requires_grad`` off on every parameter outside ``params`` for the duration."""
+    keep = {id(p) for p in params}
+    saved = [(p, p.requires_grad) for p in model.bridge.parameters()]
+    for param, _ in saved:
+        param.requires_grad_(id(param) in keep)
+    try:
+        yield
+    finally:
+        for param, flag in saved:
+            param.requires_grad_(flag)
+
+
+class Tuner:
+    """The state of one run; each method is one named part of the loop above. ``run_tuning`` is
+    the entry point; the benchmark drives ``step`` directly."""
+
+    def __init__(self, model, task, config: TuneConfig, writer: RunWriter, data) -> None:
+        self.model, self.task, self.config, self.writer = model, task, config, writer
+        self.graph = graph_for(model.info, paper=config.paper_graph)
+        check_sizes(config, self.graph.n_edges)
+        self.pmap = build_param_map(model, self.graph)
+        self.bank = build_mask_bank(self.pmap, self.graph)
+        self.data = data if data is not None else build_tuning_data(model, task, config)
+        self.total = self.data.total_steps(config)
+        names = (
+            full_finetune_params(self.pmap) if config.method == "full" else self.bank.param_names
+        )
+        self.train_params = {name: self.pmap.params[name] for name in names}
+        self.optimizer = MaskedOptimizer(self.train_params, config)
+        self.meter = HeadChangeMeter(self.bank, self.pmap.params)
+        self.forced = torch.zeros(self.bank.n_nodes, dtype=torch.bool)
+        if config.layer0_qkv:
+            self.forced |= layer0_qkv_nodes(self.bank)
+        self.extra: torch.Tensor | None = None
+        self.circuit: StepCircuit | None = None
+        self.masks: dict = {}
+        self.counts = {"whole": 0, "exact": 0}
+        if not config.discovers:
+            self._use_everything()
+        self.base: dict = {}
+        self.last_eval: dict | None = None
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self, progress: Progress | None) -> TuneResult:
+        started = time.perf_counter()
+        first = self._restore()
+        if first is None:
+            self._begin()
+            first = 1
+        log.info("run %s: steps %d..%d", self.writer.run_id, first, self.total)
+        try:
+            for step in range(first, self.total + 1):
+                loss = self.step(step)
+                self._periodic(step)
+                if progress is not None:
+                    progress(self._progress(step, loss))
+        except NonFiniteLoss as exc:
+            self.writer.set_status("failed", str(exc))
+            raise
+        summary = self._finish(time.perf_counter() - started)
+        return TuneResult(run_id=self.writer.run_id, run_dir=self.writer.dir, summary=summary)
+
+    def _begin(self) -> None:
+        self.base = evaluate(self.model, self.data)
+        self.last_eval = self.base
+        self.writer.log_eval(0, **self.base)
+        self.writer.set_summary({f"base_{key}": value for key, value in self.base.items()})
+        n = top_n_at(1, self.config)
+        scores, selected = snapshot_scores(
+            self.model, self.graph, self.data.probe_original, n, self.config
+        )
+        self.writer.add_snapshot(0, "before", self.data.original_task, scores, selected)
+        self._snapshot(0, "during")
+
+    def step(self, step: int) -> float:
+        """Optimizer step ``step``: discover if due, train, record; returns the loss."""
+        batch = self.data.batch_for_step(step, self.config.seed)
+        discovered = is_discovery_step(step, self.config)
+        if discovered:
+            self._discover(batch, step)
+        loss = self._train(batch, step)
+        self.writer.log_step(
+            step,
+            loss=loss,
+            lr=lr_at(step, self.config),
+            top_n=self.circuit.top_n if self.circuit else None,
+            n_nodes=int(self.circuit.nodes.sum()) if self.circuit else self.bank.n_nodes,
+            n_edges=self.circuit.n_edges if self.circuit else self.graph.n_edges,
+            tuned_params_whole=self.counts["whole"],
+            tuned_params_exact=self.counts["exact"],
+            tuned_ratio=self.counts["exact"] / self.bank.n_model_params,
+            discovered=discovered,
+        )
+        return loss
+
+    def _discover(self, batch, step: int) -> None:
+        n = top_n_at(step, self.config)
+        if self.config.method == "random":
+            edges = random_edges(self.graph, n, seed=self.config.seed, step=step)
+        else:
+            edges = select_edges(
+                score_edges(self.model, self.graph, batch, self.config), n, self.config
+            )
+        if self.extra is None:
+            self.extra = random_extra_nodes(self.bank, self.bank.nodes_of_edges(edges), self.config)
+        self._set_circuit(circuit_from_edges(edges, self.bank, self.forced | self.extra, n))
+
+    def _set_circuit(self, circuit: StepCircuit) -> None:
+        self.circuit = circuit
+        self.masks = self.bank.masks(circuit.nodes, device=self.model.device)
+        self.counts = self.bank.count(circuit.nodes)
+
+    def _use_everything(self) -> None:
+        from circuitviz.models.params import count_unique_params
+
+        self.masks = dict.fromkeys(self.train_params)
+        n = count_unique_params(self.train_params.values())
+        self.counts = {"whole": n, "exact": n}
+
+    def _train(self, batch, step: int) -> float:
+        for name, param in self.train_params.items():
+            param.requires_grad_(name in self.masks)
+        ids = training_ids(batch, self.config, step)
+        self.optimizer.zero_grad()
+        with hook_flags(self.model.bridge, False):
+            logits = self.model.bridge(ids)  # [batch, pos_t, d_vocab]
+        parts = training_loss(logits, ids, batch, self.config)
+        check_finite(float(parts.total.detach()), "the training loss", step)
+        parts.total.backward()
+        if self.config.grad_clip is not None:
+            norm = self.optimizer.clip_grad_norm(self.masks, self.config.grad_clip)
+            check_finite(norm, "the gradient norm", step)
+        self.optimizer.step(self.masks, lr_at(step, self.config))
+        return float(parts.total.detach())
+
+    def _periodic(self, step: int) -> None:
+        if is_every(step, self.config.eval_every, self.total):
+            self._evaluate(step)
+        if is_every(step, self.config.snapshot_every, self.total):
+            self._snapshot(step, "during")
+        if is_every(step, self.config.checkpoint_every, self.total):
+            self._checkpoint(step)
+
+    def _evaluate(self, step: int) -> dict:
+        self.last_eval = evaluate(self.model, self.data)
+        self.writer.log_eval(step, **self.last_eval)
+        return self.last_eval
+
+    def _snapshot(self, step: int, label: str) -> None:
+        n = top_n_at(max(step, 1), self.config)
+        scores, selected = snapshot_scores(self.model, self.graph, self.data.probe, n, self.config)
+        self.writer.add_snapshot(step, label, self.data.task, scores, selected)
+        if step > 0:
+            self.writer.add_head_changes(step, self.meter.rows_now())
+
+    def _finish(self, seconds: float) -> dict:
+        final = self._evaluate(self.total)
+        self._snapshot(self.total, "after")
+        self._checkpoint(self.total)
+        run = Run(self.writer.dir)
+        base = self.base or {
+            key.removeprefix("base_"): value
+            for key, value in run.summary.items()
+            if key.startswith("base_")
+        }
+        summary = summarise(run, base, final, seconds)
+        self.writer.set_summary(summary)
+        self.writer.set_status("finished")
+        return run.refresh().summary
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def _checkpoint(self, step: int) -> None:
+        tensors = {f"param/{name}": p.detach() for name, p in self.train_params.items()}
+        optim_tensors, optim_extra = self.optimizer.state_tensors()
+        tensors.update(optim_tensors)
+        state = {
+            "step": step,
+            "optimizer": optim_extra,
+            "circuit_nodes": [] if self.circuit is None else _indices(self.circuit.nodes),
+            "circuit_edges": 0 if self.circuit is None else self.circuit.n_edges,
+            "circuit_top_n": None if self.circuit is None else self.circuit.top_n,
+            "extra_nodes": None if self.extra is None else _indices(self.extra),
+            "torch_rng": torch.get_rng_state(),
+        }
+        self.writer.save_checkpoint(step, tensors, state)
+
+    def _restore(self) -> int | None:
+        """Load the newest checkpoint, if any; returns the first step still to run."""
+        found = self.writer.latest_checkpoint()
+        if found is None:
+            return None
+        step, path, state = found
+        from circuitviz.runs.checkpoints import load_tensors
+
+        tensors = load_tensors(path, device=str(self.model.device))
+        with torch.no_grad():
+            for name, param in self.train_params.items():
+                key = f"param/{name}"
+                if key not in tensors:
+                    raise ValueError(
+                        f"checkpoint {path} lacks {key}; was it written by another run?"
+                    )
+                param.copy_(tensors[key])
+        self.optimizer.load_state_tensors(tensors, state["optimizer"])
+        if state["extra_nodes"] is not None:
+            self.extra = _mask_of(state["extra_nodes"], self.bank.n_nodes)
+        if self.config.discovers and state["circuit_nodes"]:
+            nodes = _mask_of(state["circuit_nodes"], self.bank.n_nodes)
+            self._set_circuit(
+                StepCircuit(
+                    nodes=nodes, n_edges=state["circuit_edges"], top_n=state["circuit_top_n"]
+                )
+            )
+        torch.set_rng_state(state["torch_rng"])
+        run = Run(self.writer.dir)
+        self.base = {
+            key.removeprefix("base_"): value
+            for key, value in run.summary.items()
+            if key.startswith("base_")
+        }
+        evals = run.evals()
+        if len(evals):
+            row = evals[evals["step"] <= step].iloc[-1]
+            self.last_eval = {"accuracy": row["accuracy"], "task_metric": row["task_metric"]}
+        log.info("resuming run %s after step %d", self.writer.run_id, step)
+        return step + 1
+
+    def _progress(self, step: int, loss: float) -> StepProgress:
+        last = self.last_eval or {}
+        return StepProgress(
+            step=step,
+            total=self.total,
+            loss=loss,
+            task_metric=last.get("task_metric"),
+            accuracy=last.get("accuracy"),
+            n_nodes=int(self.circuit.nodes.sum()) if self.circuit else self.bank.n_nodes,
+            n_edges=self.circuit.n_edges if self.circuit else self.graph.n_edges,
+            top_n=self.circuit.top_n if self.circuit else None,
+        )
+
+
+def _indices(mask: torch.Tensor) -> list[int]:
+    return mask.nonzero()[:, 0].tolist()
+
+
+def _mask_of(indices: list[int], n: int) -> torch.Tensor:
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[torch.tensor(indices, dtype=torch.long)] = True
+    return mask
