@@ -213,6 +213,10 @@ def test_checkpoint_round_trip(tmp_path):
     tensors = run.load_checkpoint(20)
     assert torch.equal(tensors["w"], weight) and torch.equal(tensors["w_top"], shared)
     assert not list(path.parent.glob(".*tmp*"))  # no temporary files left behind
+    half_written = path.parent / ".step-000030.safetensors.tmp-99999"  # as a killed writer leaves
+    half_written.write_bytes(b"partial")
+    RunWriter.resume(tmp_path, "r1").close()
+    assert not half_written.exists() and path.is_file()
 
 
 def test_resume_state_that_cannot_load_safely_fails_at_save(tmp_path):

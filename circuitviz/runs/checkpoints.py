@@ -67,6 +67,14 @@ def load_resume_state(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def remove_partial_files(run_dir: Path) -> int:
+    """Delete temporary files a killed writer left half-written; returns how many."""
+    partial = list((Path(run_dir) / CHECKPOINT_DIR).glob(".*.tmp-*"))
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return len(partial)
+
+
 def _check_loadable(value, where: str) -> None:
     import torch
 

@@ -78,7 +78,9 @@ class RunWriter:
             run_dir.mkdir()
         except OSError as exc:
             raise RunStoreError(f"cannot create run directory {run_dir}: {exc}") from exc
+        lock_fd = None
         try:
+            lock_fd = acquire_writer_lock(run_dir)  # before the database exists: never unlocked
             _create_database(
                 run_dir,
                 run_id=run_id,
@@ -91,9 +93,9 @@ class RunWriter:
                 graph_meta=graph_meta,
                 sweep_id=sweep_id,
             )
-            lock_fd = acquire_writer_lock(run_dir)
             conn = schema.connect_write(schema.db_path(run_dir))
         except BaseException:
+            release_writer_lock(lock_fd)
             shutil.rmtree(run_dir, ignore_errors=True)  # we made it; leave no half-created run
             raise
         log.info("created run %s at %s", run_id, run_dir)
@@ -130,6 +132,8 @@ class RunWriter:
         except BaseException:
             release_writer_lock(lock_fd)
             raise
+        if ckpt.remove_partial_files(run_dir):
+            log.info("run %s: removed half-written checkpoint files", writer.run_id)
         writer.set_status("running")
         return writer
 
