@@ -1,0 +1,31 @@
+"""The circuitviz dashboard: ``circuitviz app`` (or ``./run.sh app``) serves this file.
+
+Each page in ``pages/`` is a thin layer over the run store (``circuitviz.runs``) and the pure
+figure functions (``circuitviz.plotting``); no model ever runs inside a page. The view (run, step,
+cut-off, selection) lives in the session and is mirrored into the URL.
+"""
+
+import state
+import streamlit as st
+import widgets
+
+st.set_page_config(page_title="circuitviz", page_icon=":material/hub:", layout="wide")
+state.init_view()
+
+PAGES = [
+    st.Page(
+        "views/circuit.py", title="Circuit", icon=":material/hub:", url_path="circuit", default=True
+    ),
+    st.Page(
+        "views/dynamics.py", title="Dynamics", icon=":material/show_chart:", url_path="dynamics"
+    ),
+    st.Page("views/heads.py", title="Heads", icon=":material/grid_on:", url_path="heads"),
+    st.Page("views/run.py", title="Run", icon=":material/play_circle:", url_path="run"),
+    st.Page("views/export.py", title="Export", icon=":material/download:", url_path="export"),
+    st.Page("views/tour.py", title="Tour", icon=":material/school:", url_path="tour"),
+]
+
+page = st.navigation(PAGES)
+widgets.sidebar()
+page.run()
+state.write_url()

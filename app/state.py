@@ -1,0 +1,179 @@
+"""What every page shares: the view (kept in session state and mirrored into the URL), the run
+store, and cached loading of runs, graphs and layouts.
+
+Loaded runs are cached on (run directory, database file stamps), so a slider move never re-reads
+SQLite, while a run that is still being written is re-read as soon as a new row lands.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from circuitviz.graph.topology import build_graph
+from circuitviz.plotting.layout import Layout, build_layout
+from circuitviz.plotting.rundata import RunFrames, load_run_frames
+from circuitviz.plotting.style import FigureStyle
+from circuitviz.plotting.view import ViewState
+from circuitviz.runs import Run, RunCorrupt, RunNotFound, RunStore, RunStoreError, RunSummary
+
+VIEW_KEY = "cv_view"
+PROBLEMS_KEY = "cv_url_problems"
+DEMO_PREFERENCE = ("sv-disagreement", "circuit")
+
+
+# ---- the view and the URL ----------------------------------------------------------------------
+
+
+def init_view() -> None:
+    """Once per browser session: read the view from the URL (bad parameters are reported)."""
+    if VIEW_KEY in st.session_state:
+        return
+    query = {key: st.query_params.get(key) for key in st.query_params}
+    view, problems = ViewState.from_query(query)
+    st.session_state[VIEW_KEY] = view
+    st.session_state[PROBLEMS_KEY] = problems
+
+
+def view() -> ViewState:
+    init_view()
+    return st.session_state[VIEW_KEY]
+
+
+def set_view(**changes) -> ViewState:
+    new = view().with_(**changes)
+    st.session_state[VIEW_KEY] = new
+    return new
+
+
+def write_url() -> None:
+    """Mirror the view into the query string (so the address bar can be shared or reloaded)."""
+    wanted = view().to_query()
+    current = {key: st.query_params.get(key) for key in st.query_params}
+    if current != wanted:
+        st.query_params.from_dict(wanted)
+
+
+def bound(field: str, widget, label: str, *, to_widget=None, from_widget=None, then=None, **kwargs):
+    """A widget whose value lives in the view's ``field`` (so it survives page switches and
+    appears in the URL). ``to_widget``/``from_widget`` convert between view and widget values;
+    ``then`` runs after the user changes it."""
+    key = f"w_{field}"
+    to_widget = to_widget or (lambda value: value)
+    from_widget = from_widget or (lambda value: value)
+    st.session_state[key] = to_widget(getattr(view(), field))
+
+    def changed() -> None:
+        try:
+            set_view(**{field: from_widget(st.session_state[key])})
+        except ValueError as exc:
+            st.session_state[PROBLEMS_KEY] = [str(exc)]
+            return
+        if then is not None:
+            then()
+
+    return from_widget(widget(label, key=key, on_change=changed, **kwargs))
+
+
+def figure_style() -> FigureStyle:
+    return FigureStyle.presentation() if view().presentation else FigureStyle()
+
+
+# ---- runs -----------------------------------------------------------------------------------
+
+
+def runs_dir() -> Path:
+    return Path(os.environ.get("CIRCUITVIZ_RUNS") or "runs")
+
+
+def store() -> RunStore:
+    return RunStore.default()
+
+
+@st.cache_data(ttl=3, show_spinner=False)
+def list_runs(roots: tuple[str, ...]) -> list[RunSummary]:
+    return RunStore([Path(root) for root in roots]).list_runs()
+
+
+def all_runs() -> list[RunSummary]:
+    return list_runs(tuple(str(root) for root in store().roots))
+
+
+def default_run(runs: list[RunSummary]) -> str | None:
+    """The run a first visit shows: the demo's sv-disagreement circuit-tuning run if present,
+    else the newest finished tuning run, else the newest run."""
+    if not runs:
+        return None
+    readable = [r for r in runs if r.status != "corrupt"] or runs
+    task, method = DEMO_PREFERENCE
+    for run in readable:
+        if run.task == task and run.method == method:
+            return run.id
+    finished = [r for r in readable if r.status == "finished" and r.kind in (None, "tune")]
+    return (finished or readable)[0].id
+
+
+def run_stamp(run_dir: Path) -> tuple:
+    """Changes whenever the run's database (or its write-ahead log) is written."""
+    stamp = []
+    for name in ("run.sqlite", "run.sqlite-wal"):
+        path = Path(run_dir) / name
+        try:
+            info = path.stat()
+            stamp.append((info.st_mtime_ns, info.st_size))
+        except FileNotFoundError:
+            stamp.append(None)
+    return tuple(stamp)
+
+
+@st.cache_resource(max_entries=12, show_spinner=False)
+def _frames(run_dir: str, stamp: tuple) -> RunFrames:
+    return load_run_frames(Run(run_dir))
+
+
+@st.cache_resource(max_entries=6, show_spinner=False)
+def layout_for(shape: tuple[int, int, int, bool]) -> Layout:
+    n_layers, n_heads, n_kv_heads, paper = shape
+    return build_layout(build_graph(n_layers, n_heads, n_kv_heads, paper=paper))
+
+
+def load(run_id: str) -> RunFrames:
+    """The run's data (cached); raises RunNotFound / RunCorrupt / RunStoreError."""
+    run_dir = store().run_dirs().get(run_id)
+    if run_dir is None:
+        candidate = Path(run_id)
+        if (candidate / "run.sqlite").is_file():
+            run_dir = candidate
+        else:
+            raise RunNotFound(store().not_found_message(run_id))
+    return _frames(str(run_dir), run_stamp(run_dir))
+
+
+def current_run() -> RunFrames | None:
+    """The view's run, or None after telling the user, in plain words, why it cannot be shown."""
+    run_id = view().run
+    if run_id is None:
+        st.info(
+            "No runs yet. Start one on the **Run** page, or run `circuitviz tune --model demo "
+            "--task sv-disagreement` in a terminal; runs appear here as soon as they start."
+        )
+        return None
+    try:
+        return load(run_id)
+    except RunNotFound as exc:
+        st.error(f"Run **{run_id}** was not found. {exc}. Pick another run in the sidebar.")
+    except RunCorrupt as exc:
+        st.error(
+            f"Run **{run_id}** cannot be read: its files are damaged or not a circuitviz run "
+            f"({exc}). Pick another run in the sidebar, or delete that run's directory."
+        )
+    except RunStoreError as exc:
+        st.warning(f"Run **{run_id}** is busy right now ({exc}); this page retries on reload.")
+    return None
+
+
+def run_title(frames: RunFrames) -> str:
+    color = {"running": "green", "finished": "blue", "failed": "red"}.get(frames.status, "gray")
+    return f"{frames.label()} :{color}-badge[{frames.status}]"

@@ -1,0 +1,113 @@
+"""Dynamics: metrics against step for several runs, edge trends, circuit size, a sweep's curve."""
+
+import pandas as pd
+import state
+import streamlit as st
+import widgets
+
+from circuitviz.plotting.dynamics import (
+    RunSeries,
+    circuit_size_heatmap,
+    dynamics_figure,
+    edge_trend_figure,
+    intrinsic_dimension_figure,
+)
+from circuitviz.plotting.view import token_label
+from circuitviz.runs import RunStoreError
+
+frames = state.current_run()
+if frames is None:
+    st.stop()
+st.subheader(state.run_title(frames))
+style = state.figure_style()
+runs = [r for r in state.all_runs() if r.status != "corrupt" and r.kind in (None, "tune", "sweep")]
+ids = [r.id for r in runs]
+labels = {r.id: widgets.describe_run(r) for r in runs}
+
+st.markdown("#### Training curves")
+overlay = state.bound(
+    "overlay",
+    st.multiselect,
+    "Overlay other runs (e.g. circuit-tuning vs full fine-tuning, other N or K)",
+    options=[i for i in ids if i != frames.run_id],
+    format_func=lambda i: labels.get(i, i),
+    to_widget=lambda ov: [i for i in ov if i in ids and i != frames.run_id],
+    from_widget=tuple,
+)
+series = [
+    RunSeries(
+        label=labels.get(frames.run_id, frames.label()), steps=frames.steps, evals=frames.evals
+    )
+]
+for run_id in overlay:
+    try:
+        other = state.load(run_id)
+    except RunStoreError as exc:
+        st.warning(f"Run {run_id} could not be read and is left out: {exc}")
+        continue
+    series.append(RunSeries(label=labels.get(run_id, run_id), steps=other.steps, evals=other.evals))
+if all(s.steps.empty and s.evals.empty for s in series):
+    st.info("No steps logged yet.")
+else:
+    st.plotly_chart(dynamics_figure(series, style=style), theme=None, width="stretch")
+
+if len(frames.tokens) >= 2:
+    st.markdown("#### Strengthened and weakened edges")
+    c1, c2, c3 = st.columns(3)
+    min_r = c1.slider("Minimum |r| of the trend", 0.0, 0.95, 0.5, 0.05)
+    n_show = c2.slider("Edges per panel", 1, 30, 10)
+    heads_only = c3.checkbox("Only head → head edges", value=False)
+    layout = state.layout_for(frames.graph_shape)
+    candidates = None
+    if heads_only:
+        kinds = pd.Series(layout.node_kind)
+        is_head = (kinds == "head").to_numpy()
+        candidates = is_head[layout.edge_src_node] & is_head[layout.edge_dst_node]
+    steps = frames.snapshots["step"].to_numpy()
+    st.plotly_chart(
+        edge_trend_figure(
+            steps,
+            frames.scores,
+            layout.edge_names,
+            min_r=min_r,
+            n_show=n_show,
+            candidates=candidates,
+            style=style,
+        ),
+        theme=None,
+        width="stretch",
+    )
+    st.markdown("#### Circuit size: edges above each threshold, at each snapshot")
+    step_labels = [token_label(t, frames.snapshots) for t in frames.tokens]
+    st.plotly_chart(
+        circuit_size_heatmap(step_labels, frames.scores, style=style), theme=None, width="stretch"
+    )
+else:
+    st.info("Edge trends and the circuit-size map need at least two snapshots.")
+
+sweeps = sorted({r.sweep_id for r in runs if r.sweep_id})
+if sweeps:
+    st.markdown("#### Intrinsic dimension: final values against top-N (a sweep)")
+    default = frames.sweep_id if frames.sweep_id in sweeps else sweeps[0]
+    sweep_id = st.selectbox("Sweep", sweeps, index=sweeps.index(default))
+    rows = []
+    for run in (r for r in runs if r.sweep_id == sweep_id):
+        try:
+            member = state.load(run.id)
+        except RunStoreError:
+            continue
+        evals, steps = member.evals, member.steps
+        rows.append(
+            {
+                "top_n": member.config.get("top_n"),
+                "task_metric": evals["task_metric"].iloc[-1] if len(evals) else None,
+                "lm_loss": evals["lm_loss"].iloc[-1] if len(evals) else None,
+                "tuned_ratio": steps["tuned_ratio"].mean() if len(steps) else None,
+                "n_nodes": steps["n_nodes"].mean() if len(steps) else None,
+            }
+        )
+    sweep = pd.DataFrame(rows).dropna(subset=["top_n"])
+    if len(sweep):
+        st.plotly_chart(intrinsic_dimension_figure(sweep, style=style), theme=None, width="stretch")
+    else:
+        st.info("This sweep's runs record no top-N yet.")

@@ -1,0 +1,69 @@
+"""Tour: five short steps for newcomers, each opening the right page in the right state."""
+
+import state
+import streamlit as st
+
+st.subheader("A five-minute tour")
+st.caption("Each step opens the page it talks about, on the current run. Come back here any time.")
+
+STEPS = [
+    (
+        "1. Nodes and edges",
+        "A transformer is drawn as a graph. **Boxes** are the parts that write into the residual "
+        "stream: the **input** embeddings (bottom), each **attention head** (`h0`, `h1`, ... in "
+        "rows, one row per layer) and each layer's **MLP** (green, right), and the **logits** on "
+        "top. An **edge** goes from a box that writes to a box that later reads: into a head's "
+        "query, key or value (left, middle, right of its box), into an MLP, or into the logits.",
+        {"step": "before", "compare": None, "node": None, "top_n": 50},
+        "views/circuit.py",
+    ),
+    (
+        "2. What an edge's score means (EAP)",
+        "Edge attribution patching scores every edge at once with one forward and one backward "
+        "pass: roughly, *how much the task metric (the logit difference between the right and "
+        "the wrong answer) would change if this edge carried the corrupted prompt's activation "
+        "instead of the clean one*. **Blue** edges help the task (positive score), **orange** "
+        "ones work against it; a thicker line is a larger |score|. The **circuit** is the top-N "
+        "edges by |score|. Hover an edge to read its score and rank.",
+        {"color_by": "sign", "compare": None, "node": None, "top_n": 50},
+        "views/circuit.py",
+    ),
+    (
+        "3. Circuit-tuning",
+        "Circuit-tuning fine-tunes **only the parameters of the circuit's boxes** (outlined in "
+        "dark), re-discovering the circuit every K steps, while full fine-tuning changes "
+        "everything. The demo runs teach the model *subject-verb disagreement* (to pick the verb "
+        "of the wrong number), the circuit-tuning paper's task. The **Heads** page shows how much "
+        "each head's weights moved under each method.",
+        {"only_circuit": False, "compare": None},
+        "views/heads.py",
+    ),
+    (
+        "4. Scrub through training",
+        "Drag the **Step** slider (or press ▶ Play): the layout never moves, so any motion is the "
+        "circuit changing. Turn on **Compare two steps** to colour edges that were added, removed, "
+        "strengthened or weakened between *before* and *after*, with the node and edge overlap "
+        "(IoU). Click a box to see its edges and its score across all steps.",
+        {"step": "before", "compare": "before", "node": None, "top_n": 100},
+        "views/circuit.py",
+    ),
+    (
+        "5. Run your own",
+        "The **Run** page starts circuit discovery, a tuning run or a top-N sweep in the "
+        "background; the Circuit page follows it live as snapshots land. The **Export** page saves "
+        "the current view as SVG, PDF, PNG, interactive HTML, a GIF of the slider, or JSON that "
+        "reopens it.",
+        {},
+        "views/run.py",
+    ),
+]
+
+for i, (title, text, changes, page) in enumerate(STEPS):
+    with st.container(border=True):
+        st.markdown(f"#### {title}")
+        st.markdown(text)
+        if st.button("Show me", key=f"tour-{i}"):
+            if "compare" in changes and changes["compare"] is not None:
+                changes = {**changes, "step": "after"}
+            state.set_view(**changes)
+            st.switch_page(page)

@@ -1,0 +1,138 @@
+"""A run's data in memory, in the shapes the figures take, and a view resolved against it.
+
+``load_run_frames`` reads everything a dashboard page or an export needs from a
+``circuitviz.runs.Run`` in a handful of queries; the dashboard caches the result, so moving a slider
+never touches the database. ``resolve_view`` turns a ``ViewState`` into rows of that data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from circuitviz.plotting.view import ViewState, resolve_token, step_tokens, token_label
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class RunFrames:
+    """Everything the dashboard shows of one run. ``scores``/``selected`` are
+    ``[n_snapshots, n_edges]`` rows in ``snapshots`` order (before, during by step, after)."""
+
+    run_id: str
+    status: str
+    status_message: str | None
+    kind: str | None
+    task: str | None
+    method: str | None
+    model_spec: str | None
+    sweep_id: str | None
+    created: str | None
+    config: dict
+    summary: dict
+    graph_shape: tuple[int, int, int, bool]  # n_layers, n_heads, n_kv_heads, paper
+    n_model_params: int | None
+    snapshots: pd.DataFrame = field(repr=False)
+    scores: np.ndarray = field(repr=False)
+    selected: np.ndarray = field(repr=False)
+    steps: pd.DataFrame = field(repr=False)
+    evals: pd.DataFrame = field(repr=False)
+    head_changes: pd.DataFrame = field(repr=False)
+    noise_std: np.ndarray | None = field(repr=False)
+
+    @property
+    def tokens(self) -> list[str]:
+        return step_tokens(self.snapshots)
+
+    @property
+    def n_edges(self) -> int:
+        return self.scores.shape[1]
+
+    def label(self) -> str:
+        """A short name for legends: task / method (model)."""
+        parts = [p for p in (self.task, self.method) if p]
+        return (
+            " / ".join(parts) + (f" ({self.model_spec})" if self.model_spec else "") or self.run_id
+        )
+
+
+def load_run_frames(run) -> RunFrames:
+    """Read a ``circuitviz.runs.Run`` into memory (raises what the run raises: RunCorrupt, ...)."""
+    meta = run.graph_meta
+    snapshots = run.snapshots()
+    scores = np.zeros((0, run.n_edges), np.float32)
+    selected = np.zeros((0, run.n_edges), bool)
+    if len(snapshots):
+        snapshots, scores = run.score_matrix()
+        selected = np.stack([run.snapshot(int(i)).selected for i in snapshots["snapshot_id"]])
+    for array in (scores, selected):
+        array.setflags(write=False)
+    return RunFrames(
+        run_id=run.id,
+        status=run.status,
+        status_message=run.status_message,
+        kind=run.kind,
+        task=run.task,
+        method=run.method,
+        model_spec=run.model_spec,
+        sweep_id=run.sweep_id,
+        created=getattr(run, "created", None),
+        config=dict(run.config or {}),
+        summary=dict(run.summary or {}),
+        graph_shape=(
+            int(meta["n_layers"]),
+            int(meta["n_heads"]),
+            int(meta.get("n_kv_heads") or meta["n_heads"]),
+            bool(meta.get("paper", False)),
+        ),
+        n_model_params=meta.get("n_model_params"),
+        snapshots=snapshots.reset_index(drop=True),
+        scores=scores,
+        selected=selected,
+        steps=run.steps(),
+        evals=run.evals(),
+        head_changes=run.head_changes(),
+        noise_std=run.noise_floor_std(),
+    )
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ResolvedView:
+    """A view's rows of a run: B is the step shown, A the step compared against (or None)."""
+
+    row_b: int
+    row_a: int | None
+    token_b: str
+    token_a: str | None
+    scores: np.ndarray = field(repr=False)
+    selected: np.ndarray = field(repr=False)
+    compare: np.ndarray | None = field(repr=False)
+    title: str
+
+
+def resolve_view(frames: RunFrames, view: ViewState) -> ResolvedView:
+    """The rows ``view`` shows. KeyError (naming the run's steps) for a step the run lacks."""
+    snaps = frames.snapshots
+    row_b = resolve_token(snaps, view.step)
+    token_b = frames.tokens[row_b]
+    row_a = token_a = None
+    if view.compare is not None:
+        row_a = resolve_token(snaps, view.compare)
+        token_a = frames.tokens[row_a]
+    shown = f"top {view.top_n}" if view.top_n is not None else "all edges"
+    cut = f", |score| ≥ {view.threshold:g}" if view.threshold > 0 else ""
+    if row_a is None:
+        what = token_label(token_b, snaps)
+    else:
+        what = f"{token_label(token_a, snaps)} → {token_label(token_b, snaps)}"
+    return ResolvedView(
+        row_b=row_b,
+        row_a=row_a,
+        token_b=token_b,
+        token_a=token_a,
+        scores=frames.scores[row_b],
+        selected=frames.selected[row_b],
+        compare=None if row_a is None else frames.scores[row_a],
+        title=f"{frames.label()}: {what} ({shown}{cut})",
+    )
