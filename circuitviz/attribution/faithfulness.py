@@ -1,0 +1,229 @@
+"""Faithfulness: how much of the model's behaviour a circuit alone carries (Hanna et al. 2024; MIB).
+
+Edge-level ablation, one forward per circuit:
+
+1. Baseline activations of every source (corrupted prompt, data mean or zero), as for attribution.
+2. During the forward, each source hook stores ``delta_u = a_u(this forward) - a_u(baseline)``
+   node-major, at the ablated positions (every position, or the target position).
+3. At each destination hook, the edges outside the circuit are removed with one einsum over the
+   complement mask: ``x_d <- x_d - sum_{u -> d not in circuit} delta_u``. The destination then sees
+   the baseline value along every ablated edge and the live value along every kept edge.
+4. faithfulness = (m_circuit - m_empty) / (m_full - m_empty), with the metric averaged over all
+   examples first. m_full is the unablated model; m_empty ablates every edge (with the EAP-IG graph
+   and the corrupted baseline that is exactly the corrupted run).
+
+A sweep over edge budgets (top-N by |score| at log-spaced fractions of all edges) gives MIB's
+summaries: CPR, the area under the faithfulness curve, and CMD, the area between it and 1, both
+over the edge fraction in [0, 1] by the trapezoid rule, with the empty circuit at fraction 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from einops import einsum
+
+from circuitviz.attribution.activations import (
+    BaselineActivations,
+    baseline_activations,
+    source_means,
+)
+from circuitviz.attribution.config import BASELINES, METRIC_NAMES, POSITIONS, _check_choice
+from circuitviz.attribution.hooks import FiredCheck, as_node_major, dest_hooks, source_hooks
+from circuitviz.graph.select import Circuit, empty_circuit, random_circuit, top_n
+from circuitviz.graph.topology import Graph
+from circuitviz.tasks.base import METRICS
+
+DEFAULT_FRACTIONS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FaithfulnessConfig:
+    """How ablated edges are replaced (``baseline``), where (``positions``: every position or only
+    the target position) and which metric is compared."""
+
+    baseline: str = "corrupted"
+    positions: str = "all"
+    metric: str = "logit_diff"
+
+    def __post_init__(self) -> None:
+        _check_choice("FaithfulnessConfig", "baseline", self.baseline, BASELINES)
+        _check_choice("FaithfulnessConfig", "positions", self.positions, POSITIONS)
+        _check_choice("FaithfulnessConfig", "metric", self.metric, METRIC_NAMES)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CircuitMetrics:
+    """Mean metric over ``n_examples`` of the full model, the empty circuit and each circuit."""
+
+    m_full: float
+    m_empty: float
+    m_circuits: tuple[float, ...]
+    n_examples: int
+
+    def faithfulness(self) -> tuple[float, ...]:
+        span = self.m_full - self.m_empty
+        if span == 0:
+            return tuple(float("nan") for _ in self.m_circuits)
+        return tuple((m - self.m_empty) / span for m in self.m_circuits)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepResult:
+    """Faithfulness of the top-N circuits at each edge fraction, and MIB's CPR and CMD."""
+
+    fractions: tuple[float, ...]
+    n_edges: tuple[int, ...]
+    faithfulness: tuple[float, ...]
+    cpr: float
+    cmd: float
+    metrics: CircuitMetrics = field(repr=False)
+
+
+def _ablation_weights(batch, positions: str, device, dtype) -> torch.Tensor:
+    """``[batch, pos]``: 1 where edges are ablated."""
+    mask = batch.attention_mask.to(device)
+    if positions == "all":
+        return torch.ones(mask.shape, device=device, dtype=dtype)
+    rows = torch.arange(mask.shape[0], device=device)
+    weights = torch.zeros(mask.shape, device=device, dtype=dtype)
+    weights[rows, batch.target_pos.to(device)] = 1
+    return weights
+
+
+def run_with_ablated_edges(
+    model, graph: Graph, batch, circuit: Circuit, base: BaselineActivations, positions: str = "all"
+) -> torch.Tensor:
+    """Logits ``[batch, pos, d_vocab]`` of the clean prompt with every edge outside ``circuit``
+    replaced by its baseline (no grad)."""
+    device, dtype = model.device, model.dtype
+    ids = batch.clean_ids.to(device)
+    weights = _ablation_weights(batch, positions, device, dtype)[None, :, :, None]
+    ablated = (graph.valid_mask & ~circuit.edge_mask).to(device)
+    n_batch, n_pos = ids.shape
+    delta = torch.zeros(graph.n_src, n_batch, n_pos, model.info.d_model, device=device, dtype=dtype)
+
+    def store(spec):
+        def hook(x, hook):
+            rows = as_node_major(x, spec.per_head) - base.sources[spec.src_slice]
+            delta[spec.src_slice] = rows * weights
+            fired.mark(spec.hook_name)
+
+        return hook
+
+    def remove_edges(spec, block):
+        if spec.per_head:
+            pattern = "n_src batch pos d_model, n_src head -> batch pos head d_model"
+        else:
+            pattern, block = "n_src batch pos d_model, n_src -> batch pos d_model", block[:, 0]
+
+        def hook(x, hook):
+            fired.mark(spec.hook_name)
+            return x - einsum(delta[: spec.n_up], block, pattern)
+
+        return hook
+
+    fwd = [(spec.hook_name, store(spec)) for spec in source_hooks(graph)]
+    for spec in dest_hooks(graph):
+        block = ablated[: spec.n_up, spec.dst_slice]
+        if bool(block.any()):  # a destination that keeps all its edges is left bit-identical
+            fwd.append((spec.hook_name, remove_edges(spec, block.to(dtype))))
+    fired = FiredCheck([name for name, _ in fwd])
+    with torch.no_grad(), model.bridge.hooks(fwd_hooks=fwd):
+        logits = model.bridge(ids, attention_mask=batch.attention_mask.to(device))
+    fired.verify("edge ablation forward")
+    return logits
+
+
+def evaluate_circuits(
+    model,
+    graph: Graph,
+    batches: Iterable,
+    circuits: Sequence[Circuit],
+    config: FaithfulnessConfig,
+    *,
+    metric: Callable | None = None,
+) -> CircuitMetrics:
+    """Mean metric of the full model, of the empty circuit and of every circuit, over all batches
+    (one baseline forward, one clean forward and 1 + len(circuits) ablated forwards per batch)."""
+    metric = metric if metric is not None else METRICS[config.metric]
+    batches = list(batches)
+    means = source_means(model, graph, batches) if config.baseline == "mean" else None
+    empty = empty_circuit(graph)
+    totals = torch.zeros(2 + len(circuits), dtype=torch.float64)
+    n_examples = 0
+    for batch in batches:
+        base = baseline_activations(model, graph, batch, config.baseline, means)
+        with torch.no_grad():
+            clean = model.bridge(
+                batch.clean_ids.to(model.device),
+                attention_mask=batch.attention_mask.to(model.device),
+            )
+        values = [metric(clean, batch).sum()]
+        for circuit in (empty, *circuits):
+            logits = run_with_ablated_edges(model, graph, batch, circuit, base, config.positions)
+            values.append(metric(logits, batch).sum())
+        totals += torch.stack(values).double().cpu()
+        n_examples += int(batch.clean_ids.shape[0])
+    if n_examples == 0:
+        raise ValueError("evaluate_circuits needs at least one example; the batches were empty")
+    means_ = (totals / n_examples).tolist()
+    return CircuitMetrics(
+        m_full=means_[0], m_empty=means_[1], m_circuits=tuple(means_[2:]), n_examples=n_examples
+    )
+
+
+def area_under(fractions: Sequence[float], values: Sequence[float]) -> float:
+    """Trapezoid area of ``values`` over ``fractions`` (sorted, in [0, 1])."""
+    x = torch.tensor(fractions, dtype=torch.float64)
+    y = torch.tensor(values, dtype=torch.float64)
+    return float(torch.trapezoid(y, x))
+
+
+def faithfulness_sweep(
+    model,
+    graph: Graph,
+    batches: Iterable,
+    scores: torch.Tensor,
+    config: FaithfulnessConfig,
+    *,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    metric: Callable | None = None,
+) -> SweepResult:
+    """Faithfulness of the top-N edges (by |score|) at each fraction of all edges, plus CPR/CMD."""
+    fractions = tuple(sorted(float(f) for f in fractions))
+    if not fractions or fractions[0] <= 0 or fractions[-1] > 1:
+        raise ValueError(f"fractions must lie in (0, 1], got {fractions}")
+    counts = tuple(max(1, round(f * graph.n_edges)) for f in fractions)
+    circuits = [top_n(scores, graph, n) for n in counts]
+    metrics = evaluate_circuits(model, graph, batches, circuits, config, metric=metric)
+    faith = metrics.faithfulness()
+    x = (0.0, *fractions)
+    y = (0.0, *faith)
+    return SweepResult(
+        fractions=fractions,
+        n_edges=counts,
+        faithfulness=faith,
+        cpr=area_under(x, y),
+        cmd=area_under(x, [abs(1 - v) for v in y]),
+        metrics=metrics,
+    )
+
+
+def circuit_and_random_faithfulness(
+    model,
+    graph: Graph,
+    batches: Iterable,
+    circuit: Circuit,
+    config: FaithfulnessConfig,
+    *,
+    seed: int = 0,
+    metric: Callable | None = None,
+) -> tuple[float, float, CircuitMetrics]:
+    """Faithfulness of ``circuit`` and of a random circuit with as many edges (seeded)."""
+    contrast = random_circuit(graph, circuit.n_edges, seed=seed)
+    metrics = evaluate_circuits(model, graph, batches, [circuit, contrast], config, metric=metric)
+    faith, random_faith = metrics.faithfulness()
+    return faith, random_faith, metrics

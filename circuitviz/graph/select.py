@@ -1,0 +1,200 @@
+"""Choosing a circuit from edge scores, without touching the scores.
+
+A ``Circuit`` is an edge mask ``[n_src, n_dst]`` (a subset of ``graph.valid_mask``) plus the node
+masks it implies: a source is in the circuit when one of its outgoing edges is, a destination when
+one of its incoming edges is. Selections:
+
+* ``top_n``: the N valid edges with the largest |score| (or score);
+* ``threshold``: every valid edge with |score| (or score) >= a value;
+* ``node_weighted``: the circuit-tuning paper's ``top_nodes_new``: rank edge (i, j) by
+  |s_ij| * sum_j' |s_ij'| * sum_i' |s_i'j|, then keep the top N;
+* ``prune_dead_ends``: drop edges on no input -> logits path of the circuit;
+* ``random_circuit``: N valid edges drawn uniformly with a seed (the contrast for faithfulness).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from circuitviz.graph.topology import Graph, edge_name, parse_node
+
+
+@dataclass(frozen=True, kw_only=True)
+class Circuit:
+    """Edges and nodes of a circuit in ``graph``. Build one with ``Circuit.from_edge_mask``."""
+
+    graph: Graph = field(repr=False)
+    edge_mask: torch.Tensor = field(repr=False)  # [n_src, n_dst] bool
+    src_mask: torch.Tensor = field(repr=False)  # [n_src] bool
+    dst_mask: torch.Tensor = field(repr=False)  # [n_dst] bool
+
+    def __post_init__(self) -> None:
+        shape = (self.graph.n_src, self.graph.n_dst)
+        for name, value, want in (
+            ("edge_mask", self.edge_mask, shape),
+            ("src_mask", self.src_mask, shape[:1]),
+            ("dst_mask", self.dst_mask, shape[1:]),
+        ):
+            if value.dtype != torch.bool or tuple(value.shape) != want:
+                raise ValueError(
+                    f"Circuit.{name} must be a bool tensor of shape {want}, got {value.dtype} "
+                    f"{tuple(value.shape)}"
+                )
+        invalid = self.edge_mask & ~self.graph.valid_mask
+        if bool(invalid.any()):
+            i, j = invalid.nonzero()[0].tolist()
+            raise ValueError(
+                f"Circuit.edge_mask contains an invalid edge "
+                f"{edge_name(self.graph.src_names[i], self.graph.dst_names[j])!r}"
+            )
+        if not torch.equal(self.src_mask, self.edge_mask.any(1)) or not torch.equal(
+            self.dst_mask, self.edge_mask.any(0)
+        ):
+            raise ValueError("Circuit node masks disagree with its edge mask; use from_edge_mask")
+
+    @classmethod
+    def from_edge_mask(cls, graph: Graph, edge_mask: torch.Tensor) -> Circuit:
+        edge_mask = edge_mask.to(device="cpu", dtype=torch.bool)
+        return cls(
+            graph=graph, edge_mask=edge_mask, src_mask=edge_mask.any(1), dst_mask=edge_mask.any(0)
+        )
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.edge_mask.sum())
+
+    def edge_names(self) -> list[str]:
+        return [
+            edge_name(self.graph.src_names[i], self.graph.dst_names[j])
+            for i, j in self.edge_mask.nonzero().tolist()
+        ]
+
+    def node_mask(self) -> dict[str, bool]:
+        """Every base node of the graph (``input``, ``a0.h1``, ``m0``, ``logits``) -> in circuit.
+        A head is in when any of its output, q, k or v parts is."""
+        mask: dict[str, bool] = {}
+        names = self.graph.src_names + self.graph.dst_names
+        flags = self.src_mask.tolist() + self.dst_mask.tolist()
+        for name, flag in zip(names, flags):
+            base = parse_node(name).base
+            mask[base] = mask.get(base, False) or flag
+        return mask
+
+    def nodes(self) -> list[str]:
+        return [name for name, flag in self.node_mask().items() if flag]
+
+
+def full_circuit(graph: Graph) -> Circuit:
+    return Circuit.from_edge_mask(graph, graph.valid_mask.clone())
+
+
+def empty_circuit(graph: Graph) -> Circuit:
+    return Circuit.from_edge_mask(graph, torch.zeros_like(graph.valid_mask))
+
+
+def _check_scores(scores: torch.Tensor, graph: Graph) -> torch.Tensor:
+    if tuple(scores.shape) != (graph.n_src, graph.n_dst):
+        raise ValueError(
+            f"scores must be [n_src, n_dst] = {(graph.n_src, graph.n_dst)}, got {tuple(scores.shape)}"
+        )
+    return scores.detach().to("cpu", torch.float64)
+
+
+def _top_by(ranking: torch.Tensor, graph: Graph, n: int) -> Circuit:
+    """Keep the ``n`` valid edges with the largest ``ranking`` (ties: the first in edge order)."""
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    if n > graph.n_edges:
+        raise ValueError(
+            f"asked for {n} edges but the graph has only {graph.n_edges}; use n <= {graph.n_edges}"
+        )
+    valid = graph.valid_mask.flatten()
+    ranking = ranking.flatten().nan_to_num(nan=float("-inf"))
+    order = torch.argsort(ranking[valid], descending=True, stable=True)[:n]
+    flat = torch.zeros(valid.numel(), dtype=torch.bool)
+    flat[valid.nonzero()[:, 0][order]] = True
+    return Circuit.from_edge_mask(graph, flat.view_as(graph.valid_mask))
+
+
+def top_n(scores: torch.Tensor, graph: Graph, n: int, *, absolute: bool = True) -> Circuit:
+    """The ``n`` valid edges with the largest |score| (``absolute``) or largest signed score."""
+    scores = _check_scores(scores, graph)
+    return _top_by(scores.abs() if absolute else scores, graph, n)
+
+
+def threshold(
+    scores: torch.Tensor, graph: Graph, value: float, *, absolute: bool = True
+) -> Circuit:
+    """Every valid edge whose |score| (``absolute``) or signed score is at least ``value``."""
+    scores = _check_scores(scores, graph)
+    ranking = scores.abs() if absolute else scores
+    return Circuit.from_edge_mask(graph, (ranking >= value) & graph.valid_mask)
+
+
+def node_weighted(scores: torch.Tensor, graph: Graph, n: int) -> Circuit:
+    """The paper's ``top_nodes_new``: weight |s_ij| by the total |score| out of source i and into
+    destination j, then keep the ``n`` largest (all valid edges only)."""
+    magnitude = _check_scores(scores, graph).abs() * graph.valid_mask
+    weighted = magnitude * magnitude.sum(1, keepdim=True) * magnitude.sum(0, keepdim=True)
+    return _top_by(weighted, graph, n)
+
+
+def random_circuit(graph: Graph, n: int, *, seed: int = 0) -> Circuit:
+    """``n`` valid edges drawn uniformly without replacement, reproducibly from ``seed``."""
+    noise = torch.rand(graph.valid_mask.shape, generator=torch.Generator().manual_seed(seed))
+    return _top_by(noise.double(), graph, n)
+
+
+def _node_table(names: tuple[str, ...], n_layers: int) -> dict[str, torch.Tensor]:
+    """Per-node kind codes, layers and heads as tensors (one pass over the names)."""
+    codes = {"input": 0, "head": 1, "mlp": 2, "logits": 3, "q": 4, "k": 5, "v": 6}
+    refs = [parse_node(name, n_layers) for name in names]
+    return {
+        "kind": torch.tensor([codes[ref.qkv or ref.kind] for ref in refs]),
+        "layer": torch.tensor([ref.layer for ref in refs]),
+        "head": torch.tensor([-1 if ref.head is None else ref.head for ref in refs]),
+    }
+
+
+def _feeds(graph: Graph) -> torch.Tensor:
+    """``[n_dst, n_src]``: destination j's input reaches source i's output inside one node (a
+    head's q input its own output; a k/v group every head of the group; m{L}'s input its output)."""
+    src = _node_table(graph.src_names, graph.n_layers)
+    dst = _node_table(graph.dst_names, graph.n_layers)
+    group_size = graph.n_heads // graph.n_kv_heads
+    same_layer = dst["layer"][:, None] == src["layer"][None, :]
+    src_head, dst_head = src["head"][None, :], dst["head"][:, None]
+    src_is_head = src["kind"][None, :] == 1
+    mlp = (dst["kind"][:, None] == 2) & (src["kind"][None, :] == 2)
+    query = (dst["kind"][:, None] == 4) & src_is_head & (src_head == dst_head)
+    key_value = (dst["kind"][:, None] >= 5) & src_is_head & (src_head // group_size == dst_head)
+    return same_layer & (mlp | query | key_value)
+
+
+def prune_dead_ends(circuit: Circuit) -> Circuit:
+    """Drop every edge that lies on no ``input -> ... -> logits`` path of the circuit.
+
+    Reachability runs as a fixed point over whole node vectors (at most 2 * n_layers + 2 rounds).
+    With the paper's graph (no ``input`` or ``logits`` node) the embeddings feed every node and every
+    node writes to the unembedding through paths that are never ablated, so no edge is a dead end
+    and the circuit comes back unchanged.
+    """
+    graph, edges = circuit.graph, circuit.edge_mask
+    if graph.paper:
+        return circuit
+    feeds = _feeds(graph)
+    is_input = torch.tensor([parse_node(n).kind == "input" for n in graph.src_names])
+    is_logits = torch.tensor([parse_node(n).kind == "logits" for n in graph.dst_names])
+    from_input = is_input
+    to_logits = is_logits
+    for _ in range(2 * graph.n_layers + 2):
+        reached_dst = (edges & from_input[:, None]).any(0)
+        next_from = is_input | (feeds & reached_dst[:, None]).any(0)
+        reaching_src = (edges & to_logits[None, :]).any(1)
+        next_to = is_logits | (feeds & reaching_src[None, :]).any(1)
+        if torch.equal(next_from, from_input) and torch.equal(next_to, to_logits):
+            break
+        from_input, to_logits = next_from, next_to
+    return Circuit.from_edge_mask(graph, edges & from_input[:, None] & to_logits[None, :])

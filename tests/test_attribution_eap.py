@@ -1,0 +1,234 @@
+"""EAP and EAP-IG against exact edge patching on tiny float64 GPT-2 and Llama models.
+
+The oracle (``circuitviz.attribution.patching``) patches one edge at a time with a plain forward.
+EAP must equal its finite-difference derivative; EAP-IG must be closer than EAP to the true effect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from circuitviz.attribution import (
+    AttributionConfig,
+    attribute,
+    batch_edge_scores,
+    edge_derivatives,
+    edge_effects,
+)
+from circuitviz.graph.topology import graph_for
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The TaskBatch fields attribution reads, built from random ids (no tokenizer involved)."""
+
+    clean_ids: torch.Tensor
+    corrupt_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    target_pos: torch.Tensor
+    answer_ids: torch.Tensor
+    wrong_ids: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.clean_ids.shape[0]
+
+    def rows(self, idx) -> Batch:
+        return Batch(**{k: v[idx] for k, v in self.__dict__.items()})
+
+    def padded(self, extra: int, pad_id: int = 0) -> Batch:
+        """The same batch with ``extra`` more padding columns on the right."""
+        n = self.clean_ids.shape[0]
+        pad = torch.full((n, extra), pad_id)
+        return Batch(
+            clean_ids=torch.cat([self.clean_ids, pad], 1),
+            corrupt_ids=torch.cat([self.corrupt_ids, pad], 1),
+            attention_mask=torch.cat([self.attention_mask, torch.zeros(n, extra).long()], 1),
+            target_pos=self.target_pos,
+            answer_ids=self.answer_ids,
+            wrong_ids=self.wrong_ids,
+        )
+
+
+def random_batch(n: int = 4, n_pos: int = 6, vocab: int = 512, seed: int = 0) -> Batch:
+    """Rows of different lengths (right-padded); the corrupted prompt differs in one position."""
+    gen = torch.Generator().manual_seed(seed)
+    clean = torch.randint(3, vocab, (n, n_pos), generator=gen)
+    corrupt = clean.clone()
+    corrupt[:, 1] = torch.randint(3, vocab, (n,), generator=gen)
+    lengths = torch.randint(3, n_pos + 1, (n,), generator=gen)
+    lengths[0] = n_pos
+    mask = (torch.arange(n_pos)[None, :] < lengths[:, None]).long()
+    return Batch(
+        clean_ids=clean * mask,
+        corrupt_ids=corrupt * mask,
+        attention_mask=mask,
+        target_pos=lengths - 1,
+        answer_ids=torch.randint(3, vocab, (n,), generator=gen),
+        wrong_ids=torch.randint(3, vocab, (n,), generator=gen),
+    )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models run many small ops; on a shared 2-core machine one thread is much faster.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def float64_llama(tiny_llama, monkeypatch):
+    """tiny_llama computed in float64 throughout. Llama's RMSNorm and the bridge's rotary attention
+    softmax run in float32 even for float64 models; a finite difference would then measure float32
+    rounding (errors ~1e-3), not the derivative. Patch both to keep the input dtype."""
+    from transformer_lens.model_bridge.generalized_components import position_embeddings_attention
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    bridge_cls = position_embeddings_attention.PositionEmbeddingsAttentionBridge
+    softmax = bridge_cls._masked_softmax
+
+    def masked_softmax(self, scores, dtype=None):
+        return softmax(self, scores, dtype=None if scores.dtype == torch.float64 else dtype)
+
+    def rms_norm(self, x):
+        return self.weight * (
+            x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        )
+
+    monkeypatch.setattr(bridge_cls, "_masked_softmax", masked_softmax)
+    monkeypatch.setattr(LlamaRMSNorm, "forward", rms_norm)
+    return tiny_llama
+
+
+@pytest.fixture(params=["gpt2", "llama"])
+def model(request, tiny_gpt2):
+    return tiny_gpt2 if request.param == "gpt2" else request.getfixturevalue("float64_llama")
+
+
+def mean_scores(model, graph, batch, config) -> torch.Tensor:
+    """float64 scores averaged over the batch, ``[n_src, n_dst]``."""
+    result = batch_edge_scores(model, graph, batch, config)
+    return result.scores / result.n_examples
+
+
+@pytest.mark.parametrize(
+    ("baseline", "positions", "paper"),
+    [
+        ("corrupted", "all", False),
+        ("corrupted", "target", False),
+        ("mean", "all", False),
+        ("zero", "target", False),
+        ("corrupted", "all", True),
+    ],
+)
+def test_eap_equals_finite_difference_of_single_edge_patching(model, baseline, positions, paper):
+    graph = graph_for(model.info, paper=paper)
+    batch = random_batch()
+    config = AttributionConfig(method="eap", baseline=baseline, positions=positions)
+    scores = mean_scores(model, graph, batch, config)[graph.valid_mask]
+    edges = graph.edge_index().tolist()
+    oracle = edge_derivatives(model, graph, batch, config, edges, eps=1e-4)
+    assert oracle.abs().max() > 1e-4  # the check is not vacuous
+    torch.testing.assert_close(scores, oracle, rtol=1e-4, atol=1e-4 * float(oracle.abs().max()))
+
+
+def test_eap_ig_with_many_steps_is_closer_to_exact_patching_than_eap(model):
+    graph = graph_for(model.info)
+    batch = random_batch(n=8, n_pos=8, seed=1)
+    edges = graph.edge_index().tolist()
+    exact = edge_effects(model, graph, batch, AttributionConfig(), edges)
+
+    def error(method: str, steps: int) -> float:
+        config = AttributionConfig(method=method, ig_steps=steps)
+        scores = mean_scores(model, graph, batch, config)[graph.valid_mask]
+        return float((scores - exact).norm() / exact.norm())
+
+    eap = error("eap", 1)
+    assert eap > 0.05  # the model is nonlinear enough for the comparison to mean something
+    assert error("eap-ig-inputs", 32) < 0.5 * eap
+    assert error("eap-ig-activations", 32) < 0.5 * eap
+
+
+@pytest.mark.parametrize("method", ["eap-ig-inputs", "eap-ig-activations"])
+def test_eap_ig_with_one_step_is_eap(tiny_gpt2, method):
+    graph = graph_for(tiny_gpt2.info)
+    batch = random_batch()
+    eap = mean_scores(tiny_gpt2, graph, batch, AttributionConfig(method="eap"))
+    ig = mean_scores(tiny_gpt2, graph, batch, AttributionConfig(method=method, ig_steps=1))
+    torch.testing.assert_close(ig, eap, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        AttributionConfig(method="eap", baseline="corrupted"),
+        AttributionConfig(method="eap", baseline="mean", positions="target"),
+        AttributionConfig(method="eap-ig-inputs", baseline="zero", ig_steps=3),
+        AttributionConfig(method="eap-ig-activations", baseline="mean", ig_steps=3),
+    ],
+    ids=lambda c: f"{c.method}-{c.baseline}-{c.positions}",
+)
+def test_batching_and_padding_do_not_change_scores(tiny_gpt2, config):
+    graph = graph_for(tiny_gpt2.info)
+    batch = random_batch(n=6, n_pos=7, seed=2)
+    whole = attribute(tiny_gpt2, graph, [batch], config).scores
+    split = attribute(tiny_gpt2, graph, [batch.rows(slice(0, 2)), batch.rows(slice(2, 6))], config)
+    padded = attribute(tiny_gpt2, graph, (b.padded(3) for b in [batch]), config)
+    assert whole.abs().max() > 0
+    torch.testing.assert_close(split.scores, whole, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(padded.scores, whole, rtol=1e-5, atol=1e-7)
+    assert split.n_examples == padded.n_examples == 6
+
+
+def test_scores_layout_and_invalid_cells(tiny_llama):
+    graph = graph_for(tiny_llama.info)
+    result = attribute(tiny_llama, graph, [random_batch()], AttributionConfig())
+    assert result.scores.dtype == torch.float32 and result.scores.device.type == "cpu"
+    assert tuple(result.scores.shape) == (graph.n_src, graph.n_dst)
+    assert bool((result.scores[~graph.valid_mask] == 0).all())
+    assert int((result.scores[graph.valid_mask] != 0).sum()) > 0.9 * graph.n_edges
+    assert result.edge_vector().shape == (graph.n_edges,)
+    top = result.ranked(5)
+    assert [abs(e.score) for e in top] == sorted((abs(e.score) for e in top), reverse=True)
+    assert top[0].name == f"{top[0].src}->{top[0].dst}"
+
+
+def test_no_hook_or_frozen_parameter_outlives_the_call(tiny_gpt2):
+    graph = graph_for(tiny_gpt2.info)
+    attribute(tiny_gpt2, graph, [random_batch()], AttributionConfig(method="eap-ig-activations"))
+    assert all(p.requires_grad for p in tiny_gpt2.bridge.parameters())
+    for hook_point in tiny_gpt2.bridge.hook_points():
+        assert not hook_point._forward_hooks and not hook_point._backward_hooks
+
+
+def test_return_logits_lets_a_training_step_reuse_the_clean_forward(tiny_gpt2):
+    graph = graph_for(tiny_gpt2.info)
+    batch = random_batch()
+    config = AttributionConfig()
+    plain = batch_edge_scores(tiny_gpt2, graph, batch, config)
+    reused = batch_edge_scores(tiny_gpt2, graph, batch, config, return_logits=True)
+    torch.testing.assert_close(reused.scores, plain.scores, rtol=1e-12, atol=1e-15)
+    with torch.no_grad():
+        expected = tiny_gpt2.bridge(batch.clean_ids, attention_mask=batch.attention_mask)
+    torch.testing.assert_close(reused.logits.detach(), expected)
+    tiny_gpt2.bridge.zero_grad(set_to_none=True)
+    reused.logits[:, -1].logsumexp(-1).sum().backward()
+    grads = [p.grad for p in tiny_gpt2.bridge.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+    tiny_gpt2.bridge.zero_grad(set_to_none=True)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="method"):
+        AttributionConfig(method="acdc")
+    with pytest.raises(ValueError, match="ig_steps"):
+        AttributionConfig(method="eap-ig-inputs", ig_steps=0)
+    with pytest.raises(ValueError, match="baseline"):
+        AttributionConfig(baseline="resample")
+    assert (
+        "m(edge u->d patched to its baseline) - m(clean)" in AttributionConfig().describe()["sign"]
+    )
