@@ -1,4 +1,4 @@
-"""Background jobs the Run page starts: ``python -m circuitviz.cli <command> ...`` processes.
+"""Background jobs the Run page starts: ``circuitviz <command> ...`` processes.
 
 A model never runs inside the page script. Each job is a process of its own session (so Stop can
 end it with all its children) writing its output to a log file; a small JSON file beside the log
@@ -20,13 +20,15 @@ from datetime import datetime
 from pathlib import Path
 
 JOBS_DIR = ".jobs"
+# The CLI's entry point, run by this interpreter (the venv's), whatever PATH says.
+_ENTRY = "import sys; from circuitviz.cli import main; sys.exit(main())"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Job:
     job_id: str  # the run id for tune jobs; the output name for discover and sweep jobs
     kind: str  # "tune" | "sweep" | "discover"
-    argv: tuple[str, ...]  # arguments after `python -m circuitviz.cli`
+    argv: tuple[str, ...]  # arguments after `circuitviz`
     pid: int
     log: str
     started: str
@@ -51,7 +53,7 @@ def start_job(
     total_steps: int | None = None,
     output: str | None = None,
 ) -> Job:
-    """Start ``python -m circuitviz.cli *argv`` in the background and record it."""
+    """Start ``circuitviz *argv`` (with this Python) in the background and record it."""
     directory = jobs_dir(root)
     directory.mkdir(parents=True, exist_ok=True)
     log = directory / f"{job_id}.log"
@@ -59,7 +61,7 @@ def start_job(
         handle.write(f"$ circuitviz {' '.join(argv)}\n".encode())
         handle.flush()
         process = subprocess.Popen(  # noqa: S603 - our own CLI, arguments from a form
-            [sys.executable, "-m", "circuitviz.cli", *argv],
+            [sys.executable, "-c", _ENTRY, *argv],
             stdout=handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -16,7 +16,7 @@ available = [c for c in COMMANDS if importlib.util.find_spec(f"circuitviz.cli.{c
 
 st.subheader("Start a run")
 st.caption(
-    f"Runs are written under `{root}` by a separate process (`circuitviz ...`); this page never "
+    f"Runs are written under `{root}` by a separate process (`circuitviz tune ...`); this page never "
     "runs a model itself, so the dashboard stays responsive."
 )
 if not available:

@@ -20,11 +20,12 @@ STEPS = [
     (
         "2. What an edge's score means (EAP)",
         "Edge attribution patching scores every edge at once with one forward and one backward "
-        "pass: roughly, *how much the task metric (the logit difference between the right and "
-        "the wrong answer) would change if this edge carried the corrupted prompt's activation "
-        "instead of the clean one*. **Blue** edges help the task (positive score), **orange** "
-        "ones work against it; a thicker line is a larger |score|. The **circuit** is the top-N "
-        "edges by |score|. Hover an edge to read its score and rank.",
+        "pass. A score estimates *how much the task metric (the logit difference between the "
+        "right and the wrong answer) changes if this edge carries the corrupted prompt's "
+        "activation instead of the clean one*. So a **negative** score (blue) means the edge "
+        "helps the right answer; a **positive** one (orange) works against it. A thicker line is "
+        "a larger |score|. The **circuit** is the top-N edges by |score|. Hover an edge to read "
+        "its score and rank among all edges.",
         {"color_by": "sign", "compare": None, "node": None, "top_n": 50},
         "views/circuit.py",
     ),

@@ -24,6 +24,7 @@ from circuitviz.plotting.edges import (
 )
 from circuitviz.plotting.layout import BOX_H, N_CURVE_POINTS, TARGET_CODES, Layout, build_layout
 
+DOTTED_LABEL = "dotted: score > 0"
 WIDTH_BINS = (0.15, 0.35, 0.65)  # |score| / max |score| shown
 WIDTHS = (0.8, 1.6, 2.8, 4.5)
 OPACITIES = (0.45, 0.6, 0.75, 0.9)
@@ -230,18 +231,20 @@ def _sign_groups(layout, scores, edges, focus, color_by, line_scale) -> list[Edg
     negative = scores[edges] < 0
     if color_by == "sign":
         classes = [
-            ("positive", ~negative, S.POSITIVE, "solid"),
-            ("negative", negative, S.NEGATIVE, "solid"),
+            (S.HELPS_LABEL, negative, S.HELPS, "solid"),
+            (S.HURTS_LABEL, ~negative, S.HURTS, "solid"),
         ]
-    else:
+    else:  # hue by the reader; dotted when the edge works against the answer
         target = layout.edge_target[edges]
         classes = []
         for name, color in S.TARGET_COLORS.items():
             is_target = target == TARGET_CODES[name]
-            classes.append((f"→ {name} (+)", is_target & ~negative, color, "solid"))
-            classes.append((f"→ {name} (−)", is_target & negative, color, "dot"))
+            classes.append((f"into {name}", is_target & negative, color, "solid"))
+            classes.append((f"into {name}", is_target & ~negative, color, "dot"))
+        if (~negative).any():  # one legend entry explains the dots for every colour
+            groups.append(EdgeGroup(edges[:0], "#555555", 0.0, 1.0, DOTTED_LABEL, "dot", True))
     for label, members, color, dash in classes:
-        first = True  # the legend shows the widest line of a class
+        first = dash == "solid" or color_by == "sign"  # one legend entry per class
         for level in reversed(range(len(WIDTHS))):
             chosen = edges[members & (bins == level)]
             if len(chosen):
@@ -316,15 +319,16 @@ def _legend_traces(groups: list[EdgeGroup], line_scale: float) -> list[go.Scatte
             showlegend=True,
             hoverinfo="skip",
         )
-        for group in sorted(seen.values(), key=lambda g: _LEGEND_ORDER.get(g.label, 99))
+        for group in sorted(seen.values(), key=lambda g: LEGEND_ORDER.get(g.label, 99))
     ]
 
 
-_LEGEND_ORDER = {
+LEGEND_ORDER = {
     label: i
     for i, label in enumerate(
-        ["positive", "negative"]
-        + [f"→ {t} ({s})" for t in S.TARGETS for s in "+−"]
+        [S.HELPS_LABEL, S.HURTS_LABEL]
+        + [f"into {t}" for t in S.TARGETS]
+        + [DOTTED_LABEL]
         + [S.DIFF_LABELS[c] for c in reversed(DIFF_CATEGORIES)]
     )
 }

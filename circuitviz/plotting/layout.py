@@ -139,12 +139,14 @@ def _nodes(graph: Graph):
         ys.append(y)
         ws.append(w)
 
-    add("input", "input", -1, -1, centre, -1.0, bar_w)
+    if graph.has_input:  # the paper's graph has no input or logits node
+        add("input", "input", -1, -1, centre, -1.0, bar_w)
     for layer in range(graph.n_layers):
         for head in range(graph.n_heads):
             add(f"a{layer}.h{head}", "head", layer, head, float(head), float(layer), BOX_W)
         add(f"m{layer}", "mlp", layer, -1, graph.n_heads + 0.25, layer + MLP_RISE, BOX_W)
-    add("logits", "logits", graph.n_layers, -1, centre, float(graph.n_layers), bar_w)
+    if graph.has_input:
+        add("logits", "logits", graph.n_layers, -1, centre, float(graph.n_layers), bar_w)
     return names, kinds, layers, heads, xs, ys, ws
 
 

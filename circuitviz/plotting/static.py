@@ -21,6 +21,7 @@ from matplotlib.patches import Rectangle
 from circuitviz.graph.topology import Graph
 from circuitviz.plotting import style as S
 from circuitviz.plotting.circuit import (
+    LEGEND_ORDER,
     circuit_nodes,
     circuit_view,
     edge_groups,
@@ -48,7 +49,7 @@ def circuit_static_figure(
     color_by: S.ColorBy = "sign",
     title: str | None = None,
     style: S.FigureStyle | None = None,
-    width_in: float = 11.0,
+    width_in: float | None = None,
 ) -> Figure:
     """The same picture as ``circuit_figure`` as a matplotlib Figure (arguments as there)."""
     layout = graph if isinstance(graph, Layout) else build_layout(graph)
@@ -79,10 +80,18 @@ def circuit_static_figure(
     )
     edges = view.edges if view.diff is None else view.diff.edges
 
-    height_in = max(4.5, (layout.n_layers + 2) * style.px_per_layer / 100 + 1.0)
+    width_in = width_in or 11.0 * max(1.0, 0.85 * style.label_size / 10)
+    handles = _legend_handles(groups, selected_mask is not None)
+    n_rows = -(-len(handles) // _LEGEND_COLUMNS)
+    # Vertical budget in inches: title, legend rows, then the graph.
+    head_in = (
+        0.45 if title else 0.1
+    ) * style.title_size / 16 + 0.3 * n_rows * style.label_size / 10
+    graph_in = max(3.5, (layout.n_layers + 2) * style.px_per_layer / 100)
+    height_in = head_in + graph_in + 0.15
     fig = Figure(figsize=(width_in, height_in), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.07, 0.02, 0.92, 0.86 if title else 0.92))
+    ax = fig.add_axes((0.07, 0.15 / height_in, 0.92, graph_in / height_in))
     for group in groups:
         lines = LineCollection(
             layout.edge_curves[group.edges],
@@ -101,9 +110,20 @@ def circuit_static_figure(
     ax.set_xticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
-    _legend(fig, groups, selected_mask is not None, style)
+    top = 1 - 0.08 / height_in
     if title:
-        fig.suptitle(title, x=0.07, ha="left", fontsize=style.title_size)
+        fig.text(0.07, top, title, ha="left", va="top", fontsize=style.title_size)
+        top -= 0.45 * style.title_size / 16 / height_in
+    if handles:
+        fig.legend(
+            handles=handles,
+            loc="upper left",
+            bbox_to_anchor=(0.065, top),
+            ncol=_LEGEND_COLUMNS,
+            fontsize=style.label_size,
+            frameon=False,
+            borderaxespad=0,
+        )
     return fig
 
 
@@ -158,21 +178,19 @@ def _draw_nodes(ax, layout, edges, selected_mask, focus, style) -> None:
         )
 
 
-def _legend(fig, groups, with_circuit: bool, style) -> None:
-    handles, seen = [], set()
+_LEGEND_COLUMNS = 4
+
+
+def _legend_handles(groups, with_circuit: bool) -> list:
+    seen: dict[str, object] = {}
     for group in groups:
         if group.legend and group.label not in seen:
-            seen.add(group.label)
-            handles.append(
-                Line2D(
-                    [],
-                    [],
-                    color=group.color,
-                    linewidth=2.5,
-                    linestyle=_DASH[group.dash],
-                    label=group.label,
-                )
-            )
+            seen[group.label] = group
+    ordered = sorted(seen.values(), key=lambda g: LEGEND_ORDER.get(g.label, 99))
+    handles = [
+        Line2D([], [], color=g.color, linewidth=2.5, linestyle=_DASH[g.dash], label=g.label)
+        for g in ordered
+    ]
     if with_circuit:
         handles.append(
             Rectangle(
@@ -181,17 +199,11 @@ def _legend(fig, groups, with_circuit: bool, style) -> None:
                 1,
                 facecolor="white",
                 edgecolor=S.CIRCUIT_LINE,
+                linewidth=1.6,
                 label="trained by the run's circuit",
             )
         )
-    if handles:
-        fig.legend(
-            handles=handles,
-            loc="upper right",
-            ncol=min(len(handles), 4),
-            fontsize=style.label_size,
-            frameon=False,
-        )
+    return handles
 
 
 def save_static(fig: Figure, path: str | Path, *, fmt: str | None = None, dpi: int = 150) -> Path:

@@ -18,9 +18,13 @@ NODE_LINE = "#7f7f7f"
 CIRCUIT_LINE = "#222222"  # outline of nodes the run's own circuit trains
 HIGHLIGHT_LINE = "#000000"
 
-# Edge colours by sign (Okabe-Ito blue / vermillion).
-POSITIVE = "#0072B2"
-NEGATIVE = "#D55E00"
+# Edge colours by sign (Okabe-Ito blue / vermillion). Scores follow the attribution module's
+# convention, score ~ m(edge patched) - m(clean): a negative edge raises the task metric on clean
+# inputs (it helps the correct answer), a positive one lowers it.
+HELPS = "#0072B2"
+HURTS = "#D55E00"
+HELPS_LABEL = "score < 0: helps the answer"
+HURTS_LABEL = "score > 0: works against it"
 FADED = "#c8c8c8"
 
 # Edge colours by the kind of reader the edge enters.

@@ -1,0 +1,118 @@
+"""``circuitviz export``: what the dashboard's Export page makes, from the command line.
+
+circuitviz export --run RUN --step after --top-n 100 --out circuit.svg
+circuitviz export --view saved.view.json --out circuit.pdf
+circuitviz export --run RUN --out slider.gif
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from circuitviz.cli.common import UserError, print_json
+from circuitviz.plotting.export import FORMATS, export_view, format_for_path, save_export
+from circuitviz.plotting.layout import build_layout
+from circuitviz.plotting.rundata import load_run_frames
+from circuitviz.plotting.view import ViewState, load_view
+from circuitviz.runs import RunCorrupt, RunNotFound, RunStore, RunStoreError
+from circuitviz.runs.store import DEMO_RUNS, default_roots
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="save a run's circuit view as SVG/PDF/PNG, HTML, GIF, JSON or CSV",
+        description="Export one view of a run: the figure (SVG, PDF, PNG; drawn without a "
+        "browser), an interactive HTML page, a GIF of every snapshot, the circuit as JSON "
+        "(EAP-IG's format) or CSV, or the view state (.view.json, which the dashboard reopens). "
+        "Start from a saved view (--view) or a run (--run); other options override the view.",
+    )
+    parser.add_argument("--run", help="a run id (see `circuitviz runs list`) or run directory")
+    parser.add_argument("--view", metavar="FILE", help="a .view.json saved by the dashboard")
+    parser.add_argument("--step", help="before, after or a step number (default: the newest)")
+    parser.add_argument("--compare", metavar="STEP", help="colour changes from STEP to --step")
+    parser.add_argument("--threshold", type=float, help="show edges with |score| >= T")
+    parser.add_argument("--top-n", help="show the N strongest edges, or 'all' (default 100)")
+    parser.add_argument("--node", help="highlight one box (a3.h1, m2, input, logits)")
+    parser.add_argument("--color-by", choices=["sign", "target"])
+    parser.add_argument(
+        "--only-circuit", action="store_true", help="only edges of the run's own circuit"
+    )
+    parser.add_argument("--presentation", action="store_true", help="large text, thick lines")
+    parser.add_argument(
+        "--format", choices=FORMATS, help="default: from the file name (x.view.json = view)"
+    )
+    parser.add_argument("--out", required=True, help="the file to write")
+    parser.add_argument(
+        "--runs-dir",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="where runs live (repeatable); default $CIRCUITVIZ_RUNS or ./runs, plus the demo runs",
+    )
+    parser.add_argument("--json", action="store_true", help="print what was written as JSON")
+    parser.set_defaults(func=export_command)
+
+
+def build_view(args) -> ViewState:
+    """The view the options ask for: a saved view (if any) with the options applied on top."""
+    try:
+        view = load_view(args.view) if args.view else ViewState()
+    except OSError as exc:
+        raise UserError(f"cannot read --view {args.view}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise UserError(f"--view {args.view}: {exc}") from exc
+    changes: dict = {}
+    for name in ("run", "step", "compare", "threshold", "node", "color_by"):
+        value = getattr(args, name)
+        if value is not None:
+            changes[name] = value
+    if args.top_n is not None:
+        if args.top_n != "all" and not args.top_n.isdigit():
+            raise UserError(f"--top-n must be a whole number or 'all', got {args.top_n!r}")
+        changes["top_n"] = None if args.top_n == "all" else int(args.top_n)
+    if args.only_circuit:
+        changes["only_circuit"] = True
+    if args.presentation:
+        changes["presentation"] = True
+    try:
+        view = view.with_(**changes)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    if view.run is None:
+        raise UserError("say which run to export: --run RUN (see `circuitviz runs list`) or --view")
+    return view
+
+
+def export_command(args) -> int:
+    view = build_view(args)
+    fmt = args.format
+    if fmt is None:
+        try:
+            fmt = format_for_path(args.out)
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+    roots = [*args.runs_dir, DEMO_RUNS] if args.runs_dir else default_roots()
+    try:
+        run = RunStore(roots).open(view.run)
+        frames = load_run_frames(run)
+        layout = build_layout(run.graph())
+    except RunNotFound as exc:
+        raise UserError(str(exc)) from exc
+    except (RunCorrupt, RunStoreError) as exc:
+        raise UserError(f"run {view.run} cannot be read: {exc}") from exc
+    try:
+        data = export_view(frames, layout, view, fmt)
+    except KeyError as exc:
+        raise UserError(str(exc.args[0])) from exc
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UserError(f"--out {args.out}: directory {out.parent} does not exist")
+    save_export(data, out)
+    if args.json:
+        print_json({"path": str(out), "format": fmt, "bytes": len(data), "view": view.to_query()})
+    else:
+        print(f"wrote {out} ({fmt}, {len(data):,} bytes)")
+    return 0
