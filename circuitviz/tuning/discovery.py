@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import torch
 from circuitviz.attribution import eap
 from circuitviz.attribution.config import AttributionConfig, EdgeScores
 from circuitviz.graph.topology import Graph
+from circuitviz.tasks import TaskBatch
 from circuitviz.tuning.config import TuneConfig
 from circuitviz.tuning.masks import NodeMaskBank, tunable_nodes
 
@@ -67,6 +69,38 @@ def score_edges(model, graph: Graph, batch, config: TuneConfig) -> EdgeScores:
     """Edge scores of ``batch`` under the run's attribution settings (mean over its examples)."""
     with hook_flags(model.bridge, True):
         return eap.attribute(model, graph, [batch], attribution_config(config))
+
+
+def training_view(batch: TaskBatch, ids: torch.Tensor) -> TaskBatch:
+    """``batch`` with the training text ``ids [batch, pos_t]`` as its clean input and the corrupted
+    prompt followed by the same continuation as its corrupted input. The prompt is a prefix of the
+    training text, so every score read at the target position is unchanged."""
+    prompt_len = batch.attention_mask.sum(dim=1, keepdim=True)  # [batch, 1]
+    n_pos = batch.corrupt_ids.shape[1]
+    in_prompt = torch.arange(n_pos, device=ids.device)[None, :] < prompt_len
+    corrupt = ids.clone()
+    corrupt[:, :n_pos] = torch.where(in_prompt, batch.corrupt_ids, ids[:, :n_pos])
+    return dataclasses.replace(
+        batch, clean_ids=ids, corrupt_ids=corrupt, attention_mask=batch.train_mask
+    )
+
+
+def score_edges_with_logits(model, graph: Graph, batch: TaskBatch, ids, config: TuneConfig):
+    """(EdgeScores, logits of ``ids`` with their autograd graph) from one attribution pass over
+    the training text (``config.shares_forward``). Parameters must require grad beforehand."""
+    view = training_view(batch, ids)
+    with hook_flags(model.bridge, True):
+        result = eap.batch_edge_scores(
+            model, graph, view, attribution_config(config), return_logits=True
+        )
+    mean = (result.scores.double() / result.n_examples).float().cpu()
+    scores = EdgeScores(
+        scores=mean.masked_fill(~graph.valid_mask, 0.0),
+        graph=graph,
+        config=attribution_config(config),
+        n_examples=result.n_examples,
+    )
+    return scores, result.logits
 
 
 def select_edges(scores: EdgeScores, n: int, config: TuneConfig) -> torch.Tensor:

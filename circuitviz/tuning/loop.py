@@ -45,6 +45,7 @@ from circuitviz.tuning.discovery import (
     random_edges,
     random_extra_nodes,
     score_edges,
+    score_edges_with_logits,
     select_edges,
 )
 from circuitviz.tuning.loss import training_ids, training_loss
@@ -140,7 +141,7 @@ def check_sizes(config: TuneConfig, n_edges: int) -> None:
         if value is not None and value > n_edges:
             raise ValueError(
                 f"{name}={value} is larger than the graph, which has {n_edges} edges; "
-                f"choose N <= {n_edges}"
+                f"choose --{name.replace('_', '-')} <= {n_edges}"
             )
 
 
@@ -243,10 +244,10 @@ class Tuner:
     def step(self, step: int) -> float:
         """Optimizer step ``step``: discover if due, train, record; returns the loss."""
         batch = self.data.batch_for_step(step, self.config.seed)
+        ids = training_ids(batch, self.config, step)
         discovered = is_discovery_step(step, self.config)
-        if discovered:
-            self._discover(batch, step)
-        loss = self._train(batch, step)
+        logits = self._discover(batch, ids, step) if discovered else None
+        loss = self._train(batch, ids, step, logits)
         self.writer.log_step(
             step,
             loss=loss,
@@ -261,17 +262,27 @@ class Tuner:
         )
         return loss
 
-    def _discover(self, batch, step: int) -> None:
+    def _discover(self, batch, ids, step: int) -> torch.Tensor | None:
+        """Pick step ``step``'s subgraph; returns the training logits when the attribution's own
+        forward was over the training text (``shares_forward``), else None."""
         n = top_n_at(step, self.config)
+        logits = None
         if self.config.method == "random":
             edges = random_edges(self.graph, n, seed=self.config.seed, step=step)
-        else:
-            edges = select_edges(
-                score_edges(self.model, self.graph, batch, self.config), n, self.config
+        elif self.config.shares_forward:
+            for param in self.train_params.values():
+                param.requires_grad_(True)
+            scores, logits = score_edges_with_logits(
+                self.model, self.graph, batch, ids, self.config
             )
+            edges = select_edges(scores, n, self.config)
+        else:
+            scores = score_edges(self.model, self.graph, batch, self.config)
+            edges = select_edges(scores, n, self.config)
         if self.extra is None:
             self.extra = random_extra_nodes(self.bank, self.bank.nodes_of_edges(edges), self.config)
         self._set_circuit(circuit_from_edges(edges, self.bank, self.forced | self.extra, n))
+        return logits
 
     def _set_circuit(self, circuit: StepCircuit) -> None:
         self.circuit = circuit
@@ -285,16 +296,20 @@ class Tuner:
         n = count_unique_params(self.train_params.values())
         self.counts = {"whole": n, "exact": n}
 
-    def _train(self, batch, step: int) -> float:
-        for name, param in self.train_params.items():
-            param.requires_grad_(name in self.masks)
-        ids = training_ids(batch, self.config, step)
+    def _train(self, batch, ids, step: int, logits: torch.Tensor | None) -> float:
+        """Loss, one backward reaching only the circuit's tensors, clipping, masked update."""
         self.optimizer.zero_grad()
-        with hook_flags(self.model.bridge, False):
-            logits = self.model.bridge(ids)  # [batch, pos_t, d_vocab]
+        if logits is None:
+            for name, param in self.train_params.items():
+                param.requires_grad_(name in self.masks)
+            with hook_flags(self.model.bridge, False):
+                logits = self.model.bridge(ids)  # [batch, pos_t, d_vocab]
         parts = training_loss(logits, ids, batch, self.config)
         check_finite(float(parts.total.detach()), "the training loss", step)
-        parts.total.backward()
+        trainable = [self.train_params[name] for name in self.masks]
+        if not trainable:  # a circuit of input->logits edges owns no parameter: nothing to do
+            return float(parts.total.detach())
+        torch.autograd.backward(parts.total, inputs=trainable)
         if self.config.grad_clip is not None:
             norm = self.optimizer.clip_grad_norm(self.masks, self.config.grad_clip)
             check_finite(norm, "the gradient norm", step)

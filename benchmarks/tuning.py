@@ -1,0 +1,189 @@
+"""How much a circuit-tuning step costs next to a plain fine-tuning step, and what a run writes.
+
+    python benchmarks/tuning.py --json [--models demo,random:gpt2] [--repeats 9]
+
+For each model, on sv-disagreement batches of 16:
+
+1. ``circuit_step_over_full_step``: one circuit-tuning step with K = 1 (attribution on the batch,
+   top-N selection, masked update, the per-step record) over one full fine-tuning step (forward,
+   backward, update, record) on the same batches. The two alternate step by step, so that load from
+   other processes hits both alike; medians after warm-up. Goal: <= 1.6.
+2. ``snapshot_write_ms``: writing one circuit snapshot (every edge's score) to the run store, and
+   ``snapshot_compute_ms``: scoring the probe batch for it.
+3. ``run_bytes_per_1000_steps``: the database of a run after 1,000 steps recorded with the default
+   eval/snapshot periods (synthetic values, real writer), and ``checkpoint_bytes`` of one checkpoint.
+
+Timings are wall-clock on whatever machine runs this; nothing here is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from circuitviz.models import load_model
+from circuitviz.tuning.config import TuneConfig
+from circuitviz.tuning.loop import Tuner, create_run, trainable_only
+from circuitviz.tuning.records import snapshot_scores
+
+TASK = "sv-disagreement"
+
+
+def _tuner(model, method: str, root: Path, top_n: int) -> Tuner:
+    config = TuneConfig(
+        method=method,
+        top_n=top_n,
+        every=1,
+        steps=10_000,
+        batch_size=16,
+        n_train=512,
+        n_dev=32,
+        n_probe=16,
+        n_heldout=8,
+        lr=1e-4,
+    )
+    writer = create_run(model, TASK, config, root)
+    return Tuner(model, TASK, config, writer, None)
+
+
+def _timed_step(tuner: Tuner, step: int) -> float:
+    with trainable_only(tuner.model, tuner.train_params.values()):
+        start = time.perf_counter()
+        tuner.step(step)
+        return time.perf_counter() - start
+
+
+def step_ratio(model, root: Path, repeats: int, top_n: int) -> dict:
+    full = _tuner(model, "full", root, top_n)
+    circuit = _tuner(model, "circuit", root, top_n)
+    full_times, circuit_times = [], []
+    for step in range(1, repeats + 3):
+        f = _timed_step(full, step)
+        c = _timed_step(circuit, step)
+        if step > 2:  # warm-up
+            full_times.append(f)
+            circuit_times.append(c)
+    ratios = [c / f for c, f in zip(circuit_times, full_times)]
+    full.writer.close()
+    circuit.writer.close()
+    return {
+        "full_step_ms": 1000 * statistics.median(full_times),
+        "circuit_step_ms": 1000 * statistics.median(circuit_times),
+        "circuit_step_over_full_step": statistics.median(circuit_times)
+        / statistics.median(full_times),
+        "median_pairwise_ratio": statistics.median(ratios),
+        "top_n": top_n,
+        "batch_size": 16,
+        "repeats": repeats,
+    }
+
+
+def snapshot_costs(model, root: Path, repeats: int, top_n: int) -> dict:
+    tuner = _tuner(model, "circuit", root, top_n)
+    probe = tuner.data.probe
+    compute, write = [], []
+    for i in range(repeats):
+        start = time.perf_counter()
+        scores, selected = snapshot_scores(model, tuner.graph, probe, top_n, tuner.config)
+        compute.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        tuner.writer.add_snapshot(i, "during", TASK, scores, selected)
+        write.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    tuner._checkpoint(1)
+    checkpoint_s = time.perf_counter() - start
+    _, path, _ = tuner.writer.latest_checkpoint()
+    checkpoint_bytes = sum(p.stat().st_size for p in path.parent.glob("step-000001.*"))
+    tuner.writer.close()
+    return {
+        "snapshot_compute_ms": 1000 * statistics.median(compute),
+        "snapshot_write_ms": 1000 * statistics.median(write),
+        "checkpoint_write_ms": 1000 * checkpoint_s,
+        "checkpoint_bytes": checkpoint_bytes,
+        "n_edges": tuner.graph.n_edges,
+    }
+
+
+def run_size(model, root: Path, top_n: int, n_steps: int = 1000) -> dict:
+    """Record ``n_steps`` steps with the default periods (synthetic values) and measure the DB."""
+    tuner = _tuner(model, "circuit", root, top_n)
+    writer, config, graph = tuner.writer, tuner.config, tuner.graph
+    rng = np.random.default_rng(0)
+    rows = tuner.meter.rows_now()
+    start = time.perf_counter()
+    for step in range(1, n_steps + 1):
+        writer.log_step(
+            step,
+            loss=1.0,
+            lr=1e-3,
+            top_n=top_n,
+            n_nodes=50,
+            n_edges=top_n,
+            tuned_params_whole=10**6,
+            tuned_params_exact=10**5,
+            tuned_ratio=0.1,
+            discovered=True,
+        )
+        if step % config.eval_every == 0:
+            writer.log_eval(step, accuracy=0.5, task_metric=0.1, lm_loss=3.0)
+        if step % config.snapshot_every == 0:
+            scores = rng.standard_normal(graph.n_edges).astype(np.float32)
+            writer.add_snapshot(step, "during", TASK, scores, np.abs(scores) > 1.5)
+            writer.add_head_changes(step, rows)
+    seconds = time.perf_counter() - start
+    writer.close()
+    size = sum(p.stat().st_size for p in writer.dir.glob("run.sqlite*"))
+    return {
+        "run_bytes_per_1000_steps": size * 1000 // n_steps,
+        "record_seconds_per_1000_steps": seconds * 1000 / n_steps,
+        "eval_every": config.eval_every,
+        "snapshot_every": config.snapshot_every,
+    }
+
+
+def bench_model(spec: str, repeats: int) -> dict:
+    model = load_model(spec, device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        from circuitviz.graph.topology import graph_for
+
+        top_n = min(200, graph_for(model.info).n_edges)
+        out = {"model": spec, "n_params": model.info.n_params, "threads": torch.get_num_threads()}
+        out.update(step_ratio(model, root, repeats, top_n))
+        out.update(snapshot_costs(model, root, max(3, repeats // 3), top_n))
+        out.update(run_size(model, root, top_n))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="demo,random:gpt2")
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    results = [bench_model(spec, args.repeats) for spec in args.models.split(",")]
+    if args.json:
+        print(json.dumps({"benchmark": "tuning", "results": results}, indent=2))
+        return
+    for result in results:
+        print(result["model"])
+        for key, value in result.items():
+            if key != "model":
+                print(
+                    f"  {key:<32} {value:.4g}"
+                    if isinstance(value, float)
+                    else f"  {key:<32} {value}"
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,378 @@
+"""``circuitviz tune``, ``circuitviz sweep`` and ``circuitviz rescore``: circuit-tuning and its
+baselines, the intrinsic-dimension sweep over N, and re-scoring a run's checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from circuitviz.cli.common import UserError, add_model_args, load_model_from_args, print_json
+
+# Settings that differ by task (used where the user gives none); see the README's results table.
+TASK_DEFAULTS: dict[str, dict] = {
+    # De-biasing trains on balanced sentences (either pronoun, as the paper's balanced corpus) with
+    # the paper's regulariser on the stereotyped-minus-other logit gap.
+    "gender-pronoun": {"answer_swap": 0.5, "debias_beta": 0.5},
+}
+SWEEP_COLUMNS = ("top_n", "final_task_metric", "final_accuracy", "mean_nodes", "tuned_param_ratio")
+
+
+def register(subparsers) -> None:
+    tune = subparsers.add_parser(
+        "tune",
+        help="circuit-tune a model on a task (or fine-tune it fully, or a random subgraph)",
+        description="Every K steps discover the task's circuit on the current batch and update only "
+        "the parameters its nodes own; everything else stays bit-identical. Every step is recorded "
+        "in the run store (see `circuitviz runs`).",
+    )
+    add_model_args(tune)
+    tune.add_argument("--task", help="sv-disagreement, sv-agreement, gender-pronoun or ioi")
+    tune.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
+    tune.add_argument("--run-id", help="name the run (default <task>-<method>-<time>-<hex>)")
+    _add_tune_args(tune, sweep=False)
+    tune.set_defaults(func=tune_command)
+
+    sweep = subparsers.add_parser(
+        "sweep",
+        help="circuit-tune once per circuit size N (the node-level intrinsic-dimension curve)",
+        description="Run `tune` for each N, one run each, sharing a sweep id; print final task "
+        "metric, nodes and tuned-parameter ratio against N.",
+    )
+    add_model_args(sweep)
+    sweep.add_argument("--task", required=True, help="sv-disagreement, gender-pronoun, ...")
+    _add_tune_args(sweep, sweep=True)
+    sweep.set_defaults(func=sweep_command)
+
+    rescore = subparsers.add_parser(
+        "rescore",
+        help="re-score a run's checkpoints on a fixed probe set, with a resampling noise floor",
+    )
+    rescore.add_argument("run", help="a run id or run directory")
+    rescore.add_argument("--probe-size", type=int, default=None, help="default: the run's n_probe")
+    rescore.add_argument(
+        "--resamples", type=int, default=8, help="resampled probe sets (default 8)"
+    )
+    rescore.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
+    _add_store_args(rescore)
+    rescore.set_defaults(func=rescore_command)
+
+
+def _add_store_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=None,
+        help="where runs live (default $CIRCUITVIZ_RUNS or ./runs)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_tune_args(parser: argparse.ArgumentParser, *, sweep: bool) -> None:
+    from circuitviz.attribution.config import BASELINES, METHOD_NAMES, METRIC_NAMES, POSITIONS
+    from circuitviz.tuning.config import METHODS, OPTIMIZERS, SCHEDULES, SELECTIONS
+
+    g = parser.add_argument_group("circuit")
+    g.add_argument("--method", choices=METHODS, default=None, help="default circuit")
+    if sweep:
+        g.add_argument(
+            "--top-n", required=True, help="comma-separated circuit sizes, e.g. 10,50,200"
+        )
+    else:
+        g.add_argument("--top-n", type=int, default=None, help="edges per circuit (default 200)")
+    g.add_argument("--selection", choices=SELECTIONS, default=None)
+    g.add_argument("--threshold", type=float, default=None, help="for --selection threshold")
+    g.add_argument("--every", type=int, default=None, metavar="K", help="discover every K steps")
+    g.add_argument("--topn-schedule", choices=SCHEDULES, default=None)
+    g.add_argument("--topn-start", type=int, default=None)
+    g.add_argument("--topn-warmup", type=int, default=None, metavar="STEPS")
+    g.add_argument("--attribution", choices=METHOD_NAMES, default=None, help="default eap")
+    g.add_argument("--baseline", choices=BASELINES, default=None, help="default corrupted")
+    g.add_argument("--positions", choices=POSITIONS, default=None, help="default target")
+    g.add_argument("--ig-steps", type=int, default=None)
+    g.add_argument("--metric", choices=METRIC_NAMES, default=None)
+    g.add_argument("--paper-graph", action="store_true", default=None, help="no input/logits nodes")
+    g.add_argument("--layer0-qkv", action="store_true", default=None)
+    g.add_argument("--random-ratio", type=float, default=None)
+    g.add_argument("--random-seed", type=int, default=None)
+    g.add_argument(
+        "--circuit-forward",
+        action="store_true",
+        default=None,
+        help="mean-ablate edges outside the circuit in training forwards",
+    )
+    t = parser.add_argument_group("training")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="default sgd")
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--momentum", type=float, default=None)
+    t.add_argument("--weight-decay", type=float, default=None)
+    t.add_argument("--warmup-steps", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--steps", type=int, default=None)
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--grad-clip", type=float, default=None)
+    t.add_argument("--loss", choices=("lm", "weighted"), default=None)
+    t.add_argument("--target-weight", type=float, default=None)
+    t.add_argument(
+        "--answer-swap",
+        type=float,
+        default=None,
+        help="fraction of training sentences with the other answer (gender-pronoun: 0.5)",
+    )
+    t.add_argument("--debias-beta", type=float, default=None)
+    t.add_argument("--seed", type=int, default=None)
+    r = parser.add_argument_group("recording")
+    r.add_argument("--eval-every", type=int, default=None, metavar="E")
+    r.add_argument("--snapshot-every", type=int, default=None, metavar="S")
+    r.add_argument("--checkpoint-every", type=int, default=None, metavar="C")
+    r.add_argument("--n-train", type=int, default=None)
+    r.add_argument("--n-dev", type=int, default=None)
+    r.add_argument("--n-probe", type=int, default=None)
+    r.add_argument("--n-heldout", type=int, default=None)
+    _add_store_args(parser)
+
+
+def build_config(args: argparse.Namespace, task: str, *, top_n: int | None = None):
+    """A TuneConfig from the parsed arguments: the user's values over the task's defaults over
+    TuneConfig's own."""
+    from circuitviz.tuning.config import TuneConfig
+
+    values = dict(TASK_DEFAULTS.get(task, {}))
+    fields = [name for name in TuneConfig.__dataclass_fields__ if name != "top_n"]
+    values.update({f: getattr(args, f) for f in fields if getattr(args, f, None) is not None})
+    if top_n is not None:
+        values["top_n"] = top_n
+    elif getattr(args, "top_n", None) is not None:
+        values["top_n"] = args.top_n
+    if values.get("epochs") is not None and args.steps is None:
+        values["steps"] = None
+    try:
+        return TuneConfig(**values)
+    except ValueError as exc:
+        raise UserError(_flag_names(str(exc))) from exc
+
+
+def _flag_names(message: str) -> str:
+    """Say ``--top-n`` where the engine says ``TuneConfig.top_n``."""
+    from circuitviz.tuning.config import TuneConfig
+
+    for name in sorted(TuneConfig.__dataclass_fields__, key=len, reverse=True):
+        message = message.replace(f"TuneConfig.{name}", "--" + name.replace("_", "-"))
+    return message
+
+
+def _root(args: argparse.Namespace) -> Path:
+    from circuitviz.runs import default_roots
+
+    return default_roots(args.runs_dir)[0]
+
+
+def _announce(args, run_id: str, run_dir: Path) -> None:
+    stream = sys.stderr if args.json else sys.stdout
+    print(f"run {run_id}\n  dir {run_dir}", file=stream, flush=True)
+
+
+def _progress_bar(args, total: int, desc: str | None = None):
+    """(callback, close) for a tqdm bar over optimizer steps; no-ops with --no-progress."""
+    if args.no_progress:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="step", dynamic_ncols=True, desc=desc, file=sys.stderr)
+
+    def update(p) -> None:
+        shown = {"loss": f"{p.loss:.3f}"}
+        if p.task_metric is not None:
+            shown["metric"] = f"{p.task_metric:.2f}"
+        if p.accuracy is not None:
+            shown["acc"] = f"{p.accuracy:.2f}"
+        shown["nodes"] = p.n_nodes
+        shown["edges"] = p.n_edges
+        bar.set_postfix(shown, refresh=False)
+        bar.update(p.step - bar.n)
+
+    return update, bar.close
+
+
+def _engine_errors():
+    from circuitviz.runs import RunCorrupt, RunNotFound, RunStoreError
+    from circuitviz.tuning.optim import NonFiniteLoss
+
+    return (ValueError, RunStoreError, RunNotFound, RunCorrupt, NonFiniteLoss)
+
+
+def tune_command(args: argparse.Namespace) -> int:
+    if args.resume:
+        return _resume(args)
+    if not args.task:
+        raise UserError("--task is required (or --resume RUN to continue a run)")
+    from circuitviz.tuning.data import build_tuning_data
+    from circuitviz.tuning.loop import create_run, run_tuning
+
+    config = build_config(args, args.task)
+    model = load_model_from_args(args)
+    try:
+        data = build_tuning_data(model, args.task, config)
+        writer = create_run(model, args.task, config, _root(args), run_id=args.run_id)
+    except _engine_errors() as exc:
+        raise UserError(str(exc)) from exc
+    _announce(args, writer.run_id, writer.dir)
+    update, close = _progress_bar(args, data.total_steps(config))
+    try:
+        with writer:
+            result = run_tuning(model, args.task, config, writer, progress=update, data=data)
+    except _engine_errors() as exc:
+        raise UserError(f"{exc} (run {writer.run_id} kept at {writer.dir})") from exc
+    finally:
+        close()
+    return _report(args, result.run_id, result.run_dir, result.summary)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from circuitviz.models import ModelLoadError, load_model
+    from circuitviz.runs import RunStore, RunWriter
+    from circuitviz.tuning.data import build_tuning_data
+    from circuitviz.tuning.loop import config_from_run, run_tuning
+
+    store = RunStore.default(args.runs_dir)
+    try:
+        run = store.open(args.resume)
+    except _engine_errors() as exc:
+        raise UserError(str(exc)) from exc
+    if run.kind != "tune":
+        raise UserError(f"run {run.id} is a {run.kind} run; only tune runs can be resumed")
+    if run.status == "finished":
+        print(f"run {run.id} already finished; nothing to do", file=sys.stderr)
+        return _report(args, run.id, run.dir, run.summary)
+    config = config_from_run(run.config)
+    dtype = str(run.config.get("dtype", "float32")).removeprefix("torch.")
+    try:
+        model = load_model(run.model_spec, device=args.device, dtype=dtype)
+        data = build_tuning_data(model, run.task, config)
+        writer = RunWriter.resume(run.dir)
+    except (ModelLoadError, *_engine_errors()) as exc:
+        raise UserError(str(exc)) from exc
+    _announce(args, run.id, run.dir)
+    update, close = _progress_bar(args, data.total_steps(config))
+    try:
+        with writer:
+            result = run_tuning(model, run.task, config, writer, progress=update, data=data)
+    except _engine_errors() as exc:
+        raise UserError(f"{exc} (run {run.id} kept at {run.dir})") from exc
+    finally:
+        close()
+    return _report(args, result.run_id, result.run_dir, result.summary)
+
+
+def _report(args, run_id: str, run_dir: Path, summary: dict) -> int:
+    if args.json:
+        print_json({"run_id": run_id, "dir": run_dir, "summary": summary})
+        return 0
+    print(f"run {run_id} finished ({run_dir})")
+    for key in (
+        "final_accuracy",
+        "final_task_metric",
+        "final_lm_loss",
+        "base_accuracy",
+        "base_lm_loss",
+        "tuned_param_ratio",
+        "mean_nodes",
+        "seconds",
+    ):
+        if key in summary:
+            print(f"  {key:<20} {summary[key]:.4g}")
+    return 0
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    from circuitviz.tuning.sweep import run_sweep
+
+    try:
+        top_ns = [int(part) for part in args.top_n.split(",") if part.strip()]
+    except ValueError as exc:
+        raise UserError(f"--top-n must be comma-separated integers, got {args.top_n!r}") from exc
+    if not top_ns:
+        raise UserError("--top-n needs at least one N")
+    config = build_config(args, args.task, top_n=top_ns[0])
+    for n in top_ns:
+        build_config(args, args.task, top_n=n)  # every N valid before anything runs
+    model = load_model_from_args(args)
+    closers = []
+
+    def progress(n: int):
+        update, close = _progress_bar(args, config.steps or 0, desc=f"N={n}")
+        closers.append(close)
+        return update
+
+    def on_start(n, _, run_dir: Path) -> None:
+        _announce(args, run_dir.name, run_dir)
+
+    try:
+        sweep_id, rows = run_sweep(
+            model, args.task, config, top_ns, _root(args), progress=progress, on_start=on_start
+        )
+    except _engine_errors() as exc:
+        raise UserError(str(exc)) from exc
+    finally:
+        for close in closers:
+            close()
+    if args.json:
+        print_json({"sweep_id": sweep_id, "rows": rows})
+        return 0
+    print(f"sweep {sweep_id}")
+    header = (*SWEEP_COLUMNS, "final_lm_loss", "run_id")
+    cells = [header] + [tuple(_cell(row[key]) for key in header) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _cell(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def rescore_command(args: argparse.Namespace) -> int:
+    from circuitviz.models import ModelLoadError, load_model
+    from circuitviz.runs import RunStore
+    from circuitviz.tuning.rescore import rescore_run
+
+    if args.probe_size is not None and args.probe_size < 1:
+        raise UserError(f"--probe-size must be >= 1, got {args.probe_size}")
+    if args.resamples < 0:
+        raise UserError(f"--resamples must be >= 0, got {args.resamples}")
+    try:
+        run = RunStore.default(args.runs_dir).open(args.run)
+    except _engine_errors() as exc:
+        raise UserError(str(exc)) from exc
+    if run.is_live():
+        raise UserError(f"run {run.id} is being written by another process; wait for it to end")
+    dtype = str(run.config.get("dtype", "float32")).removeprefix("torch.")
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(unit="checkpoint", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+    try:
+        model = load_model(run.model_spec, device=args.device, dtype=dtype)
+        steps = rescore_run(
+            model, run, probe_size=args.probe_size, resamples=args.resamples, progress=progress
+        )
+    except (ModelLoadError, *_engine_errors()) as exc:
+        raise UserError(str(exc)) from exc
+    finally:
+        if bar is not None:
+            bar.close()
+    payload = {"run_id": run.id, "dir": run.dir, "steps": steps, "resamples": args.resamples}
+    if args.json:
+        print_json(payload)
+    else:
+        print(f"rescored {len(steps)} checkpoints of run {run.id}: steps {steps}")
+    return 0

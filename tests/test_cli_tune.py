@@ -1,0 +1,136 @@
+"""``circuitviz tune``, ``sweep`` and ``rescore`` through the real command line entry point."""
+
+import json
+import os
+
+import pytest
+
+from circuitviz.cli import main
+from circuitviz.runs import Run, RunStore
+
+TINY = [
+    "--model",
+    "random:gpt2-tiny",
+    "--task",
+    "sv-disagreement",
+    "--steps",
+    "4",
+    "--batch-size",
+    "8",
+    "--n-train",
+    "64",
+    "--n-dev",
+    "16",
+    "--n-probe",
+    "8",
+    "--n-heldout",
+    "8",
+    "--eval-every",
+    "2",
+    "--checkpoint-every",
+    "2",
+    "--top-n",
+    "20",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def demo_tokenizer(tmp_path_factory):
+    from circuitviz.demo.tokenizer import build_demo_tokenizer
+
+    directory = tmp_path_factory.mktemp("demo-tokenizer")
+    build_demo_tokenizer().save_pretrained(directory)
+    old = os.environ.get("CIRCUITVIZ_DEMO_MODEL")
+    os.environ["CIRCUITVIZ_DEMO_MODEL"] = str(directory)
+    yield
+    if old is None:
+        del os.environ["CIRCUITVIZ_DEMO_MODEL"]
+    else:
+        os.environ["CIRCUITVIZ_DEMO_MODEL"] = old
+
+
+def _json_out(capsys) -> dict:
+    out = capsys.readouterr().out
+    return json.loads(out[out.index("{") :])
+
+
+def test_tune_prints_the_run_first_and_records_it(tmp_path, capsys):
+    assert main(["tune", *TINY, "--runs-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    first, second = out.splitlines()[:2]
+    run_id = first.removeprefix("run ")
+    assert second.strip() == f"dir {tmp_path / run_id}"
+    run = RunStore([tmp_path]).open(run_id)
+    assert run.status == "finished" and len(run.steps()) == 4
+    assert main(["runs", "show", run_id, "--runs-dir", str(tmp_path), "--json"]) == 0
+    summary = _json_out(capsys)["summary"]
+    for key in ("final_accuracy", "final_lm_loss", "base_lm_loss", "tuned_param_ratio"):
+        assert isinstance(summary[key], float)
+
+
+def test_tune_json_full_method_and_resume_of_a_stopped_run(tmp_path, capsys):
+    assert main(["tune", *TINY, "--method", "full", "--runs-dir", str(tmp_path), "--json"]) == 0
+    payload = _json_out(capsys)
+    assert payload["summary"]["tuned_param_ratio"] == pytest.approx(1.0)
+    run = Run(payload["dir"])
+    # Pretend the process died after its step-2 checkpoint: resume must finish the run.
+    from circuitviz.runs import RunWriter
+
+    with RunWriter.resume(run.dir) as writer:
+        writer.set_status("stopped", "killed")
+    assert main(["tune", "--resume", run.id, "--runs-dir", str(tmp_path), "--no-progress"]) == 0
+    assert Run(run.dir).status == "finished"
+    assert main(["tune", "--resume", run.id, "--runs-dir", str(tmp_path)]) == 0
+    assert "already finished" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--every", "0"], "--every must be an integer >= 1"),
+        (["--steps", "0"], "--steps must be an integer >= 1"),
+        (["--top-n", "100000"], "larger than the graph"),
+        (["--task", "no-such-task"], "unknown task 'no-such-task'"),
+        (["--model", "./no/such/model"], "no such model directory"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, extra, message):
+    assert main(["tune", *TINY, *extra, "--runs-dir", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing half-created
+
+
+def test_unknown_run_and_unwritable_runs_dir(tmp_path, capsys):
+    assert main(["tune", "--resume", "nope", "--runs-dir", str(tmp_path)]) == 2
+    assert "no run 'nope'" in capsys.readouterr().err
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    assert main(["tune", *TINY, "--runs-dir", str(blocker)]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
+
+
+def test_sweep_and_rescore(tmp_path, capsys):
+    argv = ["sweep", *TINY[:-3], "--no-progress", "--top-n", "5,40", "--runs-dir", str(tmp_path)]
+    assert main([*argv, "--json"]) == 0
+    payload = _json_out(capsys)
+    rows = payload["rows"]
+    assert [row["top_n"] for row in rows] == [5, 40]
+    assert rows[0]["mean_nodes"] < rows[1]["mean_nodes"]
+    assert rows[0]["tuned_param_ratio"] < rows[1]["tuned_param_ratio"]
+    runs = [RunStore([tmp_path]).open(row["run_id"]) for row in rows]
+    assert {run.sweep_id for run in runs} == {payload["sweep_id"]}
+    # Both runs started from the same weights: their base evaluations agree exactly.
+    assert runs[0].summary["base_lm_loss"] == runs[1].summary["base_lm_loss"]
+
+    run = runs[1]
+    assert main(["rescore", run.id, "--runs-dir", str(tmp_path), "--resamples", "3", "--json"]) == 0
+    assert _json_out(capsys)["steps"] == [0, 2, 4]
+    run = Run(run.dir)
+    assert run.status == "finished"
+    floor = run.noise_floor()
+    assert set(floor["probe"]) == {"fixed", "resample-3"}
+    std = run.noise_floor_std()
+    assert std is not None and std.shape == (run.n_edges,) and (std > 0).any()
+    notes = run.snapshots()
+    assert (notes["note"] == "rescore").sum() >= 2
