@@ -102,16 +102,16 @@ def all_runs() -> list[RunSummary]:
 
 
 def default_run(runs: list[RunSummary]) -> str | None:
-    """The run a first visit shows: the demo's sv-disagreement circuit-tuning run if present,
-    else the newest finished tuning run, else the newest run."""
+    """The run a first visit shows: the newest finished sv-disagreement circuit-tuning run that is
+    not part of a sweep (the demo's), else the newest finished tuning run, else the newest run."""
     if not runs:
         return None
     readable = [r for r in runs if r.status != "corrupt"] or runs
-    task, method = DEMO_PREFERENCE
-    for run in readable:
-        if run.task == task and run.method == method:
-            return run.id
     finished = [r for r in readable if r.status == "finished" and r.kind in (None, "tune")]
+    task, method = DEMO_PREFERENCE
+    for run in finished:
+        if run.task == task and run.method == method and run.sweep_id is None:
+            return run.id
     return (finished or readable)[0].id
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 
+from circuitviz.attribution.config import SIGN_CONVENTION
 from circuitviz.plotting import style as S
 from circuitviz.plotting.circuit import circuit_figure, circuit_view
 from circuitviz.plotting.layout import Layout
@@ -56,7 +57,8 @@ def circuit_json(
 ) -> dict:
     """The circuit in EAP-IG's JSON layout (``cfg``, ``nodes`` {name: in_graph}, ``edges`` {name:
     {score, in_graph}}), which MIB and EAP-IG load; ``shown`` (edge indices) are ``in_graph``.
-    ``metadata`` (run, step, cut-off) goes under ``circuitviz``, which those tools ignore."""
+    ``metadata`` (run, step, cut-off, sign convention) goes under ``metadata``, as
+    ``circuitviz.graph.io.save_json`` writes it, so ``load_json`` reads these files back."""
     in_graph = np.zeros(layout.n_edges, bool)
     in_graph[shown] = True
     nodes_in = np.zeros(layout.n_nodes, bool)
@@ -70,7 +72,7 @@ def circuit_json(
             name: {"score": score, "in_graph": bool(on)}
             for name, score, on in zip(layout.edge_names, values, in_graph.tolist())
         },
-        "circuitviz": metadata or {},
+        "metadata": metadata or {},
     }
 
 
@@ -153,7 +155,7 @@ def export_view(
             "model": frames.model_spec,
             "task": frames.task,
             "method": frames.method,
-            "score_convention": "signed EAP scores as stored by the run",
+            "sign": SIGN_CONVENTION,
         },
     )
     return json.dumps(payload).encode()

@@ -1,0 +1,122 @@
+"""``circuitviz export`` and the export formats, on a synthetic run written by the run store."""
+
+import csv
+import io
+import json
+import re
+
+import pytest
+from PIL import Image
+
+from circuitviz.cli import main
+from circuitviz.graph.io import load_json
+from circuitviz.graph.topology import build_graph
+from circuitviz.plotting.edges import select_edges
+from circuitviz.plotting.view import ViewState
+from circuitviz.runs import RunStore
+from circuitviz.runs.synthetic import write_synthetic_run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    run_id = write_synthetic_run(root, n_steps=60, graph=build_graph(2, 3), snapshot_every=20)
+    return root, run_id
+
+
+def export(runs, tmp_path, name, *extra):
+    root, run_id = runs
+    out = tmp_path / name
+    code = main(["export", "--runs-dir", str(root), "--run", run_id, "--out", str(out), *extra])
+    return code, out
+
+
+@pytest.mark.parametrize(
+    ("name", "magic"),
+    [
+        ("c.svg", b"<?xml"),
+        ("c.pdf", b"%PDF"),
+        ("c.png", b"\x89PNG"),
+        ("c.html", b"<!doc"),
+        ("c.gif", b"GIF8"),
+    ],
+)
+def test_figure_formats(runs, tmp_path, name, magic):
+    code, out = export(runs, tmp_path, name, "--top-n", "15", "--compare", "before")
+    assert code == 0
+    assert out.read_bytes()[:5].lower().startswith(magic.lower())
+
+
+def test_html_is_self_contained(runs, tmp_path):
+    code, out = export(runs, tmp_path, "c.html", "--top-n", "15")
+    text = out.read_text()
+    assert code == 0 and "Plotly.newPlot" in text
+    assert re.search(r"<script[^>]*\bsrc=", text) is None  # nothing loaded from elsewhere
+
+
+def test_gif_has_a_frame_per_snapshot(runs, tmp_path):
+    root, run_id = runs
+    n_snapshots = len(RunStore([root]).open(run_id).snapshots())
+    code, out = export(runs, tmp_path, "c.gif", "--top-n", "10")
+    assert code == 0 and Image.open(out).n_frames == n_snapshots
+
+
+def test_json_is_the_graph_format_and_matches_the_view(runs, tmp_path):
+    root, run_id = runs
+    code, out = export(runs, tmp_path, "c.json", "--top-n", "12", "--step", "before")
+    assert code == 0
+    scored = load_json(out)  # the graph module reads what the dashboard writes
+    snap = RunStore([root]).open(run_id).snapshot(1)
+    shown = set(select_edges(snap.scores, top_n=12).tolist())
+    in_graph = scored.circuit.edge_mask[scored.graph.valid_mask]
+    assert set(in_graph.nonzero().flatten().tolist()) == shown
+    assert json.loads(out.read_text())["metadata"]["step"] == "before"
+
+
+def test_csv_lists_shown_edges_strongest_first(runs, tmp_path):
+    code, out = export(runs, tmp_path, "c.csv", "--top-n", "8", "--step", "after")
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert code == 0 and len(rows) == 8
+    assert [int(r["rank"]) for r in rows] == list(range(1, 9))
+    assert all(r["edge"] == f"{r['src']}->{r['dst']}" for r in rows)
+
+
+def test_view_file_round_trip(runs, tmp_path):
+    root, run_id = runs
+    code, out = export(
+        runs, tmp_path, "v.view.json", "--step", "20", "--top-n", "all", "--node", "m1"
+    )
+    assert code == 0
+    view = ViewState.from_json(out.read_text())
+    assert (view.run, view.step, view.top_n, view.node) == (run_id, "20", None, "m1")
+    again = tmp_path / "again.csv"
+    assert main(["export", "--runs-dir", str(root), "--view", str(out), "--out", str(again)]) == 0
+    assert again.read_text().count("\n") > 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--run", "no-such-run"], "no run 'no-such-run'"),
+        (["--step", "7"], "no snapshot at step '7'"),
+        (["--top-n", "lots"], "--top-n"),
+        (["--node", "a7.h7"], "not a box"),
+    ],
+)
+def test_bad_input_is_one_clear_line(runs, tmp_path, capsys, extra, message):
+    root, run_id = runs
+    argv = ["export", "--runs-dir", str(root), "--run", run_id, "--out", str(tmp_path / "x.svg")]
+    assert main(argv + extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_unknown_extension_and_missing_run(runs, tmp_path, capsys):
+    root, run_id = runs
+    assert (
+        main(["export", "--runs-dir", str(root), "--run", run_id, "--out", str(tmp_path / "x.bmp")])
+        == 2
+    )
+    assert "cannot tell the format" in capsys.readouterr().err
+    assert main(["export", "--runs-dir", str(root), "--out", str(tmp_path / "x.svg")]) == 2
+    assert "--run" in capsys.readouterr().err
