@@ -151,6 +151,14 @@ def log_tail(job: Job, n_lines: int = 25) -> str:
     return "\n".join(text.splitlines()[-n_lines:])
 
 
+def status_word(rc: int | None) -> str:
+    if rc is None:
+        return "running"
+    if rc == 0:
+        return "finished"
+    return "stopped" if rc < -1 else "failed"  # negative: ended by a signal (Stop)
+
+
 def plain_failure(job: Job, rc: int) -> str:
     """One sentence saying why a job failed, from the last meaningful line of its log."""
     lines = [line.strip() for line in log_tail(job, 40).splitlines() if line.strip()]

@@ -14,7 +14,10 @@ state.init_view()
 
 PAGES = [
     st.Page(
-        "views/circuit.py", title="Circuit", icon=":material/hub:", url_path="circuit", default=True
+        "views/circuit.py",
+        title="Circuit",
+        icon=":material/hub:",
+        default=True,  # served at /
     ),
     st.Page(
         "views/dynamics.py", title="Dynamics", icon=":material/show_chart:", url_path="dynamics"

@@ -3,11 +3,14 @@
 import importlib.util
 import secrets
 from datetime import datetime
+from pathlib import Path
 
 import jobs
 import state
 import streamlit as st
 
+from circuitviz.graph.io import load_json
+from circuitviz.plotting.circuit import circuit_figure
 from circuitviz.runs import RunStoreError
 
 COMMANDS = {"tune": "a tuning run", "sweep": "a top-N sweep", "discover": "a circuit discovery"}
@@ -97,6 +100,29 @@ else:
         st.success(f"Started {COMMANDS[kind]} ({job.job_id}).")
 
 
+def show_discovered(path: str) -> None:
+    """Draw a circuit file written by `circuitviz discover --out` (EAP-IG JSON layout)."""
+    try:
+        scored = load_json(path)
+    except ValueError as exc:
+        st.error(f"The discovered circuit could not be read: {exc}")
+        return
+    graph = scored.graph
+    valid = graph.valid_mask
+    scores = scored.scores[valid].numpy()
+    selected = scored.circuit.edge_mask[valid].numpy()
+    layout = state.layout_for((graph.n_layers, graph.n_heads, graph.n_kv_heads, graph.paper))
+    fig = circuit_figure(
+        layout,
+        scores,
+        selected,
+        only_selected=True,
+        title=Path(path).name,
+        style=state.figure_style(),
+    )
+    st.plotly_chart(fig, theme=None, width="stretch", key=f"discovered-{path}")
+
+
 def job_progress(job: jobs.Job) -> float | None:
     if job.kind != "tune" or not job.total_steps:
         return None
@@ -118,7 +144,7 @@ def job_list() -> None:
         rc = jobs.exit_code(job)
         with st.container(border=True):
             head, stop, watch = st.columns([6, 1, 1])
-            status = "running" if rc is None else ("finished" if rc == 0 else "failed")
+            status = jobs.status_word(rc)
             head.markdown(f"**{COMMANDS.get(job.kind, job.kind)}** `{job.job_id}` · {status}")
             progress = job_progress(job)
             if progress is not None:
@@ -129,8 +155,13 @@ def job_list() -> None:
             if job.kind == "tune" and watch.button("Watch", key=f"watch-{job.job_id}"):
                 state.set_view(run=job.job_id, step=None, compare=None, node=None)
                 st.switch_page("views/circuit.py")
-            if rc not in (None, 0):
+            if status == "stopped":
+                st.info("Stopped. A stopped tuning run keeps every step it recorded.")
+            elif status == "failed":
                 st.error(jobs.plain_failure(job, rc))
+            if job.kind == "discover" and rc == 0 and job.output and Path(job.output).is_file():
+                with st.expander("The discovered circuit", expanded=True):
+                    show_discovered(job.output)
             with st.expander("log"):
                 st.code(jobs.log_tail(job) or "(empty)", language=None)
 
