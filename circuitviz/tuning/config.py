@@ -51,10 +51,6 @@ class TuneConfig:
     debias_beta: adds ``beta * |mean logit(answer) - logit(wrong)|`` at the target position.
     circuit_forward: run training forwards with every edge outside the circuit mean-ablated
         (off by default: as in the paper the circuit only restricts which parameters move).
-    shared_forward: on discovery steps, train from the attribution's own clean forward over the
-        training text instead of a second forward (one forward fewer per step; used when scores
-        read only the target position and the baseline is corrupted or zero, where they equal the
-        prompt-only scores up to float rounding).
     eval_every, snapshot_every, checkpoint_every: E, S and C in steps (0 = only at the end).
     """
 
@@ -89,7 +85,6 @@ class TuneConfig:
     answer_swap: float = 0.0
     debias_beta: float = 0.0
     circuit_forward: bool = False
-    shared_forward: bool = True
     eval_every: int = 50
     snapshot_every: int = 50
     checkpoint_every: int = 100
@@ -145,17 +140,10 @@ class TuneConfig:
         _positive("target_weight", self.target_weight)
         if self.grad_clip is not None:
             _positive("grad_clip", self.grad_clip)
-
-    @property
-    def shares_forward(self) -> bool:
-        """Whether discovery steps train from the attribution forward (see ``shared_forward``)."""
-        return (
-            self.shared_forward
-            and self.method == "circuit"
-            and not self.circuit_forward
-            and self.positions == "target"
-            and self.baseline in ("corrupted", "zero")
-        )
+        if self.circuit_forward and self.method == "full":
+            raise ValueError(
+                "TuneConfig.circuit_forward needs a circuit: method 'circuit' or 'random'"
+            )
 
     @property
     def discovers(self) -> bool:

@@ -2,7 +2,7 @@
 
 1. ``circuit``: score every edge on the step's batch with ``circuitviz.attribution.attribute`` (the
    same call ``discover`` makes, so the step-1 circuit is what discovery reports on that batch),
-   then select N edges (``circuitviz.graph.select``).
+   then select N edges (``circuitviz.graph.select``, as ``discover`` does).
 2. ``random``: N valid edges drawn uniformly, from a generator seeded by (seed, step).
 3. The circuit's nodes are the endpoints of its edges; forced nodes (layer-0 q/k/v, the randomly
    activated extras) are added; the node mask bank turns them into trainable parameter slices.
@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,9 +19,9 @@ import torch
 from circuitviz.attribution import eap
 from circuitviz.attribution.config import AttributionConfig, EdgeScores
 from circuitviz.graph.topology import Graph
-from circuitviz.tasks import TaskBatch
 from circuitviz.tuning.config import TuneConfig
 from circuitviz.tuning.masks import NodeMaskBank, tunable_nodes
+from circuitviz.tuning.selection import select_mask
 
 HOOK_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_hook_mlp_in")
 
@@ -71,53 +70,16 @@ def score_edges(model, graph: Graph, batch, config: TuneConfig) -> EdgeScores:
         return eap.attribute(model, graph, [batch], attribution_config(config))
 
 
-def training_view(batch: TaskBatch, ids: torch.Tensor) -> TaskBatch:
-    """``batch`` with the training text ``ids [batch, pos_t]`` as its clean input and the corrupted
-    prompt followed by the same continuation as its corrupted input. The prompt is a prefix of the
-    training text, so every score read at the target position is unchanged."""
-    prompt_len = batch.attention_mask.sum(dim=1, keepdim=True)  # [batch, 1]
-    n_pos = batch.corrupt_ids.shape[1]
-    in_prompt = torch.arange(n_pos, device=ids.device)[None, :] < prompt_len
-    corrupt = ids.clone()
-    corrupt[:, :n_pos] = torch.where(in_prompt, batch.corrupt_ids, ids[:, :n_pos])
-    return dataclasses.replace(
-        batch, clean_ids=ids, corrupt_ids=corrupt, attention_mask=batch.train_mask
-    )
-
-
-def score_edges_with_logits(model, graph: Graph, batch: TaskBatch, ids, config: TuneConfig):
-    """(EdgeScores, logits of ``ids`` with their autograd graph) from one attribution pass over
-    the training text (``config.shares_forward``). Parameters must require grad beforehand."""
-    view = training_view(batch, ids)
-    with hook_flags(model.bridge, True):
-        result = eap.batch_edge_scores(
-            model, graph, view, attribution_config(config), return_logits=True
-        )
-    mean = (result.scores.double() / result.n_examples).float().cpu()
-    scores = EdgeScores(
-        scores=mean.masked_fill(~graph.valid_mask, 0.0),
-        graph=graph,
-        config=attribution_config(config),
-        n_examples=result.n_examples,
-    )
-    return scores, result.logits
-
-
 def select_edges(scores: EdgeScores, n: int, config: TuneConfig) -> torch.Tensor:
     """Boolean ``[n_src, n_dst]``: the selected edges among ``scores`` (never an invalid edge)."""
-    from circuitviz.tuning.selection import select_mask
-
     return select_mask(scores, n, config)
 
 
 def random_edges(graph: Graph, n: int, *, seed: int, step: int) -> torch.Tensor:
     """Boolean ``[n_src, n_dst]``: ``n`` valid edges drawn uniformly (seeded by seed and step)."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    valid = graph.valid_mask.flatten().nonzero()[:, 0]
-    chosen = valid[torch.randperm(len(valid), generator=generator)[:n]]
-    mask = torch.zeros(graph.n_src * graph.n_dst, dtype=torch.bool)
-    mask[chosen] = True
-    return mask.view(graph.n_src, graph.n_dst)
+    from circuitviz.graph.select import random_circuit
+
+    return random_circuit(graph, n, seed=seed * 1_000_003 + step).edge_mask
 
 
 def random_extra_nodes(bank: NodeMaskBank, circuit_nodes: torch.Tensor, config: TuneConfig):

@@ -36,6 +36,7 @@ import torch
 from circuitviz.graph.topology import graph_for
 from circuitviz.models import build_param_map
 from circuitviz.runs import Run, RunWriter
+from circuitviz.tuning.ablation import run_circuit_forward
 from circuitviz.tuning.config import TuneConfig
 from circuitviz.tuning.data import TuningData, build_tuning_data
 from circuitviz.tuning.discovery import (
@@ -45,7 +46,6 @@ from circuitviz.tuning.discovery import (
     random_edges,
     random_extra_nodes,
     score_edges,
-    score_edges_with_logits,
     select_edges,
 )
 from circuitviz.tuning.loss import training_ids, training_loss
@@ -246,8 +246,9 @@ class Tuner:
         batch = self.data.batch_for_step(step, self.config.seed)
         ids = training_ids(batch, self.config, step)
         discovered = is_discovery_step(step, self.config)
-        logits = self._discover(batch, ids, step) if discovered else None
-        loss = self._train(batch, ids, step, logits)
+        if discovered:
+            self._discover(batch, step)
+        loss = self._train(batch, ids, step)
         self.writer.log_step(
             step,
             loss=loss,
@@ -262,27 +263,16 @@ class Tuner:
         )
         return loss
 
-    def _discover(self, batch, ids, step: int) -> torch.Tensor | None:
-        """Pick step ``step``'s subgraph; returns the training logits when the attribution's own
-        forward was over the training text (``shares_forward``), else None."""
+    def _discover(self, batch, step: int) -> None:
         n = top_n_at(step, self.config)
-        logits = None
         if self.config.method == "random":
             edges = random_edges(self.graph, n, seed=self.config.seed, step=step)
-        elif self.config.shares_forward:
-            for param in self.train_params.values():
-                param.requires_grad_(True)
-            scores, logits = score_edges_with_logits(
-                self.model, self.graph, batch, ids, self.config
-            )
-            edges = select_edges(scores, n, self.config)
         else:
             scores = score_edges(self.model, self.graph, batch, self.config)
             edges = select_edges(scores, n, self.config)
         if self.extra is None:
             self.extra = random_extra_nodes(self.bank, self.bank.nodes_of_edges(edges), self.config)
         self._set_circuit(circuit_from_edges(edges, self.bank, self.forced | self.extra, n))
-        return logits
 
     def _set_circuit(self, circuit: StepCircuit) -> None:
         self.circuit = circuit
@@ -296,12 +286,16 @@ class Tuner:
         n = count_unique_params(self.train_params.values())
         self.counts = {"whole": n, "exact": n}
 
-    def _train(self, batch, ids, step: int, logits: torch.Tensor | None) -> float:
+    def _train(self, batch, ids, step: int) -> float:
         """Loss, one backward reaching only the circuit's tensors, clipping, masked update."""
         self.optimizer.zero_grad()
-        if logits is None:
-            for name, param in self.train_params.items():
-                param.requires_grad_(name in self.masks)
+        for name, param in self.train_params.items():
+            param.requires_grad_(name in self.masks)
+        if self.config.circuit_forward and self.circuit is not None:
+            logits = run_circuit_forward(
+                self.model, self.graph, self.circuit.edge_mask, ids, batch.train_mask
+            )
+        else:
             with hook_flags(self.model.bridge, False):
                 logits = self.model.bridge(ids)  # [batch, pos_t, d_vocab]
         parts = training_loss(logits, ids, batch, self.config)
@@ -360,7 +354,9 @@ class Tuner:
             "step": step,
             "optimizer": optim_extra,
             "circuit_nodes": [] if self.circuit is None else _indices(self.circuit.nodes),
-            "circuit_edges": 0 if self.circuit is None else self.circuit.n_edges,
+            "circuit_edges": []
+            if self.circuit is None
+            else _indices(self.circuit.edge_mask.flatten()),
             "circuit_top_n": None if self.circuit is None else self.circuit.top_n,
             "extra_nodes": None if self.extra is None else _indices(self.extra),
             "torch_rng": torch.get_rng_state(),
@@ -388,10 +384,13 @@ class Tuner:
         if state["extra_nodes"] is not None:
             self.extra = _mask_of(state["extra_nodes"], self.bank.n_nodes)
         if self.config.discovers and state["circuit_nodes"]:
-            nodes = _mask_of(state["circuit_nodes"], self.bank.n_nodes)
+            edges = _mask_of(state["circuit_edges"], self.graph.n_src * self.graph.n_dst)
             self._set_circuit(
                 StepCircuit(
-                    nodes=nodes, n_edges=state["circuit_edges"], top_n=state["circuit_top_n"]
+                    nodes=_mask_of(state["circuit_nodes"], self.bank.n_nodes),
+                    edge_mask=edges.view(self.graph.n_src, self.graph.n_dst),
+                    n_edges=len(state["circuit_edges"]),
+                    top_n=state["circuit_top_n"],
                 )
             )
         torch.set_rng_state(state["torch_rng"])
