@@ -50,10 +50,9 @@ def set_view(**changes) -> ViewState:
 
 def write_url() -> None:
     """Mirror the view into the query string (so the address bar can be shared or reloaded)."""
-    wanted = view().to_query()
-    current = {key: st.query_params.get(key) for key in st.query_params}
-    if current != wanted:
-        st.query_params.from_dict(wanted)
+    # Written on every run, not only when it differs: a run interrupted by a rerun may have
+    # updated the server's copy without the browser ever hearing of it.
+    st.query_params.from_dict(view().to_query())
 
 
 def bound(field: str, widget, label: str, *, to_widget=None, from_widget=None, then=None, **kwargs):

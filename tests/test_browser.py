@@ -11,9 +11,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from circuitviz.graph.topology import build_graph
+from circuitviz.runs import RunWriter
 from circuitviz.runs.synthetic import write_synthetic_run
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -37,6 +39,16 @@ SHOWN_EDGES = """() => {
   return edges ? Array.from(edges.hovertext).map(h => h.split('<br>')[0]).join('|') : null;
 }"""
 
+# Page pixel position of a box's centre, through plotly's own axes.
+BOX_CENTRE = """(name) => {
+  const plot = document.querySelector('.js-plotly-plot');
+  const layout = plot._fullLayout, box = plot.getBoundingClientRect();
+  const nodes = plot._fullData.find(t => t.name === 'nodes');
+  const i = nodes.customdata.indexOf(name);
+  return [box.left + layout.margin.l + layout.xaxis.l2p(nodes.x[i]),
+          box.top + layout.margin.t + layout.yaxis.l2p(nodes.y[i])];
+}"""
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
@@ -46,12 +58,47 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+GRAPH = build_graph(4, 4)
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    write_synthetic_run(
-        root, run_id="svd-circuit", n_steps=80, graph=build_graph(4, 4), snapshot_every=20
+    write_synthetic_run(root, run_id="svd-circuit", n_steps=80, graph=GRAPH, snapshot_every=20)
+    return root
+
+
+@pytest.fixture(scope="module")
+def live_run(root):
+    """A run being written by this test process while the browser watches it."""
+    graph_meta = {
+        "n_layers": GRAPH.n_layers,
+        "n_heads": GRAPH.n_heads,
+        "n_kv_heads": GRAPH.n_kv_heads,
+        "paper": False,
+        "edge_names": GRAPH.edge_names(),
+        "n_model_params": 1000,
+    }
+    writer = RunWriter.create(
+        root,
+        "svd-live",
+        config={"n_steps": 100},
+        model_spec="synthetic",
+        task="sv-disagreement",
+        method="circuit",
+        seed=0,
+        graph_meta=graph_meta,
     )
+    writer.set_status("running")
+    scores = np.random.default_rng(0).standard_normal(GRAPH.n_edges).astype(np.float32)
+    writer.add_snapshot(0, "before", "sv-disagreement", scores, np.abs(scores) > 1.5)
+    yield writer
+    writer.set_status("stopped")
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def server(root, tmp_path_factory):
     port = free_port()
     log = open(tmp_path_factory.mktemp("log") / "server.log", "w+")  # noqa: SIM115
     command = [
@@ -132,6 +179,31 @@ def test_slider_moves_the_graph(server, browser):
 
     page.reload()  # a reload reopens the same view
     assert wait_for(page, SHOWN_EDGES) == after
+    page.close()
+
+
+def test_clicking_a_box_selects_it(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(f"{server}/?run=svd-circuit&step=before&top_n=60")
+    wait_for(page, SHOWN_EDGES)
+    x, y = page.evaluate(BOX_CENTRE, "a1.h2")
+    page.mouse.click(x, y)
+    page.wait_for_url(re.compile(r"node=a1\.h2"), timeout=15_000)
+    page.get_by_text("a1.h2 owns its rows of W_Q").wait_for(timeout=15_000)
+    page.close()
+
+
+def test_follows_a_run_while_it_is_written(server, browser, live_run):
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(f"{server}/?run=svd-live&top_n=40")
+    first = wait_for(page, SHOWN_EDGES)
+    page.get_by_text("still being written").wait_for(timeout=15_000)
+    scores = np.random.default_rng(1).standard_normal(GRAPH.n_edges).astype(np.float32)
+    live_run.add_snapshot(10, "during", "sv-disagreement", scores, np.abs(scores) > 1.5)
+    later = wait_for(page, SHOWN_EDGES, differs_from=first, timeout_s=30)
+    assert later != first  # the new snapshot appeared without touching the page
+    page.wait_for_url(re.compile(r"step=10"), timeout=15_000)
+    page.screenshot(path=str(ARTIFACTS / "browser-live.png"))
     page.close()
 
 
