@@ -146,10 +146,11 @@ def circuit_figure(
             *_node_traces(layout, edges, selected_mask, focus, scores, style),
             _edge_hover_trace(layout, edges, hover),
             _node_hover_trace(layout, scores, edges),
-            *_legend_traces(groups, style.line_scale),
+            *(legend := _legend_traces(groups, style.line_scale)),
         ]
     )
-    _apply_layout(fig, layout, style, title)
+    n_legend = len(legend) + int(selected_mask is not None)
+    _apply_layout(fig, layout, style, title, n_legend)
     return fig
 
 
@@ -212,12 +213,19 @@ def edge_groups(
 ) -> list[EdgeGroup]:
     """How to draw the shown edges, weakest first (so strong edges end up on top)."""
     scores = np.asarray(scores, dtype=np.float64)
+    n_shown = len(view.edges) if view.diff is None else len(view.diff.edges)
+    line_scale *= density_scale(n_shown)
     if view.diff is not None:
         a = np.asarray(compare, dtype=np.float64)
         groups = _diff_groups(layout, a, scores, view.diff, focus, line_scale)
     else:
         groups = _sign_groups(layout, scores, view.edges, focus, color_by, line_scale)
     return sorted(groups, key=lambda group: group.width)
+
+
+def density_scale(n_shown: int) -> float:
+    """Thinner lines when many edges are shown, so that a dense view stays readable."""
+    return float(np.clip(np.sqrt(150 / max(n_shown, 1)), 0.4, 1.0))
 
 
 def _sign_groups(layout, scores, edges, focus, color_by, line_scale) -> list[EdgeGroup]:
@@ -498,15 +506,28 @@ def _node_hover_trace(layout: Layout, scores: np.ndarray, edges: np.ndarray) -> 
     )
 
 
-def _apply_layout(fig: go.Figure, layout: Layout, style: S.FigureStyle, title: str | None) -> None:
+def _apply_layout(
+    fig: go.Figure, layout: Layout, style: S.FigureStyle, title: str | None, n_legend: int
+) -> None:
     rows = layout.n_layers + 2
+    # The title sits at the top; the legend rows grow upward from the plot, below the title.
+    legend_rows = 1 if n_legend <= 4 else 2 if n_legend <= 8 else 3
+    top = (style.title_size * 2 if title else 10) + legend_rows * int(style.font_size * 1.9)
     fig.update_layout(
-        height=max(style.min_height, rows * style.px_per_layer + 110),
-        margin={"l": 70, "r": 20, "t": 70 if title else 40, "b": 20},
+        height=max(style.min_height, rows * style.px_per_layer + top + 40),
+        margin={"l": 70, "r": 20, "t": top, "b": 20},
         plot_bgcolor="white",
         paper_bgcolor="white",
         font={"family": style.font_family, "size": style.font_size, "color": "#222222"},
-        title={"text": title, "font": {"size": style.title_size}} if title else None,
+        title={
+            "text": title,
+            "font": {"size": style.title_size},
+            "yref": "container",
+            "y": 0.995,
+            "yanchor": "top",
+        }
+        if title
+        else None,
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0},
         hovermode="closest",
         hoverlabel={"font": {"size": style.font_size}},
