@@ -128,8 +128,8 @@ def run_stamp(run_dir: Path) -> tuple:
 
 
 @st.cache_resource(max_entries=12, show_spinner=False)
-def _frames(run_dir: str, stamp: tuple) -> RunFrames:
-    return load_run_frames(Run(run_dir))
+def _frames(run_dir: str, stamp: tuple, task: str | None) -> RunFrames:
+    return load_run_frames(Run(run_dir), task=task)
 
 
 @st.cache_resource(max_entries=6, show_spinner=False)
@@ -138,8 +138,9 @@ def layout_for(shape: tuple[int, int, int, bool]) -> Layout:
     return build_layout(build_graph(n_layers, n_heads, n_kv_heads, paper=paper))
 
 
-def load(run_id: str) -> RunFrames:
-    """The run's data (cached); raises RunNotFound / RunCorrupt / RunStoreError."""
+def load(run_id: str, task: str | None = None) -> RunFrames:
+    """The run's data (cached); raises RunNotFound / RunCorrupt / RunStoreError. ``task`` picks
+    which task's circuits, for runs that stored several."""
     run_dir = store().run_dirs().get(run_id)
     if run_dir is None:
         candidate = Path(run_id)
@@ -147,7 +148,7 @@ def load(run_id: str) -> RunFrames:
             run_dir = candidate
         else:
             raise RunNotFound(store().not_found_message(run_id))
-    return _frames(str(run_dir), run_stamp(run_dir))
+    return _frames(str(run_dir), run_stamp(run_dir), task)
 
 
 def current_run() -> RunFrames | None:
@@ -160,7 +161,7 @@ def current_run() -> RunFrames | None:
         )
         return None
     try:
-        return load(run_id)
+        return load(run_id, view().task)
     except RunNotFound as exc:
         st.error(f"Run **{run_id}** was not found. {exc}. Pick another run in the sidebar.")
     except RunCorrupt as exc:

@@ -65,7 +65,7 @@ def describe_run(run) -> str:
 
 def on_run_change() -> None:
     """Steps, comparisons and selections belong to one run; a new run starts from its defaults."""
-    state.set_view(step=None, compare=None, node=None)
+    state.set_view(step=None, compare=None, node=None, task=None)
 
 
 def step_slider(frames: RunFrames, *, field: str = "step", label: str = "Step") -> str:

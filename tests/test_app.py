@@ -25,6 +25,7 @@ def root(tmp_path_factory):
     write_synthetic_run(root, run_id="svd-circuit", noise_floor=True, **common)
     write_synthetic_run(root, run_id="svd-full", method="full", seed=1, **common)
     _live_run(root, "svd-live")
+    _two_task_run(root, "gender-two-tasks")
     _empty_run(root, "svd-empty")
     _sweep(root)
     broken = root / "svd-broken"
@@ -54,14 +55,27 @@ def _live_run(root, run_id):
     writer.close()
 
 
-def _empty_run(root, run_id, *, close=True):
+def _two_task_run(root, run_id):
+    """A run that stored circuits for two tasks at the same steps (e.g. de-biasing, which watches
+    the task it unlearns and the one it must keep)."""
+    writer = _empty_run(root, run_id, close=False, task="gender-pronoun")
+    rng = np.random.default_rng(4)
+    for task in ("gender-pronoun", "sv-agreement"):
+        for step, label in ((0, "before"), (5, "after")):
+            scores = rng.standard_normal(GRAPH.n_edges).astype(np.float32)
+            writer.add_snapshot(step, label, task, scores, np.abs(scores) > 1.5)
+    writer.set_status("finished")
+    writer.close()
+
+
+def _empty_run(root, run_id, *, close=True, task="sv-disagreement"):
     """A run that has started but stored no circuit yet."""
     writer = RunWriter.create(
         root,
         run_id,
         config={"n_steps": 50},
         model_spec="synthetic",
-        task="sv-disagreement",
+        task=task,
         method="circuit",
         seed=0,
         graph_meta=_graph_meta(),
@@ -231,6 +245,17 @@ def test_run_still_being_written_renders(app):
     assert "still being written" in texts(at)
     assert at.select_slider(key="w_step").options == ["before", "step 1"]
     assert at.select_slider(key="w_step").value == "1"  # the newest circuit: the "during" view
+
+
+def test_run_with_circuits_of_two_tasks(app):
+    at = app(run="gender-two-tasks", top_n="20")
+    picker = at.radio(key="w_task")
+    assert picker.options == ["gender-pronoun", "sv-agreement"]
+    assert at.select_slider(key="w_step").options == ["before", "after (step 5)"]
+    first = shown_edges(charts(at)[0])
+    picker.set_value("sv-agreement").run()
+    assert at.query_params["task"] == "sv-agreement"
+    assert shown_edges(charts(at)[0]) != first
 
 
 def test_run_without_snapshots_says_so(app):

@@ -14,6 +14,16 @@ if frames is None:
     st.stop()
 st.subheader(state.run_title(frames))
 panels.follow_live(frames)
+if len(frames.tasks) > 1:
+    state.bound(
+        "task",
+        st.radio,
+        "Circuits of task",
+        options=list(frames.tasks),
+        horizontal=True,
+        to_widget=lambda t: t if t in frames.tasks else frames.snapshot_task,
+        then=lambda: state.set_view(step=None, compare=None),
+    )
 if not frames.tokens:
     st.info("This run has not stored a circuit yet; the first one appears here once it lands.")
     st.stop()

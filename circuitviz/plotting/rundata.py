@@ -32,6 +32,8 @@ class RunFrames:
     config: dict
     summary: dict
     graph_shape: tuple[int, int, int, bool]  # n_layers, n_heads, n_kv_heads, paper
+    snapshot_task: str | None  # the task whose circuits ``scores`` holds
+    tasks: tuple[str, ...]  # every task the run stored circuits for
     n_model_params: int | None
     snapshots: pd.DataFrame = field(repr=False)
     scores: np.ndarray = field(repr=False)
@@ -57,14 +59,23 @@ class RunFrames:
         )
 
 
-def load_run_frames(run) -> RunFrames:
-    """Read a ``circuitviz.runs.Run`` into memory (raises what the run raises: RunCorrupt, ...)."""
+def load_run_frames(run, *, task: str | None = None) -> RunFrames:
+    """Read a ``circuitviz.runs.Run`` into memory (raises what the run raises: RunCorrupt, ...).
+
+    A run may store circuits for several tasks; ``task`` picks one (default: the run's own task
+    when it stored circuits for it, else the first task stored)."""
     meta = run.graph_meta
     snapshots = run.snapshots()
+    tasks = tuple(dict.fromkeys(snapshots["task"].tolist()))
+    if task is None or task not in tasks:
+        task = run.task if run.task in tasks else (tasks[0] if tasks else None)
     scores = np.zeros((0, run.n_edges), np.float32)
     selected = np.zeros((0, run.n_edges), bool)
     if len(snapshots):
-        snapshots, scores = run.score_matrix()
+        snapshots, scores = run.score_matrix(task=task)
+        # One circuit per step token: a step stored twice (e.g. around a resume) keeps the last.
+        keep = ~pd.Series(step_tokens(snapshots)).duplicated(keep="last").to_numpy()
+        snapshots, scores = snapshots[keep].reset_index(drop=True), scores[keep]
         selected = np.stack([run.snapshot(int(i)).selected for i in snapshots["snapshot_id"]])
     for array in (scores, selected):
         array.setflags(write=False)
@@ -87,6 +98,8 @@ def load_run_frames(run) -> RunFrames:
             bool(meta.get("paper", False)),
         ),
         n_model_params=meta.get("n_model_params"),
+        snapshot_task=task,
+        tasks=tasks,
         snapshots=snapshots.reset_index(drop=True),
         scores=scores,
         selected=selected,
