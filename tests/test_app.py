@@ -331,3 +331,17 @@ def test_tour_page(app):
     next(b for b in at.button if b.label == "Show me").click().run()
     assert not at.exception
     assert at.query_params.get("step") == "before"
+
+
+# ---- the `circuitviz app` command (the browser test starts the real server through it) ----------
+
+
+def test_app_command_refuses_bad_arguments(tmp_path, capsys):
+    from circuitviz.cli import main
+
+    assert main(["app", "--port", "70000", "--no-browser"]) == 2
+    assert "--port" in capsys.readouterr().err
+    a_file = tmp_path / "runs.txt"
+    a_file.write_text("")
+    assert main(["app", "--runs-dir", str(a_file), "--no-browser"]) == 2
+    assert "is a file" in capsys.readouterr().err
