@@ -1,0 +1,7 @@
+"""``python -m circuitviz`` runs the same CLI as the ``circuitviz`` console script."""
+
+import sys
+
+from circuitviz.cli import main
+
+sys.exit(main())
