@@ -20,7 +20,7 @@ import torch
 from circuitviz.graph.topology import graph_for
 from circuitviz.runs import fields as run_fields
 from circuitviz.tuning.config import TuneConfig
-from circuitviz.tuning.loop import Progress, TuneResult, check_sizes, create_run, run_tuning
+from circuitviz.tuning.loop import Progress, check_sizes, create_run, run_tuning
 
 SWEEP_KEYS = (
     "final_task_metric",
@@ -46,10 +46,10 @@ def run_sweep(
     *,
     sweep_id: str | None = None,
     progress: Callable[[int], Progress | None] | None = None,
-    on_start: Callable[[int, TuneResult | None, Path], None] | None = None,
+    on_start: Callable[[int, str, Path], None] | None = None,
 ) -> tuple[str, list[dict]]:
     """Run one tuning run per N in ``top_ns``; returns (sweep_id, rows). ``progress(n)`` gives the
-    step callback for N's run; ``on_start(n, None, run_dir)`` is called when N's run is created."""
+    step callback for N's run; ``on_start(n, run_id, run_dir)`` is called when N's run is created."""
     if not top_ns:
         raise ValueError("a sweep needs at least one N")
     configs = [dataclasses.replace(config, top_n=n) for n in top_ns]  # validates every N first
@@ -65,7 +65,7 @@ def run_sweep(
                 param.copy_(initial[name])
         writer = create_run(model, task, run_config, root, sweep_id=sweep_id)
         if on_start is not None:
-            on_start(n, None, writer.dir)
+            on_start(n, writer.run_id, writer.dir)
         with writer:
             result = run_tuning(
                 model, task, run_config, writer, progress=progress(n) if progress else None
