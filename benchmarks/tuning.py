@@ -31,8 +31,9 @@ import torch
 
 from circuitviz.models import load_model
 from circuitviz.tuning.config import TuneConfig
-from circuitviz.tuning.loop import Tuner, create_run, trainable_only
+from circuitviz.tuning.loop import Tuner, trainable_only
 from circuitviz.tuning.records import snapshot_scores
+from circuitviz.tuning.storage import create_run
 
 TASK = "sv-disagreement"
 

@@ -13,11 +13,11 @@ from circuitviz.graph.topology import graph_for
 from circuitviz.models import load_model
 from circuitviz.runs import Run
 from circuitviz.tasks import TaskBatch
+from circuitviz.tuning import create_run, run_tuning
 from circuitviz.tuning.ablation import run_circuit_forward
 from circuitviz.tuning.config import TuneConfig
 from circuitviz.tuning.data import build_tuning_data
 from circuitviz.tuning.discovery import hook_flags
-from circuitviz.tuning.loop import create_run, run_tuning
 
 
 @pytest.fixture(scope="module")

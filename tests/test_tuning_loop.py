@@ -11,10 +11,10 @@ from circuitviz.graph.topology import graph_for
 from circuitviz.models import build_param_map, load_model
 from circuitviz.runs import Run, RunNotFound, RunStoreError, RunWriter
 from circuitviz.runs.checkpoints import load_resume_state
+from circuitviz.tuning import create_run, run_tuning
 from circuitviz.tuning.config import TuneConfig
 from circuitviz.tuning.data import build_tuning_data
 from circuitviz.tuning.discovery import attribution_config, hook_flags, select_edges
-from circuitviz.tuning.loop import create_run, run_tuning
 from circuitviz.tuning.masks import build_mask_bank
 from circuitviz.tuning.optim import NonFiniteLoss
 

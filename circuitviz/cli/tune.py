@@ -209,7 +209,7 @@ def tune_command(args: argparse.Namespace) -> int:
     if not args.task:
         raise UserError("--task is required (or --resume RUN to continue a run)")
     from circuitviz.tuning.data import build_tuning_data
-    from circuitviz.tuning.loop import create_run
+    from circuitviz.tuning.storage import create_run
 
     config = build_config(args, args.task)
     model = load_model_from_args(args)
@@ -248,7 +248,7 @@ def _resume(args: argparse.Namespace) -> int:
     from circuitviz.models import ModelLoadError, load_model
     from circuitviz.runs import RunStore, RunWriter
     from circuitviz.tuning.data import build_tuning_data
-    from circuitviz.tuning.loop import config_from_run
+    from circuitviz.tuning.storage import config_from_run
 
     store = RunStore.default(args.runs_dir)
     try:

@@ -24,8 +24,8 @@ from circuitviz.models import build_param_map
 from circuitviz.runs import Run, RunWriter
 from circuitviz.runs.checkpoints import load_tensors
 from circuitviz.tasks import build_task_data
-from circuitviz.tuning.loop import config_from_run
 from circuitviz.tuning.records import snapshot_scores
+from circuitviz.tuning.storage import config_from_run
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ import torch
 from circuitviz.graph.topology import graph_for
 from circuitviz.runs import fields as run_fields
 from circuitviz.tuning.config import TuneConfig
-from circuitviz.tuning.loop import Progress, check_sizes, create_run, run_tuning
+from circuitviz.tuning.loop import Progress, run_tuning
+from circuitviz.tuning.storage import check_sizes, create_run
 
 SWEEP_KEYS = (
     "final_task_metric",
