@@ -106,7 +106,8 @@ class _AttributionPass:
         self.pos_idx = position_index(batch, config.positions, model.device)
         n_batch, n_pos = self.ids.shape
         shape = (graph.n_src, n_batch, n_pos, model.info.d_model)
-        self.diff = torch.zeros(shape, device=model.device, dtype=model.dtype)
+        # Clean activations, then baseline - clean; the capture hooks fill every row.
+        self.diff = torch.empty(shape, device=model.device, dtype=model.dtype)
         self.scored_diff = self.diff
         self.scores = torch.zeros(
             graph.n_src, graph.n_dst, device=model.device, dtype=_score_dtype(model.dtype)
@@ -114,6 +115,7 @@ class _AttributionPass:
         self.root: torch.Tensor | None = None
         self.handles: list = []
         self.grads_seen: set[str] = set()
+        self.fired = FiredCheck([])
 
     # -- forward hooks ----------------------------------------------------------------------------
     def _root_hook(self, alpha: float):
@@ -176,7 +178,7 @@ class _AttributionPass:
     def _finish_diff(self) -> None:
         """Turn the stored clean activations into baseline - clean, zero on padding, and cut them to
         the scored positions."""
-        self.diff.neg_().add_(self.base.sources)
+        torch.sub(self.base.sources, self.diff, out=self.diff)
         self.diff.mul_(self.mask.to(self.diff.dtype)[None, :, :, None])
         self.scored_diff = select_positions(self.diff, self.pos_idx, batch_dim=1)
 
