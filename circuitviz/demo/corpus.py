@@ -16,6 +16,7 @@ The corpus is a pure function of (n, seed).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Callable
@@ -92,3 +93,8 @@ def build_corpus(n: int, *, seed: int = 0) -> list[str]:
         raise ValueError(f"n must be >= 0, got {n}")
     rng = random.Random(f"demo-corpus:{seed}")
     return [corpus_sentence(rng) for _ in range(n)]
+
+
+def corpus_fingerprint(texts: list[str]) -> str:
+    """SHA-256 of the corpus: training.json records it so drift in the generator is caught."""
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()

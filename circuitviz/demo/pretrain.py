@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from circuitviz.demo.corpus import build_corpus
+from circuitviz.demo.corpus import build_corpus, corpus_fingerprint
 from circuitviz.demo.tokenizer import build_demo_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -185,6 +185,7 @@ def pretrain_demo(
     final_loss = sum(tail) / len(tail)
     record = {
         "config": asdict(config),
+        "corpus_sha256": corpus_fingerprint(texts),
         "final_loss": final_loss,
         "seconds": seconds,
         "torch": torch.__version__,
