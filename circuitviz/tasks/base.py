@@ -6,12 +6,13 @@ metrics read. Layout of a batch (right padding, no Python loop over items anywhe
 
     clean_ids      [batch, pos]    prompt tokens, padded with the tokenizer's pad id
     corrupt_ids    [batch, pos]    same length as clean_ids row by row (pairs that differ are excluded)
-    attention_mask [batch, pos]    1 on prompt tokens, 0 on padding (shared by clean and corrupt)
+    attention_mask [batch, pos]    1 on prompt tokens, 0 on padding (shared by clean and corrupt;
+                                   int64 0/1 rather than bool, as Hugging Face models expect)
     target_pos     [batch]         index of the last prompt token: its logits predict the answer
     answer_ids     [batch]         the answer token
     wrong_ids      [batch]         the contrasting token
     train_ids      [batch, pos_t]  prompt + answer + continuation tokens (the prompt is an exact prefix)
-    train_mask     [batch, pos_t]
+    train_mask     [batch, pos_t]  1 on train tokens, 0 on padding (int64, like attention_mask)
     answer_pos_in_train [batch]    = target_pos + 1, where the answer token sits in train_ids
 
 Sign convention of every metric: positive means the model prefers `answer` over `wrong`.
