@@ -57,32 +57,38 @@ def _tuner(model, method: str, root: Path, top_n: int, every: int = 1) -> Tuner:
     return Tuner(model, TASK, config, writer, None)
 
 
-def _timed_step(tuner: Tuner, step: int) -> float:
+def _timed_step(tuner: Tuner, step: int) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of one optimizer step."""
     with trainable_only(tuner.model, tuner.train_params.values()):
-        start = time.perf_counter()
+        cpu, wall = time.process_time(), time.perf_counter()
         tuner.step(step)
-        return time.perf_counter() - start
+        return time.process_time() - cpu, time.perf_counter() - wall
 
 
 def step_ratio(model, root: Path, repeats: int, top_n: int) -> dict:
-    full = _tuner(model, "full", root, top_n)
-    circuit = _tuner(model, "circuit", root, top_n)
-    full_times, circuit_times = [], []
+    tuners = {
+        "full": _tuner(model, "full", root, top_n),
+        "circuit": _tuner(model, "circuit", root, top_n),
+        "circuit_k4": _tuner(model, "circuit", root, top_n, every=4),
+    }
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in tuners}
     for step in range(1, repeats + 3):
-        f = _timed_step(full, step)
-        c = _timed_step(circuit, step)
-        if step > 2:  # warm-up
-            full_times.append(f)
-            circuit_times.append(c)
-    ratios = [c / f for c, f in zip(circuit_times, full_times)]
-    full.writer.close()
-    circuit.writer.close()
+        for name, tuner in tuners.items():
+            measured = _timed_step(tuner, step)
+            if step > 2:  # warm-up
+                times[name].append(measured)
+    for tuner in tuners.values():
+        tuner.writer.close()
+    cpu = {name: statistics.mean(t[0] for t in values) for name, values in times.items()}
+    wall = {name: statistics.mean(t[1] for t in values) for name, values in times.items()}
     return {
-        "full_step_ms": 1000 * statistics.median(full_times),
-        "circuit_step_ms": 1000 * statistics.median(circuit_times),
-        "circuit_step_over_full_step": statistics.median(circuit_times)
-        / statistics.median(full_times),
-        "median_pairwise_ratio": statistics.median(ratios),
+        "circuit_step_over_full_step": cpu["circuit"] / cpu["full"],
+        "circuit_step_over_full_step_wall": wall["circuit"] / wall["full"],
+        "circuit_k4_step_over_full_step": cpu["circuit_k4"] / cpu["full"],
+        "full_step_cpu_ms": 1000 * cpu["full"],
+        "circuit_step_cpu_ms": 1000 * cpu["circuit"],
+        "full_step_wall_ms": 1000 * wall["full"],
+        "circuit_step_wall_ms": 1000 * wall["circuit"],
         "top_n": top_n,
         "batch_size": 16,
         "repeats": repeats,
