@@ -33,7 +33,7 @@ FLAGS = [
 # (file name, URL path and query after the run, viewport height)
 SHOTS = (
     ("circuit.png", "/?step=after", 1050),
-    ("compare.png", "/?step=after&compare=before", 1250),
+    ("compare.png", "/?step=after&compare=0", 1250),
     ("dynamics.png", "/dynamics?", 1500),
     ("heads.png", "/heads?", 1250),
 )
