@@ -176,14 +176,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="demo,random:gpt2")
     parser.add_argument("--repeats", type=int, default=8)
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
-    )
+    # One thread by default: on a small machine shared with other jobs, a multi-threaded torch waits
+    # for descheduled OpenMP threads on every op (a demo-model step went from 27 ms to 1 s at 2
+    # threads under load), which swamps the ratio this benchmark is for.
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     results = [bench_model(spec, args.repeats) for spec in args.models.split(",")]
     if args.json:
         print(json.dumps({"benchmark": "tuning", "results": results}, indent=2))
