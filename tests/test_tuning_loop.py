@@ -177,6 +177,8 @@ def test_bad_input_is_refused_before_anything_is_written(demo_tokenizer_dir, tmp
     n_edges = graph_for(model.info).n_edges
     with pytest.raises(ValueError, match=f"larger than the graph, which has {n_edges} edges"):
         create_run(model, TASK, dataclasses.replace(SMALL, top_n=n_edges + 1), tmp_path)
+    threshold = dataclasses.replace(SMALL, selection="threshold", threshold=0.1, top_n=10**6)
+    create_run(model, TASK, threshold, tmp_path / "ok").close()  # no N to check
     with pytest.raises(ValueError, match="unknown task"):
         build_tuning_data(model, "no-such-task", SMALL)
     blocker = tmp_path / "file"
@@ -185,7 +187,7 @@ def test_bad_input_is_refused_before_anything_is_written(demo_tokenizer_dir, tmp
         create_run(model, TASK, SMALL, blocker)
     with pytest.raises(RunNotFound):
         RunWriter.resume(tmp_path, "no-such-run")
-    assert not any(p.name != "file" for p in tmp_path.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "ok"]
 
 
 @pytest.mark.parametrize(

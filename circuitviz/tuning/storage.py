@@ -64,7 +64,8 @@ def create_run(
 
 
 def check_sizes(config: TuneConfig, n_edges: int) -> None:
-    if not config.discovers:
+    """N (and a schedule's start) must fit in the graph; a threshold selection has no N."""
+    if not config.discovers or (config.method == "circuit" and config.selection == "threshold"):
         return
     for name in ("top_n", "topn_start"):
         value = getattr(config, name)
