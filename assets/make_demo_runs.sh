@@ -13,7 +13,7 @@ $CV tune --model demo --task sv-disagreement --method circuit --top-n 200 --ever
     --checkpoint-every 400 --run-id sv-disagreement-circuit --runs-dir $D --no-progress
 $CV tune --model demo --task sv-disagreement --method full --steps 800 --checkpoint-every 0 \
     --run-id sv-disagreement-full --runs-dir $D --no-progress
-$CV tune --model demo --task gender-pronoun --method circuit --checkpoint-every 0 \
+$CV tune --model demo --task gender-pronoun --method circuit --top-n 200 --steps 800 --checkpoint-every 0 \
     --run-id gender-debias-circuit --runs-dir $D --no-progress
 $CV rescore sv-disagreement-circuit --runs-dir $D --no-progress
 $CV sweep --model demo --task sv-disagreement --top-n 10,25,50,100,200,400 --steps 400 \
