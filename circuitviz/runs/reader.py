@@ -21,22 +21,11 @@ import pandas as pd
 from circuitviz.runs import checkpoints as ckpt
 from circuitviz.runs import schema
 from circuitviz.runs.errors import RunCorrupt, RunStoreError
+from circuitviz.runs.fields import STEP_COLUMNS
 from circuitviz.runs.lock import writer_alive
 
 _LABEL_ORDER = "CASE label WHEN 'before' THEN 0 WHEN 'during' THEN 1 ELSE 2 END, step, snapshot_id"
-_STEP_COLUMNS = (
-    "step",
-    "loss",
-    "lr",
-    "top_n",
-    "n_nodes",
-    "n_edges",
-    "tuned_params_whole",
-    "tuned_params_exact",
-    "tuned_ratio",
-    "discovered",
-    "time",
-)
+_STEP_COLUMNS = ("step", *STEP_COLUMNS, "time")
 _EVAL_COLUMNS = ("step", "accuracy", "task_metric", "lm_loss", "time")
 
 
