@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from einops import einsum
 
 from circuitviz.attribution.activations import (
     BaselineActivations,
@@ -31,7 +30,7 @@ from circuitviz.attribution.activations import (
     source_means,
 )
 from circuitviz.attribution.config import BASELINES, METRIC_NAMES, POSITIONS, _check_choice
-from circuitviz.attribution.hooks import FiredCheck, as_node_major, dest_hooks, source_hooks
+from circuitviz.attribution.hooks import edge_ablation_hooks
 from circuitviz.graph.select import Circuit, empty_circuit, random_circuit, top_n
 from circuitviz.graph.topology import Graph
 from circuitviz.tasks.base import METRICS
@@ -101,36 +100,14 @@ def run_with_ablated_edges(
     device, dtype = model.device, model.dtype
     ids = batch.clean_ids.to(device)
     weights = _ablation_weights(batch, positions, device, dtype)[None, :, :, None]
-    ablated = (graph.valid_mask & ~circuit.edge_mask).to(device)
+    ablated = (graph.valid_mask & ~circuit.edge_mask).to(device, dtype)
     n_batch, n_pos = ids.shape
     delta = torch.zeros(graph.n_src, n_batch, n_pos, model.info.d_model, device=device, dtype=dtype)
 
-    def store(spec):
-        def hook(x, hook):
-            rows = as_node_major(x, spec.per_head) - base.sources[spec.src_slice]
-            delta[spec.src_slice] = rows * weights
-            fired.mark(spec.hook_name)
+    def record(spec, rows):
+        delta[spec.src_slice] = (rows - base.sources[spec.src_slice]) * weights
 
-        return hook
-
-    def remove_edges(spec, block):
-        if spec.per_head:
-            pattern = "n_src batch pos d_model, n_src head -> batch pos head d_model"
-        else:
-            pattern, block = "n_src batch pos d_model, n_src -> batch pos d_model", block[:, 0]
-
-        def hook(x, hook):
-            fired.mark(spec.hook_name)
-            return x - einsum(delta[: spec.n_up], block, pattern)
-
-        return hook
-
-    fwd = [(spec.hook_name, store(spec)) for spec in source_hooks(graph)]
-    for spec in dest_hooks(graph):
-        block = ablated[: spec.n_up, spec.dst_slice]
-        if bool(block.any()):  # a destination that keeps all its edges is left bit-identical
-            fwd.append((spec.hook_name, remove_edges(spec, block.to(dtype))))
-    fired = FiredCheck([name for name, _ in fwd])
+    fwd, fired = edge_ablation_hooks(graph, ablated, record, lambda n_up: delta[:n_up])
     with torch.no_grad(), model.bridge.hooks(fwd_hooks=fwd):
         logits = model.bridge(ids, attention_mask=batch.attention_mask.to(device))
     fired.verify("edge ablation forward")

@@ -16,12 +16,12 @@ reads are always the prefix ``[:n_up]`` of the source axis; ``dest_hooks`` check
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange
+from einops import einsum, rearrange
 
 from circuitviz.graph.topology import Graph, parse_node
 
@@ -148,3 +148,45 @@ def as_node_major(activation: torch.Tensor, per_head: bool) -> torch.Tensor:
     if per_head:
         return rearrange(activation, "batch pos head d_model -> head batch pos d_model")
     return activation.unsqueeze(0)
+
+
+def edge_ablation_hooks(
+    graph: Graph,
+    ablated: torch.Tensor,
+    record: Callable[[SourceHook, torch.Tensor], None],
+    upstream: Callable[[int], torch.Tensor],
+) -> tuple[list, FiredCheck]:
+    """Forward hooks that remove the edges marked in ``ablated`` ([n_src, n_dst], in the model's
+    dtype): each source hook hands its node-major activation ``[n, batch, pos, d_model]`` to
+    ``record(spec, rows)``, which keeps its difference from the baseline; each destination with an
+    ablated incoming edge subtracts ``upstream(n_up)`` (those differences of the first ``n_up``
+    sources) contracted with its block of ``ablated``, so it sees the baseline along ablated edges.
+    A destination that keeps all its edges gets no hook and stays bit-identical. Callers choose how
+    differences are stored (a buffer written in place under no-grad, a list when autograd runs)."""
+
+    def store(spec):
+        def hook(x, hook):
+            record(spec, as_node_major(x, spec.per_head))
+            fired.mark(spec.hook_name)
+
+        return hook
+
+    def remove(spec, block):
+        if spec.per_head:
+            pattern = "n_src batch pos d_model, n_src head -> batch pos head d_model"
+        else:
+            pattern, block = "n_src batch pos d_model, n_src -> batch pos d_model", block[:, 0]
+
+        def hook(x, hook):
+            fired.mark(spec.hook_name)
+            return x - einsum(upstream(spec.n_up), block, pattern)
+
+        return hook
+
+    fwd = [(spec.hook_name, store(spec)) for spec in source_hooks(graph)]
+    for spec in dest_hooks(graph):
+        block = ablated[: spec.n_up, spec.dst_slice]
+        if bool(block.any()):
+            fwd.append((spec.hook_name, remove(spec, block)))
+    fired = FiredCheck([name for name, _ in fwd])
+    return fwd, fired

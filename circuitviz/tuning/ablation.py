@@ -21,10 +21,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
-from einops import einsum
 
 from circuitviz.attribution.activations import source_means
-from circuitviz.attribution.hooks import FiredCheck, as_node_major, dest_hooks, source_hooks
+from circuitviz.attribution.hooks import edge_ablation_hooks
 from circuitviz.graph.topology import Graph
 from circuitviz.tuning.discovery import hook_flags
 
@@ -41,33 +40,10 @@ def run_circuit_forward(
     ablated = (graph.valid_mask & ~edge_mask.cpu()).to(model.device, model.dtype)
     deltas: list[torch.Tensor] = []
 
-    def store(spec):
-        def hook(x, hook):
-            rows = as_node_major(x, spec.per_head)  # [n, batch, pos, d_model]
-            deltas.append(rows - means[spec.src_slice, None, None, :])
-            fired.mark(spec.hook_name)
+    def record(spec, rows):
+        deltas.append(rows - means[spec.src_slice, None, None, :])
 
-        return hook
-
-    def remove(spec, block):
-        if spec.per_head:
-            pattern = "n_src batch pos d_model, n_src head -> batch pos head d_model"
-        else:
-            pattern, block = "n_src batch pos d_model, n_src -> batch pos d_model", block[:, 0]
-
-        def hook(x, hook):
-            fired.mark(spec.hook_name)
-            upstream = torch.cat(deltas)[: spec.n_up]
-            return x - einsum(upstream, block, pattern)
-
-        return hook
-
-    fwd = [(spec.hook_name, store(spec)) for spec in source_hooks(graph)]
-    for spec in dest_hooks(graph):
-        block = ablated[: spec.n_up, spec.dst_slice]
-        if bool(block.any()):
-            fwd.append((spec.hook_name, remove(spec, block)))
-    fired = FiredCheck([name for name, _ in fwd])
+    fwd, fired = edge_ablation_hooks(graph, ablated, record, lambda n_up: torch.cat(deltas)[:n_up])
     with hook_flags(model.bridge, True), model.bridge.hooks(fwd_hooks=fwd):
         logits = model.bridge(ids, attention_mask=token_mask)
     fired.verify("circuit-only forward")
