@@ -1,8 +1,6 @@
 """Run: start a discovery, a tuning run or a sweep in a background process, and watch it."""
 
 import importlib.util
-import secrets
-from datetime import datetime
 from pathlib import Path
 
 import jobs
@@ -11,7 +9,7 @@ import streamlit as st
 
 from circuitviz.graph.io import load_json
 from circuitviz.plotting.circuit import circuit_figure
-from circuitviz.runs import RunStoreError
+from circuitviz.runs import RunStoreError, new_run_id
 
 COMMANDS = {"tune": "a tuning run", "sweep": "a top-N sweep", "discover": "a circuit discovery"}
 root = state.runs_dir()
@@ -49,8 +47,7 @@ else:
         steps = c6.number_input("Steps", 1, 1_000_000, 200)
         submitted = st.form_submit_button("Start", type="primary")
     if submitted:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        job_id = f"{task}-{method}-{stamp}-{secrets.token_hex(2)}"
+        job_id = new_run_id(task, method)
         sizes = [s.strip() for s in top_n.split(",") if s.strip()]
         if not sizes or not all(s.isdigit() and int(s) > 0 for s in sizes):
             st.error(f"Top-N must be a positive whole number (a list for a sweep), got {top_n!r}.")

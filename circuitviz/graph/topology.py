@@ -1,104 +1,31 @@
-"""The computational graph of a transformer: nodes, edges and which edges are causally possible.
+"""The computational graph of a transformer as dense tensors: which edges are causally possible.
 
-Conventions follow EAP-IG / MIB so that circuit files interoperate:
-
-* Source (writer) nodes, in forward order: ``input`` (token + position embeddings), then per layer
-  ``a{L}.h{H}`` for each attention head (its per-head output, before the output bias) followed by
-  ``m{L}`` (the MLP output).
-* Destination (reader) nodes, per layer: ``a{L}.h{H}<q>`` for every query head, ``a{L}.h{G}<k>`` and
-  ``a{L}.h{G}<v>`` for every key/value head (``G`` indexes key/value *groups* under grouped-query
-  attention, so with ``n_kv_heads < n_heads`` one k/v node is shared by ``n_heads / n_kv_heads`` query
-  heads), then ``m{L}`` (the MLP input); finally ``logits``.
-* An edge ``src->dst`` is valid when the source writes into the residual stream before the destination
-  reads it: q/k/v at layer L read ``input`` and every node of layers < L; ``m{L}`` also reads the heads
-  of layer L; ``logits`` reads everything.
-
-``paper=True`` reproduces the circuit-tuning paper's graph (``eap_graph_old.py``): no ``input`` and no
-``logits`` node. GPT-2 small has 32,491 valid edges in the EAP-IG convention and 31,890 in the paper's.
-
-Names are parsed and formatted here and nowhere else.
+Names, their order and the validity rule live in ``circuitviz.graph.names`` (which imports no
+torch); this module turns a model shape into the ``Graph`` the engine indexes: ``valid_mask[i, j]``
+for source ``i`` and destination ``j``. GPT-2 small has 32,491 valid edges in the EAP-IG convention
+and 31,890 in the circuit-tuning paper's (``paper=True``: no ``input`` or ``logits`` node).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 
-INPUT = "input"
-LOGITS = "logits"
-QKV = ("q", "k", "v")
-
-NodeKind = Literal["input", "head", "mlp", "logits"]
-
-
-@dataclass(frozen=True)
-class NodeRef:
-    """A parsed node name. ``head`` is a query-head index, or a key/value group for k/v readers."""
-
-    kind: NodeKind
-    layer: int  # -1 for input, n_layers for logits
-    head: int | None = None
-    qkv: str | None = None  # "q", "k" or "v" for attention readers, else None
-
-    @property
-    def base(self) -> str:
-        """The node name without a ``<q>``/``<k>``/``<v>`` suffix (what a figure draws as one box)."""
-        if self.kind == "input":
-            return INPUT
-        if self.kind == "logits":
-            return LOGITS
-        if self.kind == "mlp":
-            return f"m{self.layer}"
-        return f"a{self.layer}.h{self.head}"
-
-
-def head_name(layer: int, head: int) -> str:
-    return f"a{layer}.h{head}"
-
-
-def mlp_name(layer: int) -> str:
-    return f"m{layer}"
-
-
-def reader_name(layer: int, head: int, qkv: str) -> str:
-    if qkv not in QKV:
-        raise ValueError(f"qkv must be one of {QKV}, got {qkv!r}")
-    return f"a{layer}.h{head}<{qkv}>"
-
-
-def edge_name(src: str, dst: str) -> str:
-    return f"{src}->{dst}"
-
-
-_NODE_RE = re.compile(
-    r"^(?:a(?P<al>\d+)\.h(?P<h>\d+)(?:<(?P<qkv>[qkv])>)?|m(?P<ml>\d+)|input|logits)$"
+from circuitviz.graph.names import (  # noqa: F401  (re-exported: the names API of the graph)
+    INPUT,
+    LOGITS,
+    QKV,
+    NodeKind,
+    NodeRef,
+    edge_name,
+    head_name,
+    mlp_name,
+    node_lists,
+    parse_edge,
+    parse_node,
+    reader_name,
 )
-
-
-def parse_node(name: str, n_layers: int | None = None) -> NodeRef:
-    """Parse ``input``, ``logits``, ``m3``, ``a2.h5`` or ``a2.h5<q>``."""
-    match = _NODE_RE.match(name)
-    if match is None:
-        raise ValueError(
-            f"not a node name: {name!r} (expected input, logits, m<L>, a<L>.h<H> or a<L>.h<H><q|k|v>)"
-        )
-    if name == INPUT:
-        return NodeRef("input", -1)
-    if name == LOGITS:
-        return NodeRef("logits", n_layers if n_layers is not None else 10**9)
-    if match.group("ml") is not None:
-        return NodeRef("mlp", int(match.group("ml")))
-    return NodeRef("head", int(match.group("al")), int(match.group("h")), match.group("qkv"))
-
-
-def parse_edge(name: str) -> tuple[str, str]:
-    src, sep, dst = name.partition("->")
-    if not sep or not src or not dst:
-        raise ValueError(f"not an edge name: {name!r} (expected '<src>-><dst>')")
-    return src, dst
 
 
 @dataclass(frozen=True)
@@ -179,53 +106,18 @@ def build_graph(
     Accepts the counts directly so that the graph does not depend on how a model was loaded; use
     ``graph_for(model_info)`` for a loaded model.
     """
-    n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-    if n_layers < 1 or n_heads < 1:
-        raise ValueError(f"n_layers and n_heads must be >= 1, got {n_layers}, {n_heads}")
-    if n_kv_heads < 1 or n_heads % n_kv_heads:
-        raise ValueError(f"n_kv_heads must divide n_heads={n_heads}, got {n_kv_heads}")
-
-    src_names: list[str] = [] if paper else [INPUT]
-    src_layer: list[int] = [] if paper else [-1]
-    # Position of each source in forward order; a head of layer L precedes m{L}.
-    src_order: list[float] = [] if paper else [-1.0]
-    for layer in range(n_layers):
-        for head in range(n_heads):
-            src_names.append(head_name(layer, head))
-            src_layer.append(layer)
-            src_order.append(layer + 0.25)
-        src_names.append(mlp_name(layer))
-        src_layer.append(layer)
-        src_order.append(layer + 0.75)
-
-    dst_names: list[str] = []
-    dst_layer: list[int] = []
-    dst_order: list[float] = []  # a destination reads every source with a smaller order
-    for layer in range(n_layers):
-        for qkv, count in (("q", n_heads), ("k", n_kv_heads), ("v", n_kv_heads)):
-            for head in range(count):
-                dst_names.append(reader_name(layer, head, qkv))
-                dst_layer.append(layer)
-                dst_order.append(layer + 0.0)
-        dst_names.append(mlp_name(layer))
-        dst_layer.append(layer)
-        dst_order.append(layer + 0.5)
-    if not paper:
-        dst_names.append(LOGITS)
-        dst_layer.append(n_layers)
-        dst_order.append(float(n_layers))
-
-    valid_mask = torch.tensor(src_order)[:, None] < torch.tensor(dst_order)[None, :]
+    nodes = node_lists(n_layers, n_heads, n_kv_heads, paper=paper)
+    valid_mask = torch.tensor(nodes.src_order)[:, None] < torch.tensor(nodes.dst_order)[None, :]
     return Graph(
         n_layers=n_layers,
         n_heads=n_heads,
-        n_kv_heads=n_kv_heads,
+        n_kv_heads=n_heads if n_kv_heads is None else n_kv_heads,
         paper=paper,
-        src_names=tuple(src_names),
-        dst_names=tuple(dst_names),
+        src_names=nodes.src_names,
+        dst_names=nodes.dst_names,
         valid_mask=valid_mask,
-        src_layer=torch.tensor(src_layer),
-        dst_layer=torch.tensor(dst_layer),
+        src_layer=torch.tensor(nodes.src_layer),
+        dst_layer=torch.tensor(nodes.dst_layer),
     )
 
 

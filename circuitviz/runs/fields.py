@@ -43,10 +43,12 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def new_run_id(task: str, method: str) -> str:
-    """``<task>-<method>-<YYYYmmdd-HHMMSS>-<4 hex>``, e.g. ``sv-circuit-20261123-141502-9f3a``."""
+def new_run_id(*parts: str) -> str:
+    """The one id generator for runs, sweeps and dashboard jobs: the slugged parts, the local time
+    and 4 hex digits, e.g. ``new_run_id("sv-disagreement", "circuit")`` ->
+    ``sv-disagreement-circuit-20261123-141502-9f3a``."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{slug(task)}-{slug(method)}-{stamp}-{secrets.token_hex(2)}"
+    return "-".join([*(slug(part) for part in parts), stamp, secrets.token_hex(2)])
 
 
 def check_run_id(run_id: str) -> str:
@@ -125,7 +127,9 @@ def extra_json(extra: dict, reserved: tuple[str, ...]) -> str:
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "run"
+    """A piece of a run id: letters, digits, '.', '-' kept (so ``sv-disagreement`` stays as it is),
+    any other run of characters (a path's '/', a space) becomes '_'."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_.-") or "run"
 
 
 def edge_vector(values, name: str, dtype, n_edges: int) -> np.ndarray:

@@ -10,9 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
-import secrets
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -34,8 +32,7 @@ SWEEP_KEYS = (
 
 
 def new_sweep_id(task: str) -> str:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"sweep-{run_fields.slug(task)}-{stamp}-{secrets.token_hex(2)}"
+    return run_fields.new_run_id("sweep", task)
 
 
 def run_sweep(
