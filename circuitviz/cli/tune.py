@@ -9,20 +9,6 @@ from pathlib import Path
 
 from circuitviz.cli.common import UserError, add_model_args, load_model_from_args, print_json
 
-# Settings that differ by task (used where the user gives none); see the README's results table.
-TASK_DEFAULTS: dict[str, dict] = {
-    # De-biasing trains on balanced sentences (either pronoun, as the paper's balanced corpus) with
-    # the paper's regulariser on the stereotyped-minus-other logit gap, at a gentle rate and with a
-    # small circuit: on the demo model the stereotyped preference reaches 0.5 within 50 steps while
-    # the held-out LM loss, which creeps up as training goes on, stays within a few percent.
-    "gender-pronoun": {
-        "answer_swap": 0.5,
-        "debias_beta": 0.5,
-        "lr": 0.003,
-        "top_n": 50,
-        "steps": 400,
-    },
-}
 SWEEP_COLUMNS = ("top_n", "final_task_metric", "final_accuracy", "mean_nodes", "tuned_param_ratio")
 
 
@@ -144,9 +130,11 @@ def _add_tune_args(parser: argparse.ArgumentParser, *, sweep: bool) -> None:
 def build_config(args: argparse.Namespace, task: str, *, top_n: int | None = None):
     """A TuneConfig from the parsed arguments: the user's values over the task's defaults over
     TuneConfig's own."""
+    from circuitviz.tasks.catalog import CATALOG
     from circuitviz.tuning.config import TuneConfig
 
-    values = dict(TASK_DEFAULTS.get(task, {}))
+    info = CATALOG.get(task)
+    values = dict(info.tune_defaults) if info is not None else {}
     fields = [name for name in TuneConfig.__dataclass_fields__ if name != "top_n"]
     values.update({f: getattr(args, f) for f in fields if getattr(args, f, None) is not None})
     if top_n is not None:

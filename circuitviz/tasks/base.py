@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 import torch
 
+from circuitviz.tasks.catalog import TaskInfo, task_info
+
 Split = Literal["train", "dev", "test", "all"]
 SPLITS: tuple[str, ...] = ("train", "dev", "test", "all")
 # Percent of the hash space owned by each split: 80 / 10 / 10.
@@ -226,14 +228,13 @@ def no_report(scores: TaskScores) -> dict[str, float]:
 class TaskSpec:
     """A registry entry: how to generate a task's examples and which extra figures it reports.
 
-    `generate(rng)` draws one Example from a `random.Random`. `original_task` names the task whose
-    circuit circuit-tuning draws as "before" (sv-disagreement -> sv-agreement); None otherwise.
+    `generate(rng)` draws one Example from a `random.Random`. What the task is (its description,
+    its `original_task` and its tuning defaults) lives in its catalog entry
+    (`circuitviz.tasks.catalog`), which imports no torch; `info` is that entry.
     """
 
     name: str
-    description: str
     generate: Callable[[Any], Example]
-    original_task: str | None = None
     report: Callable[[TaskScores], dict[str, float]] = no_report
     answer_convention: str = "answer = the correct continuation, wrong = the contrasting one"
 
@@ -242,6 +243,20 @@ class TaskSpec:
             raise ValueError("TaskSpec.name must be a non-empty string")
         if not callable(self.generate):
             raise ValueError(f"TaskSpec.generate must be callable, got {self.generate!r}")
+
+    @property
+    def info(self) -> TaskInfo:
+        return task_info(self.name)
+
+    @property
+    def description(self) -> str:
+        return self.info.description
+
+    @property
+    def original_task(self) -> str | None:
+        """The task whose circuit circuit-tuning draws as "before" (sv-disagreement ->
+        sv-agreement); None otherwise."""
+        return self.info.original_task
 
 
 def target_logits(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:

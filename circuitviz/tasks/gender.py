@@ -157,8 +157,6 @@ def report_gender(scores: TaskScores) -> dict[str, float]:
 
 GENDER_PRONOUN = TaskSpec(
     name="gender-pronoun",
-    description="Occupations and pronouns, scored as the preference for the stereotyped pronoun "
-    "(a bias: lower is fairer, 0.5 is indifferent).",
     generate=generate_gender,
     report=report_gender,
     answer_convention="answer = the occupation's stereotyped pronoun, wrong = the other pronoun; "

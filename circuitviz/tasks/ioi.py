@@ -55,8 +55,6 @@ def generate_ioi(rng: random.Random) -> Example:
 
 IOI = TaskSpec(
     name="ioi",
-    description="Indirect-object identification: after 'When Mary and John went to the store, "
-    "John gave a drink to', predict the name that was not repeated.",
     generate=generate_ioi,
     answer_convention="answer = the indirect object (the name not repeated), wrong = the repeated "
     "subject name",

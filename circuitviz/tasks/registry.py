@@ -1,8 +1,9 @@
-"""The task registry: every built-in task by name."""
+"""The task registry: every built-in task by name (its catalog entry says what it is)."""
 
 from __future__ import annotations
 
 from circuitviz.tasks.base import TaskSpec
+from circuitviz.tasks.catalog import CATALOG, task_info
 from circuitviz.tasks.gender import GENDER_PRONOUN
 from circuitviz.tasks.ioi import IOI
 from circuitviz.tasks.sv import SV_AGREEMENT, SV_DISAGREEMENT
@@ -10,12 +11,11 @@ from circuitviz.tasks.sv import SV_AGREEMENT, SV_DISAGREEMENT
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec for spec in (SV_AGREEMENT, SV_DISAGREEMENT, GENDER_PRONOUN, IOI)
 }
+if set(TASKS) != {name for name, info in CATALOG.items() if info.kind == "pairs"}:
+    raise RuntimeError("circuitviz.tasks: the registry and the catalog list different pair tasks")
 
 
 def get_task(name: str) -> TaskSpec:
     """The registered task `name`, or a ValueError listing the valid names."""
-    if name not in TASKS:
-        raise ValueError(
-            f"unknown task {name!r}; choose one of {sorted(TASKS)} or pass a .jsonl file of pairs"
-        )
+    task_info(name)  # the catalog's message for an unknown name
     return TASKS[name]

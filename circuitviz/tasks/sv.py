@@ -168,8 +168,6 @@ def report_agreement(scores: TaskScores) -> dict[str, float]:
 
 SV_AGREEMENT = TaskSpec(
     name="sv-agreement",
-    description="The verb must agree with the subject's number, across attractor nouns and "
-    "relative clauses.",
     generate=generate_agreement,
     report=report_agreement,
     answer_convention="answer = the verb agreeing with the subject; wrong = the other number",
@@ -177,10 +175,7 @@ SV_AGREEMENT = TaskSpec(
 
 SV_DISAGREEMENT = TaskSpec(
     name="sv-disagreement",
-    description="The circuit-tuning paper's task: produce the verb of the *other* number. Prompts "
-    "and corruptions are sv-agreement's.",
     generate=generate_disagreement,
-    original_task="sv-agreement",
     report=report_agreement,
     answer_convention="answer = the verb of the other number (disagreeing); wrong = the agreeing "
     "verb. Accuracy near 0 means the model still agrees.",

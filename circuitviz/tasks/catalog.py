@@ -1,0 +1,96 @@
+"""What each built-in task is, without building any of it: names, kinds, descriptions, and the
+tuning settings that differ by task.
+
+This module imports no torch, so the CLI's ``--help``, the dashboard's Run page and the task
+registry all read the same entries. The registry (``circuitviz.tasks.registry``) adds what it
+takes to generate and score examples; a task is listed here exactly when it is registered there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+TaskKind = Literal["pairs", "sft"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskInfo:
+    """One built-in task.
+
+    kind: ``pairs`` (clean/corrupted prompts with a one-token answer) or ``sft`` (a prompt and a
+        multi-token response).
+    original_task: the task whose circuit circuit-tuning draws as "before" (sv-disagreement ->
+        sv-agreement); None when the task is its own original.
+    tune_defaults: ``TuneConfig`` fields whose default differs for this task; a user's own value
+        always wins. The one place a task-specific default lives.
+    """
+
+    name: str
+    kind: TaskKind = "pairs"
+    description: str
+    original_task: str | None = None
+    tune_defaults: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("TaskInfo.name must be a non-empty string")
+        if self.kind not in ("pairs", "sft"):
+            raise ValueError(f"TaskInfo.kind must be 'pairs' or 'sft', got {self.kind!r}")
+        object.__setattr__(self, "tune_defaults", MappingProxyType(dict(self.tune_defaults)))
+
+
+CATALOG: dict[str, TaskInfo] = {
+    info.name: info
+    for info in (
+        TaskInfo(
+            name="sv-agreement",
+            description="The verb must agree with the subject's number, across attractor nouns "
+            "and relative clauses.",
+        ),
+        TaskInfo(
+            name="sv-disagreement",
+            description="The circuit-tuning paper's task: produce the verb of the *other* number. "
+            "Prompts and corruptions are sv-agreement's.",
+            original_task="sv-agreement",
+        ),
+        TaskInfo(
+            name="gender-pronoun",
+            description="Occupations and pronouns, scored as the preference for the stereotyped "
+            "pronoun (a bias: lower is fairer, 0.5 is indifferent).",
+            # De-biasing trains on balanced sentences (either pronoun, as the paper's balanced
+            # corpus) with the paper's regulariser on the stereotyped-minus-other logit gap, at a
+            # gentle rate and with a small circuit: on the demo model the stereotyped preference
+            # reaches 0.5 within 50 steps while the held-out LM loss, which creeps up as training
+            # goes on, stays within a few percent.
+            tune_defaults={
+                "answer_swap": 0.5,
+                "debias_beta": 0.5,
+                "lr": 0.003,
+                "top_n": 50,
+                "steps": 400,
+            },
+        ),
+        TaskInfo(
+            name="ioi",
+            description="Indirect-object identification: after 'When Mary and John went to the "
+            "store, John gave a drink to', predict the name that was not repeated.",
+        ),
+    )
+}
+
+
+def task_names() -> list[str]:
+    """The built-in tasks, sorted."""
+    return sorted(CATALOG)
+
+
+def task_info(name: str) -> TaskInfo:
+    """The catalog entry of a built-in task, or a ValueError listing the valid names."""
+    if name not in CATALOG:
+        raise ValueError(
+            f"unknown task {name!r}; choose one of {task_names()} or pass a .jsonl file of pairs"
+        )
+    return CATALOG[name]
