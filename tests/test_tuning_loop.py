@@ -14,7 +14,7 @@ from circuitviz.runs.checkpoints import load_resume_state
 from circuitviz.tuning import create_run, run_tuning
 from circuitviz.tuning.config import TuneConfig
 from circuitviz.tuning.data import build_tuning_data
-from circuitviz.tuning.discovery import attribution_config, hook_flags, select_edges
+from circuitviz.tuning.discovery import hook_flags, select_edges
 from circuitviz.tuning.masks import build_mask_bank
 from circuitviz.tuning.optim import NonFiniteLoss
 
@@ -114,7 +114,7 @@ def test_step_one_circuit_is_what_discovery_reports_on_that_batch(demo_tokenizer
     data = build_tuning_data(model, TASK, config)
     batch = data.batch_for_step(1, config.seed)
     with hook_flags(model.bridge, True):
-        scores = eap.attribute(model, graph, [batch], attribution_config(config))
+        scores = eap.attribute(model, graph, [batch], config.attribution)
     expected_nodes = bank.nodes_of_edges(select_edges(scores, config.top_n, config))
     result = _run(model, config, tmp_path, data=data)
     (_, path), *_ = Run(result.run_dir).checkpoints()

@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 
+from circuitviz.attribution import AttributionConfig
 from circuitviz.models import load_model
 from circuitviz.runs import Run
 from circuitviz.tasks import build_task_data
@@ -88,10 +89,10 @@ def test_every_k_and_schedule_in_the_records(model, tmp_path):
 @pytest.mark.parametrize(
     "changes",
     [
-        {"attribution": "eap-ig-inputs", "ig_steps": 2},
+        {"attribution": AttributionConfig(method="eap-ig-inputs", ig_steps=2, positions="target")},
         {"selection": "node_weighted"},
         {"selection": "threshold", "threshold": 0.0},
-        {"baseline": "mean", "positions": "all"},
+        {"attribution": AttributionConfig(baseline="mean", positions="all")},
         {"optimizer": "adamw", "grad_clip": 0.5, "warmup_steps": 2},
         {"loss": "weighted", "target_weight": 5.0},
         {"paper_graph": True},

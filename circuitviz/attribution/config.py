@@ -1,23 +1,21 @@
-"""Configuration and results of edge attribution, and the sign convention every score follows."""
+"""How edges are scored (``AttributionConfig``) and the sign convention every score follows.
+
+This module imports no torch, so the CLI derives its flags from it without loading the engine;
+the scores themselves are ``circuitviz.attribution.scores.EdgeScores``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-import torch
-
-from circuitviz.graph.topology import Graph, edge_name
+from circuitviz.graph.selection import SelectionConfig
+from circuitviz.options import check_options, normalise_choices, option, option_specs
 
 Method = Literal["eap", "eap-ig-inputs", "eap-ig-activations"]
 Baseline = Literal["corrupted", "mean", "zero"]
 Positions = Literal["all", "target"]
 MetricName = Literal["logit_diff", "logprob_diff", "answer_loss"]
-
-METHOD_NAMES: tuple[str, ...] = ("eap", "eap-ig-inputs", "eap-ig-activations")
-BASELINES: tuple[str, ...] = ("corrupted", "mean", "zero")
-POSITIONS: tuple[str, ...] = ("all", "target")
-METRIC_NAMES: tuple[str, ...] = ("logit_diff", "logprob_diff", "answer_loss")
 
 SIGN_CONVENTION = (
     "score(u->d) = mean over examples of the sum over scored positions of "
@@ -29,38 +27,37 @@ SIGN_CONVENTION = (
 )
 
 
-def _check_choice(owner: str, name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{owner}.{name} must be one of {choices}, got {value!r}")
-
-
 @dataclass(frozen=True, kw_only=True)
 class AttributionConfig:
-    """How to score edges.
+    """How to score edges (see ``circuitviz.attribution.eap`` for the algorithm)."""
 
-    ``method``: ``eap`` (gradient at the clean input), ``eap-ig-inputs`` (gradients averaged over
-    ``ig_steps`` inputs interpolated between the baseline and the clean embeddings) or
-    ``eap-ig-activations`` (every source activation interpolated between baseline and clean).
-    ``baseline``: the value an ablated activation takes: the corrupted prompt's (``corrupted``), the
-    mean over the data's real tokens (``mean``) or ``zero``. ``positions``: sum over every real token
-    (``all``) or only the position the metric reads (``target``).
-    """
-
-    method: Method = "eap"
-    baseline: Baseline = "corrupted"
-    positions: Positions = "all"
-    metric: MetricName = "logit_diff"
-    ig_steps: int = 5
+    method: Method = option(
+        "eap",
+        flag="--attribution",
+        aliases={"eap-ig": "eap-ig-inputs"},
+        help="eap: the gradient at the clean input; eap-ig-inputs (alias eap-ig): gradients "
+        "averaged over inputs interpolated between the baseline and the clean embeddings; "
+        "eap-ig-activations: every source activation interpolated",
+    )
+    baseline: Baseline = option(
+        "corrupted",
+        help="the value an ablated activation takes: the corrupted prompt's, the mean over the "
+        "data's real tokens (per node and position-independent), or zero",
+    )
+    positions: Positions = option(
+        "all",
+        help="sum scores over every real token (all) or only the position the metric reads (target)",
+    )
+    metric: MetricName = option(
+        "logit_diff",
+        help="logit_diff = logit(answer) - logit(wrong); logprob_diff: the same through "
+        "log-softmax; answer_loss: cross-entropy of the answer",
+    )
+    ig_steps: int = option(5, low=1, help="EAP-IG interpolation steps (ignored by eap)")
 
     def __post_init__(self) -> None:
-        _check_choice("AttributionConfig", "method", self.method, METHOD_NAMES)
-        _check_choice("AttributionConfig", "baseline", self.baseline, BASELINES)
-        _check_choice("AttributionConfig", "positions", self.positions, POSITIONS)
-        _check_choice("AttributionConfig", "metric", self.metric, METRIC_NAMES)
-        if not isinstance(self.ig_steps, int) or self.ig_steps < 1:
-            raise ValueError(
-                f"AttributionConfig.ig_steps must be an int >= 1, got {self.ig_steps!r}"
-            )
+        normalise_choices(self)
+        check_options(self)
 
     @property
     def n_steps(self) -> int:
@@ -78,58 +75,43 @@ class AttributionConfig:
         }
 
 
-@dataclass(frozen=True)
-class ScoredEdge:
-    """One edge of an ``EdgeScores``, a read-only view of one cell of its score matrix."""
+def _choices(name: str) -> tuple[str, ...]:
+    return next(spec.choices for spec in option_specs(AttributionConfig) if spec.name == name)
 
-    name: str
-    src: str
-    dst: str
-    score: float
+
+METHOD_NAMES: tuple[str, ...] = _choices("method")
+BASELINES: tuple[str, ...] = _choices("baseline")
+POSITIONS: tuple[str, ...] = _choices("positions")
+METRIC_NAMES: tuple[str, ...] = _choices("metric")
+
+
+# What ``discover`` scores with unless told otherwise: EAP-IG over every position, closer to exact
+# patching than EAP (``circuitviz discover`` runs once, so it can afford the extra passes).
+DISCOVER_ATTRIBUTION = AttributionConfig(method="eap-ig-inputs", positions="all")
+Split = Literal["train", "dev", "test"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class EdgeScores:
-    """Edge scores of one model on some data: ``scores[i, j]`` scores source ``graph.src_names[i]``
-    -> destination ``graph.dst_names[j]`` (float32, CPU, exactly 0 where ``graph.valid_mask`` is
-    False). ``n_examples`` is how many examples the mean ran over. See ``SIGN_CONVENTION``."""
+class DiscoverConfig:
+    """One circuit discovery: score every edge on a task's examples, select a circuit, and measure
+    its faithfulness on held-out examples against a random circuit of the same size."""
 
-    scores: torch.Tensor = field(repr=False)
-    graph: Graph = field(repr=False)
-    config: AttributionConfig
-    n_examples: int
+    attribution: AttributionConfig = option(
+        default_factory=lambda: DISCOVER_ATTRIBUTION, help="how edges are scored"
+    )
+    selection: SelectionConfig = option(
+        default_factory=SelectionConfig, help="how the circuit is chosen"
+    )
+    prune: bool = option(False, help="drop edges on no input -> logits path of the circuit")
+    paper_graph: bool = option(False, help="the circuit-tuning paper's graph: no input/logits")
+    n_examples: int = option(
+        64, low=1, flag=("-n", "--n-examples"), help="examples drawn per split"
+    )
+    split: Split = option("train", help="the split edges are scored on")
+    eval_split: Split = option("dev", help="the split faithfulness is measured on")
+    batch_size: int = option(16, low=1, help="examples per forward pass")
+    seed: int = option(0, help="which examples are drawn, and the random circuit")
+    sweep: bool = option(False, help="also report MIB's CPR and CMD over edge budgets")
 
     def __post_init__(self) -> None:
-        expected = (self.graph.n_src, self.graph.n_dst)
-        if tuple(self.scores.shape) != expected:
-            raise ValueError(
-                f"EdgeScores.scores must be {expected}, got {tuple(self.scores.shape)}"
-            )
-        if self.scores.dtype != torch.float32 or self.scores.device.type != "cpu":
-            raise ValueError(
-                f"EdgeScores.scores must be float32 on CPU, got {self.scores.dtype} on "
-                f"{self.scores.device}"
-            )
-        if self.n_examples < 1:
-            raise ValueError(f"EdgeScores.n_examples must be >= 1, got {self.n_examples}")
-
-    def edge_vector(self) -> torch.Tensor:
-        """``[n_edges]`` scores of the valid edges, in the graph's canonical edge order."""
-        return self.scores[self.graph.valid_mask]
-
-    def ranked(self, k: int | None = None) -> list[ScoredEdge]:
-        """The ``k`` edges with the largest |score| (all valid edges when ``k`` is None)."""
-        magnitude = self.scores.abs().masked_fill(~self.graph.valid_mask, -1.0).flatten()
-        k = self.graph.n_edges if k is None else min(k, self.graph.n_edges)
-        top = magnitude.topk(k).indices
-        src_idx, dst_idx = top // self.graph.n_dst, top % self.graph.n_dst
-        values = self.scores.flatten()[top]
-        return [
-            ScoredEdge(
-                edge_name(self.graph.src_names[i], self.graph.dst_names[j]),
-                self.graph.src_names[i],
-                self.graph.dst_names[j],
-                float(v),
-            )
-            for i, j, v in zip(src_idx.tolist(), dst_idx.tolist(), values.tolist())
-        ]
+        check_options(self)

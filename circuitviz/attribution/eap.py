@@ -41,7 +41,7 @@ from circuitviz.attribution.activations import (
     select_positions,
     source_means,
 )
-from circuitviz.attribution.config import AttributionConfig, EdgeScores
+from circuitviz.attribution.config import AttributionConfig
 from circuitviz.attribution.hooks import (
     ROOT_HOOK,
     DestHook,
@@ -52,6 +52,7 @@ from circuitviz.attribution.hooks import (
     frozen_parameters,
     source_hooks,
 )
+from circuitviz.attribution.scores import EdgeScores
 from circuitviz.graph.topology import Graph
 from circuitviz.tasks.base import METRICS
 

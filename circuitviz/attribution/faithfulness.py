@@ -29,10 +29,11 @@ from circuitviz.attribution.activations import (
     baseline_activations,
     source_means,
 )
-from circuitviz.attribution.config import BASELINES, METRIC_NAMES, POSITIONS, _check_choice
+from circuitviz.attribution.config import AttributionConfig, Baseline, MetricName, Positions
 from circuitviz.attribution.hooks import edge_ablation_hooks
 from circuitviz.graph.select import Circuit, empty_circuit, random_circuit, top_n
 from circuitviz.graph.topology import Graph
+from circuitviz.options import check_options, option
 from circuitviz.tasks.base import METRICS
 
 DEFAULT_FRACTIONS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -41,16 +42,19 @@ DEFAULT_FRACTIONS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0
 @dataclass(frozen=True, kw_only=True)
 class FaithfulnessConfig:
     """How ablated edges are replaced (``baseline``), where (``positions``: every position or only
-    the target position) and which metric is compared."""
+    the target position) and which metric is compared: the ablation half of an
+    ``AttributionConfig`` (``from_attribution`` takes it from one)."""
 
-    baseline: str = "corrupted"
-    positions: str = "all"
-    metric: str = "logit_diff"
+    baseline: Baseline = option("corrupted", help="the value an ablated edge carries")
+    positions: Positions = option("all", help="where edges are ablated")
+    metric: MetricName = option("logit_diff", help="the metric compared")
 
     def __post_init__(self) -> None:
-        _check_choice("FaithfulnessConfig", "baseline", self.baseline, BASELINES)
-        _check_choice("FaithfulnessConfig", "positions", self.positions, POSITIONS)
-        _check_choice("FaithfulnessConfig", "metric", self.metric, METRIC_NAMES)
+        check_options(self)
+
+    @classmethod
+    def from_attribution(cls, config: AttributionConfig) -> FaithfulnessConfig:
+        return cls(baseline=config.baseline, positions=config.positions, metric=config.metric)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,9 +13,9 @@ import logging
 import sys
 
 from circuitviz.cli.common import UserError
+from circuitviz.threads import limit_this_process
 
-# Command modules, in the order `--help` lists them. A module that does not exist yet is skipped so
-# that the CLI keeps working while commands are added.
+# Command modules, in the order `--help` lists them.
 COMMAND_MODULES = (
     "circuitviz.cli.evaluate",
     "circuitviz.cli.graph",
@@ -34,15 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Discover circuits, circuit-tune models, and watch circuits change while they learn.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads for torch (default: $CIRCUITVIZ_THREADS, else $OMP_NUM_THREADS, else "
+        "every CPU this process may use)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
@@ -56,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    limit_this_process(args.threads)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

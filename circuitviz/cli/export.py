@@ -10,12 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from circuitviz.cli.common import UserError, print_json
-from circuitviz.plotting.export import FORMATS, export_view, format_for_path, save_export
-from circuitviz.plotting.layout import build_layout
-from circuitviz.plotting.rundata import load_run_frames
-from circuitviz.plotting.view import ViewState, load_view
-from circuitviz.runs import RunCorrupt, RunNotFound, RunStore, RunStoreError
-from circuitviz.runs.store import DEMO_RUNS, default_roots
+
+# The export formats (``circuitviz.plotting.export.FORMATS``), listed here so that ``--help`` does
+# not import the plotting stack; a test keeps the two equal.
+FORMATS = ("svg", "pdf", "png", "html", "gif", "json", "csv", "view")
 
 
 def register(subparsers) -> None:
@@ -54,8 +52,10 @@ def register(subparsers) -> None:
     parser.set_defaults(func=export_command)
 
 
-def build_view(args) -> ViewState:
+def build_view(args):
     """The view the options ask for: a saved view (if any) with the options applied on top."""
+    from circuitviz.plotting.view import ViewState, load_view
+
     try:
         view = load_view(args.view) if args.view else ViewState()
     except OSError as exc:
@@ -85,6 +85,12 @@ def build_view(args) -> ViewState:
 
 
 def export_command(args) -> int:
+    from circuitviz.plotting.export import export_view, format_for_path, save_export
+    from circuitviz.plotting.layout import build_layout
+    from circuitviz.plotting.rundata import load_run_frames
+    from circuitviz.runs import RunCorrupt, RunNotFound, RunStore, RunStoreError
+    from circuitviz.runs.store import DEMO_RUNS, default_roots
+
     view = build_view(args)
     fmt = args.format
     if fmt is None:

@@ -6,7 +6,6 @@ import argparse
 from dataclasses import asdict
 
 from circuitviz.cli.common import UserError, print_json
-from circuitviz.runs import RunCorrupt, RunNotFound, RunStore, RunStoreError
 
 LIST_COLUMNS = ("id", "status", "kind", "task", "method", "model", "steps", "created")
 SUMMARY_KEYS = ("final_accuracy", "final_lm_loss", "base_lm_loss", "tuned_param_ratio")
@@ -38,7 +37,9 @@ def _add_store_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def _store(args: argparse.Namespace) -> RunStore:
+def _store(args: argparse.Namespace):
+    from circuitviz.runs import RunStore
+
     return RunStore(args.runs_dir) if args.runs_dir else RunStore.default()
 
 
@@ -46,7 +47,7 @@ def list_command(args: argparse.Namespace) -> int:
     store = _store(args)
     runs = store.list_runs()
     if args.json:
-        print_json({"roots": store.roots, "runs": [asdict(run) for run in runs]})
+        print_json({"roots": store.roots, "runs": [asdict(run) for run in runs]}, nan_as_null=True)
         return 0
     if not runs:
         print(f"no runs under {', '.join(str(root) for root in store.roots)}")
@@ -72,6 +73,8 @@ def list_command(args: argparse.Namespace) -> int:
 
 
 def show_command(args: argparse.Namespace) -> int:
+    from circuitviz.runs import RunCorrupt, RunNotFound, RunStoreError
+
     try:
         run = _store(args).open(args.run)
         counts = run.counts()
@@ -98,7 +101,7 @@ def show_command(args: argparse.Namespace) -> int:
         "versions": run.versions,
     }
     if args.json:
-        print_json(payload)
+        print_json(payload, nan_as_null=True)
         return 0
     print(_show_text(payload))
     return 0

@@ -63,99 +63,116 @@ def _add_store_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _add_tune_args(parser: argparse.ArgumentParser, *, sweep: bool) -> None:
-    from circuitviz.attribution.config import BASELINES, METHOD_NAMES, METRIC_NAMES, POSITIONS
-    from circuitviz.tuning.config import METHODS, OPTIMIZERS, SCHEDULES, SELECTIONS
+# Which argument group each TuneConfig field's flag appears in (others: "training"); the nested
+# attribution options form their own group.
+_CIRCUIT_FIELDS = (
+    "method",
+    "selection",
+    "top_n",
+    "threshold",
+    "every",
+    "topn_schedule",
+    "topn_start",
+    "topn_warmup",
+    "paper_graph",
+    "layer0_qkv",
+    "random_ratio",
+    "random_seed",
+    "circuit_forward",
+)
+_RECORDING_FIELDS = (
+    "eval_every",
+    "snapshot_every",
+    "checkpoint_every",
+    "n_train",
+    "n_dev",
+    "n_probe",
+    "n_heldout",
+)
 
-    g = parser.add_argument_group("circuit")
-    g.add_argument("--method", choices=METHODS, default=None, help="default circuit")
+
+def _groups() -> dict[str, str]:
+    from circuitviz.options import option_specs
+    from circuitviz.tuning.config import TuneConfig
+
+    groups = {}
+    for spec in option_specs(TuneConfig):
+        if spec.is_config:
+            groups |= {f"{spec.name}.{sub.name}": spec.name for sub in option_specs(spec.kind)}
+        elif spec.name in _CIRCUIT_FIELDS:
+            groups[spec.name] = "circuit"
+        elif spec.name in _RECORDING_FIELDS:
+            groups[spec.name] = "recording"
+        else:
+            groups[spec.name] = "training"
+    return groups
+
+
+def _task_notes(dotted: str) -> str:
+    """ "gender-pronoun: 50" for the tasks whose own default differs (from the task catalog)."""
+    from circuitviz.tasks.catalog import CATALOG
+
+    notes = [
+        f"{name}: {value}"
+        for name, info in sorted(CATALOG.items())
+        if (value := info.tune_defaults.get(dotted)) is not None
+    ]
+    return ", ".join(notes)
+
+
+def _add_tune_args(parser: argparse.ArgumentParser, *, sweep: bool) -> None:
+    from circuitviz.cli.flags import add_config_flags, flag_of
+    from circuitviz.options import option_specs
+    from circuitviz.tuning.config import TuneConfig
+
+    defaults = TuneConfig()
+    groups = _groups()
+    for title in ("circuit", "attribution", "training", "recording"):
+        parser.add_argument_group(title)
     if sweep:
-        g.add_argument(
-            "--top-n", required=True, help="comma-separated circuit sizes, e.g. 10,50,200"
+        top_n = next(spec for spec in option_specs(TuneConfig) if spec.name == "top_n")
+        _find_group(parser, "circuit").add_argument(
+            flag_of(top_n),
+            required=True,
+            metavar="N1,N2,...",
+            help="comma-separated circuit sizes, e.g. 10,50,200",
         )
-    else:
-        g.add_argument("--top-n", type=int, default=None, help="edges per circuit (default 200)")
-    g.add_argument("--selection", choices=SELECTIONS, default=None)
-    g.add_argument("--threshold", type=float, default=None, help="for --selection threshold")
-    g.add_argument("--every", type=int, default=None, metavar="K", help="discover every K steps")
-    g.add_argument("--topn-schedule", choices=SCHEDULES, default=None)
-    g.add_argument("--topn-start", type=int, default=None)
-    g.add_argument("--topn-warmup", type=int, default=None, metavar="STEPS")
-    g.add_argument("--attribution", choices=METHOD_NAMES, default=None, help="default eap")
-    g.add_argument("--baseline", choices=BASELINES, default=None, help="default corrupted")
-    g.add_argument("--positions", choices=POSITIONS, default=None, help="default target")
-    g.add_argument("--ig-steps", type=int, default=None)
-    g.add_argument("--metric", choices=METRIC_NAMES, default=None)
-    g.add_argument("--paper-graph", action="store_true", default=None, help="no input/logits nodes")
-    g.add_argument("--layer0-qkv", action="store_true", default=None)
-    g.add_argument("--random-ratio", type=float, default=None)
-    g.add_argument("--random-seed", type=int, default=None)
-    g.add_argument(
-        "--circuit-forward",
-        action="store_true",
-        default=None,
-        help="mean-ablate edges outside the circuit in training forwards",
+    add_config_flags(
+        parser,
+        TuneConfig,
+        defaults,
+        groups=groups,
+        skip=("top_n",) if sweep else (),
+        extra_defaults=_task_notes,
     )
-    t = parser.add_argument_group("training")
-    t.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="default sgd")
-    t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--momentum", type=float, default=None)
-    t.add_argument("--weight-decay", type=float, default=None)
-    t.add_argument("--warmup-steps", type=int, default=None)
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--steps", type=int, default=None)
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--grad-clip", type=float, default=None)
-    t.add_argument("--loss", choices=("lm", "weighted"), default=None)
-    t.add_argument("--target-weight", type=float, default=None)
-    t.add_argument(
-        "--answer-swap",
-        type=float,
-        default=None,
-        help="fraction of training sentences with the other answer (gender-pronoun: 0.5)",
-    )
-    t.add_argument("--debias-beta", type=float, default=None)
-    t.add_argument("--seed", type=int, default=None)
-    r = parser.add_argument_group("recording")
-    r.add_argument("--eval-every", type=int, default=None, metavar="E")
-    r.add_argument("--snapshot-every", type=int, default=None, metavar="S")
-    r.add_argument("--checkpoint-every", type=int, default=None, metavar="C")
-    r.add_argument("--n-train", type=int, default=None)
-    r.add_argument("--n-dev", type=int, default=None)
-    r.add_argument("--n-probe", type=int, default=None)
-    r.add_argument("--n-heldout", type=int, default=None)
     _add_store_args(parser)
+
+
+def _find_group(parser: argparse.ArgumentParser, title: str):
+    return next(group for group in parser._action_groups if group.title == title)
 
 
 def build_config(args: argparse.Namespace, task: str, *, top_n: int | None = None):
     """A TuneConfig from the parsed arguments: the user's values over the task's defaults over
-    TuneConfig's own."""
+    TuneConfig's own. ``--threshold`` alone implies ``--selection threshold``."""
+    from circuitviz.cli.flags import build_config as build
+    from circuitviz.cli.flags import given_values
     from circuitviz.tasks.catalog import CATALOG
     from circuitviz.tuning.config import TuneConfig
 
     info = CATALOG.get(task)
-    values = dict(info.tune_defaults) if info is not None else {}
-    fields = [name for name in TuneConfig.__dataclass_fields__ if name != "top_n"]
-    values.update({f: getattr(args, f) for f in fields if getattr(args, f, None) is not None})
+    task_layer = dict(info.tune_defaults) if info is not None else {}
+    given = given_values(args, TuneConfig)
     if top_n is not None:
-        values["top_n"] = top_n
-    elif getattr(args, "top_n", None) is not None:
-        values["top_n"] = args.top_n
-    if values.get("epochs") is not None and args.steps is None:
-        values["steps"] = None
+        given["top_n"] = top_n
+    if "threshold" in given and "selection" not in given:
+        given["selection"] = "threshold"
+    if "epochs" in given and "steps" not in given:
+        given["steps"] = None
     try:
-        return TuneConfig(**values)
+        return build(TuneConfig, TuneConfig(), task_layer, given)
     except ValueError as exc:
-        raise UserError(_flag_names(str(exc))) from exc
-
-
-def _flag_names(message: str) -> str:
-    """Say ``--top-n`` where the engine says ``TuneConfig.top_n``."""
-    from circuitviz.tuning.config import TuneConfig
-
-    for name in sorted(TuneConfig.__dataclass_fields__, key=len, reverse=True):
-        message = message.replace(f"TuneConfig.{name}", "--" + name.replace("_", "-"))
-    return message
+        raise UserError(str(exc)) from exc
 
 
 def _root(args: argparse.Namespace) -> Path:

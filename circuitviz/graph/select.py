@@ -1,8 +1,9 @@
-"""Choosing a circuit from edge scores, without touching the scores.
+"""Circuits: choosing one from edge scores (without touching the scores), and pruning it.
 
 A ``Circuit`` is an edge mask ``[n_src, n_dst]`` (a subset of ``graph.valid_mask``) plus the node
 masks it implies: a source is in the circuit when one of its outgoing edges is, a destination when
-one of its incoming edges is. Selections:
+one of its incoming edges is. ``select(scores, graph, SelectionConfig)`` is the entry point; the rule
+itself lives in ``circuitviz.graph.selection`` (torch-free, shared with the dashboard). Selections:
 
 * ``top_n``: the N valid edges with the largest |score| (or score);
 * ``threshold``: every valid edge with |score| (or score) >= a value;
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
+from circuitviz.graph.selection import SelectionConfig, select_edges
 from circuitviz.graph.topology import Graph, edge_name, parse_node
 
 
@@ -94,57 +97,72 @@ def empty_circuit(graph: Graph) -> Circuit:
     return Circuit.from_edge_mask(graph, torch.zeros_like(graph.valid_mask))
 
 
-def _check_scores(scores: torch.Tensor, graph: Graph) -> torch.Tensor:
+def _edge_vector(scores: torch.Tensor, graph: Graph) -> np.ndarray:
+    """``[n_edges]`` float64 scores of the valid edges in canonical order."""
     if tuple(scores.shape) != (graph.n_src, graph.n_dst):
         raise ValueError(
             f"scores must be [n_src, n_dst] = {(graph.n_src, graph.n_dst)}, got {tuple(scores.shape)}"
         )
-    return scores.detach().to("cpu", torch.float64)
+    return scores.detach().to("cpu", torch.float64)[graph.valid_mask].numpy()
 
 
-def _top_by(ranking: torch.Tensor, graph: Graph, n: int) -> Circuit:
-    """Keep the ``n`` valid edges with the largest ``ranking`` (ties: the first in edge order)."""
-    if not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    if n > graph.n_edges:
+def _edge_endpoints(graph: Graph) -> tuple[np.ndarray, np.ndarray]:
+    index = graph.edge_index().numpy()
+    return index[:, 0], index[:, 1]
+
+
+def circuit_of_edges(graph: Graph, edges: np.ndarray) -> Circuit:
+    """The circuit made of the given valid-edge indices (canonical order)."""
+    flat = torch.zeros(graph.n_edges, dtype=torch.bool)
+    flat[torch.as_tensor(np.asarray(edges, dtype=np.int64))] = True
+    mask = torch.zeros_like(graph.valid_mask)
+    mask[graph.valid_mask] = flat
+    return Circuit.from_edge_mask(graph, mask)
+
+
+def select(scores: torch.Tensor, graph: Graph, config: SelectionConfig) -> Circuit:
+    """The circuit ``config`` keeps from ``scores [n_src, n_dst]``: the one selection entry point
+    of discovery and tuning (the dashboard applies the same rule through ``graph.selection``).
+    Raises ValueError when N exceeds the graph or a score is NaN (a diverged attribution)."""
+    vector = _edge_vector(scores, graph)
+    if np.isnan(vector).any():
         raise ValueError(
-            f"asked for {n} edges but the graph has only {graph.n_edges}; use n <= {graph.n_edges}"
+            f"{int(np.isnan(vector).sum())} edge scores are NaN: the attribution diverged "
+            "(try float32 instead of bfloat16, or check the task's examples)"
         )
-    valid = graph.valid_mask.flatten()
-    ranking = ranking.flatten().nan_to_num(nan=float("-inf"))
-    order = torch.argsort(ranking[valid], descending=True, stable=True)[:n]
-    flat = torch.zeros(valid.numel(), dtype=torch.bool)
-    flat[valid.nonzero()[:, 0][order]] = True
-    return Circuit.from_edge_mask(graph, flat.view_as(graph.valid_mask))
+    config.check_fits(graph.n_edges)
+    return circuit_of_edges(graph, config.select(vector, *_edge_endpoints(graph)))
 
 
 def top_n(scores: torch.Tensor, graph: Graph, n: int, *, absolute: bool = True) -> Circuit:
     """The ``n`` valid edges with the largest |score| (``absolute``) or largest signed score."""
-    scores = _check_scores(scores, graph)
-    return _top_by(scores.abs() if absolute else scores, graph, n)
+    edges = select_edges(_edge_vector(scores, graph), top_n=n, absolute=absolute)
+    return circuit_of_edges(graph, edges)
 
 
 def threshold(
     scores: torch.Tensor, graph: Graph, value: float, *, absolute: bool = True
 ) -> Circuit:
     """Every valid edge whose |score| (``absolute``) or signed score is at least ``value``."""
-    scores = _check_scores(scores, graph)
-    ranking = scores.abs() if absolute else scores
-    return Circuit.from_edge_mask(graph, (ranking >= value) & graph.valid_mask)
+    vector = _edge_vector(scores, graph)
+    if absolute:
+        return circuit_of_edges(graph, select_edges(vector, threshold=value))
+    # A signed threshold may be negative, which select_edges' |score| rule does not take.
+    return circuit_of_edges(graph, np.flatnonzero(vector >= value))
 
 
 def node_weighted(scores: torch.Tensor, graph: Graph, n: int) -> Circuit:
     """The paper's ``top_nodes_new``: weight |s_ij| by the total |score| out of source i and into
     destination j, then keep the ``n`` largest (all valid edges only)."""
-    magnitude = _check_scores(scores, graph).abs() * graph.valid_mask
-    weighted = magnitude * magnitude.sum(1, keepdim=True) * magnitude.sum(0, keepdim=True)
-    return _top_by(weighted, graph, n)
+    vector = _edge_vector(scores, graph)
+    edges = select_edges(vector, top_n=n, node_weights=_edge_endpoints(graph))
+    return circuit_of_edges(graph, edges)
 
 
 def random_circuit(graph: Graph, n: int, *, seed: int = 0) -> Circuit:
     """``n`` valid edges drawn uniformly without replacement, reproducibly from ``seed``."""
     noise = torch.rand(graph.valid_mask.shape, generator=torch.Generator().manual_seed(seed))
-    return _top_by(noise.double(), graph, n)
+    return top_n(noise.double(), graph, n)
 
 
 def _node_table(names: tuple[str, ...], n_layers: int) -> dict[str, torch.Tensor]:

@@ -1,27 +1,27 @@
-"""Loading models (bundled demo, hub id, local directory, GGUF, random) and what each node owns."""
+"""Loading models (bundled demo, hub id, local directory, GGUF, random) and what each node owns.
 
-from circuitviz.models.loader import (
-    DTYPES,
-    LoadedModel,
-    ModelInfo,
-    ModelLoadError,
-    load_model,
-    resolve_device,
-    resolve_dtype,
+Names load on first use, so ``from circuitviz.models import DTYPES`` style imports of the CLI stay
+light until a model is really loaded.
+"""
+
+from circuitviz._lazy import exports, lazy_namespace
+
+__getattr__, __dir__, __all__ = lazy_namespace(
+    __name__,
+    exports(
+        (
+            "loader",
+            (
+                "DTYPES",
+                "LoadedModel",
+                "ModelInfo",
+                "ModelLoadError",
+                "load_model",
+                "resolve_device",
+                "resolve_dtype",
+            ),
+        ),
+        ("params", ("ParamMap", "ParamSlice", "build_param_map")),
+        ("save", ("save_model",)),
+    ),
 )
-from circuitviz.models.params import ParamMap, ParamSlice, build_param_map
-from circuitviz.models.save import save_model
-
-__all__ = [
-    "ParamMap",
-    "ParamSlice",
-    "build_param_map",
-    "save_model",
-    "DTYPES",
-    "LoadedModel",
-    "ModelInfo",
-    "ModelLoadError",
-    "load_model",
-    "resolve_device",
-    "resolve_dtype",
-]

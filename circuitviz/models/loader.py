@@ -27,10 +27,11 @@ import torch
 
 from circuitviz.models import cache
 from circuitviz.models.params import count_unique_params
+from circuitviz.models.spec import DTYPE_NAMES
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 # Shapes for random models that need no config file.
 RANDOM_PRESETS: dict[str, dict] = {

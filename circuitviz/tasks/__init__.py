@@ -10,42 +10,30 @@ CLI's help never import torch):
     heldout_texts, filler_texts, lm_loss
 """
 
-from __future__ import annotations
+from circuitviz._lazy import exports, lazy_namespace
 
-import importlib
-from typing import Any
-
-_EXPORTS: dict[str, str] = {
-    **dict.fromkeys(
+__getattr__, __dir__, __all__ = lazy_namespace(
+    __name__,
+    exports(
         (
-            "METRICS",
-            "Example",
-            "TaskBatch",
-            "TaskData",
-            "TaskScores",
-            "TaskSpec",
-            "answer_loss",
-            "logit_diff",
-            "logprob_diff",
-            "split_of",
+            "base",
+            (
+                "METRICS",
+                "Example",
+                "TaskBatch",
+                "TaskData",
+                "TaskScores",
+                "TaskSpec",
+                "answer_loss",
+                "logit_diff",
+                "logprob_diff",
+                "split_of",
+            ),
         ),
-        "base",
+        ("catalog", ("CATALOG", "TaskInfo", "task_info", "task_names")),
+        ("data", ("build_task_data", "draw_examples", "load_jsonl_examples")),
+        ("evaluate", ("evaluate_task", "score_task")),
+        ("heldout", ("filler_texts", "heldout_texts", "lm_loss")),
+        ("registry", ("TASKS", "get_task")),
     ),
-    **dict.fromkeys(("CATALOG", "TaskInfo", "task_info", "task_names"), "catalog"),
-    **dict.fromkeys(("build_task_data", "draw_examples", "load_jsonl_examples"), "data"),
-    **dict.fromkeys(("evaluate_task", "score_task"), "evaluate"),
-    **dict.fromkeys(("filler_texts", "heldout_texts", "lm_loss"), "heldout"),
-    **dict.fromkeys(("TASKS", "get_task"), "registry"),
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+)

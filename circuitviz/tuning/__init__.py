@@ -1,6 +1,6 @@
 """Circuit-tuning (Li et al. 2025, arXiv:2502.06106) and its baselines, recorded in the run store.
 
-Public API:
+Public API (names load on first use; ``config`` imports no torch):
     TuneConfig                                   every option of a run (frozen, validated)
     create_run(model, task, config, root, *, run_id=None, sweep_id=None) -> RunWriter
     run_tuning(model, task, config, writer, *, progress=None, data=None) -> TuneResult
@@ -11,27 +11,17 @@ Public API:
     MaskedOptimizer, build_mask_bank (exact freezing of parameter slices)
 """
 
-from circuitviz.tuning.config import TuneConfig
-from circuitviz.tuning.loop import StepProgress, Tuner, TuneResult, run_tuning
-from circuitviz.tuning.masks import NodeMaskBank, RowMask, build_mask_bank
-from circuitviz.tuning.optim import MaskedOptimizer, NonFiniteLoss
-from circuitviz.tuning.rescore import rescore_run
-from circuitviz.tuning.storage import config_from_run, create_run
-from circuitviz.tuning.sweep import run_sweep
+from circuitviz._lazy import exports, lazy_namespace
 
-__all__ = [
-    "MaskedOptimizer",
-    "NodeMaskBank",
-    "NonFiniteLoss",
-    "RowMask",
-    "StepProgress",
-    "TuneConfig",
-    "TuneResult",
-    "Tuner",
-    "build_mask_bank",
-    "config_from_run",
-    "create_run",
-    "rescore_run",
-    "run_sweep",
-    "run_tuning",
-]
+__getattr__, __dir__, __all__ = lazy_namespace(
+    __name__,
+    exports(
+        ("config", ("TuneConfig",)),
+        ("loop", ("StepProgress", "Tuner", "TuneResult", "run_tuning")),
+        ("masks", ("NodeMaskBank", "RowMask", "build_mask_bank")),
+        ("optim", ("MaskedOptimizer", "NonFiniteLoss")),
+        ("rescore", ("rescore_run",)),
+        ("storage", ("config_from_run", "create_run")),
+        ("sweep", ("run_sweep",)),
+    ),
+)

@@ -1,118 +1,124 @@
 """The configuration of one circuit-tuning (or baseline) run.
 
 Every option of the circuit-tuning loop (Li et al. 2025, arXiv:2502.06106, section 3 of
-``shared/reference/circuit-tuning.md``) is a field here; the CLI and the app are the only places that
-build one from user input. Field names are recorded verbatim in each run's ``config``.
+``shared/reference/circuit-tuning.md``) is a field here, declared once with its default, help text
+and bounds (``circuitviz.options``); the ``tune`` and ``sweep`` flags are derived from these fields.
+How edges are scored is a nested ``AttributionConfig``. A task may change some defaults
+(``circuitviz.tasks.catalog``: ``tune_defaults``); a user's own value always wins. Field names are
+recorded verbatim in each run's ``config``; this module imports no torch.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Literal
 
-from circuitviz.attribution.config import BASELINES, METHOD_NAMES, METRIC_NAMES, POSITIONS
+from circuitviz.attribution.config import AttributionConfig
+from circuitviz.options import check_options, config_from_dict, normalise_choices, option
 
 Method = Literal["circuit", "full", "random"]
-Selection = Literal["top_n", "threshold", "node_weighted"]
+Selection = Literal["top-n", "threshold", "node-weighted"]
 TopNSchedule = Literal["linear", "cosine"]
 Optimizer = Literal["sgd", "adamw"]
 Loss = Literal["lm", "weighted"]
 
-METHODS: tuple[str, ...] = ("circuit", "full", "random")
-SELECTIONS: tuple[str, ...] = ("top_n", "threshold", "node_weighted")
-SCHEDULES: tuple[str, ...] = ("linear", "cosine")
-OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
-LOSSES: tuple[str, ...] = ("lm", "weighted")
+# What every run's attribution does unless told otherwise: one EAP pass per discovery step, scored
+# at the position the metric reads (the paper's pre-verb position).
+TUNE_ATTRIBUTION = AttributionConfig(method="eap", baseline="corrupted", positions="target")
+
+# Spellings of earlier versions, still read from stored runs and accepted on the command line.
+_SELECTION_ALIASES = {"top_n": "top-n", "node_weighted": "node-weighted"}
+# Attribution fields that earlier versions stored flat in TuneConfig (``attribution`` was the method).
+_LEGACY_ATTRIBUTION_KEYS = ("baseline", "positions", "ig_steps", "metric")
 
 
 @dataclass(frozen=True, kw_only=True)
 class TuneConfig:
-    """Options of one tuning run (see the module docstring).
+    """Options of one tuning run (see the module docstring and each field's help)."""
 
-    method: ``circuit`` (discover, select, update only the circuit's parameter slices), ``full``
-        (plain fine-tuning of every parameter) or ``random`` (a random subgraph of ``top_n`` edges,
-        redrawn every ``every`` steps: the control for circuit-tuning).
-    top_n / threshold / selection: how a circuit is chosen from edge scores; ``node_weighted`` keeps
-        ``top_n`` edges ranked by score times the strength of both endpoints.
-    every: discover a new circuit every K steps (the paper's ``prune_every_k``).
-    topn_schedule, topn_start, topn_warmup: N moves from ``topn_start`` to ``top_n`` over
-        ``topn_warmup`` steps, linearly or on a half cosine, then stays at ``top_n``.
-    attribution, baseline, positions, ig_steps, metric: how edges are scored (see
-        ``circuitviz.attribution``).
-    paper_graph: the paper's graph (no input and logits nodes) instead of the EAP-IG one.
-    layer0_qkv: always train layer 0's q/k/v slices too (the paper's ``--use_layer0_qkv``).
-    random_ratio, random_seed: additionally keep this fraction of the nodes outside the step-0
-        circuit trainable for the whole run (the paper's random activation).
-    answer_swap: probability with which a training sentence's answer token is replaced by the
-        contrasting one (0.5 gives balanced data, as the paper's balanced corpus for de-biasing).
-    loss, target_weight: ``lm`` is the mean next-token loss over the training text; ``weighted``
-        multiplies the answer token's loss by ``target_weight`` (and normalises by the weights).
-    debias_beta: adds ``beta * |mean logit(answer) - logit(wrong)|`` at the target position.
-    circuit_forward: run training forwards with every edge outside the circuit mean-ablated
-        (off by default: as in the paper the circuit only restricts which parameters move).
-    eval_every, snapshot_every, checkpoint_every: E, S and C in steps (0 = only at the end).
-    """
-
-    method: Method = "circuit"
-    selection: Selection = "top_n"
-    top_n: int = 200
-    threshold: float | None = None
-    every: int = 1
-    topn_schedule: TopNSchedule | None = None
-    topn_start: int | None = None
-    topn_warmup: int = 0
-    attribution: str = "eap"
-    baseline: str = "corrupted"
-    positions: str = "target"
-    ig_steps: int = 5
-    metric: str = "logit_diff"
-    paper_graph: bool = False
-    layer0_qkv: bool = False
-    random_ratio: float = 0.0
-    random_seed: int = 0
-    optimizer: Optimizer = "sgd"
-    lr: float = 1e-2
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_steps: int = 0
-    batch_size: int = 16
-    steps: int | None = 800
-    epochs: int | None = None
-    grad_clip: float | None = None
-    loss: Loss = "lm"
-    target_weight: float = 1.0
-    answer_swap: float = 0.0
-    debias_beta: float = 0.0
-    circuit_forward: bool = False
-    eval_every: int = 50
-    snapshot_every: int = 50
-    checkpoint_every: int = 100
-    n_train: int = 2048
-    n_dev: int = 256
-    n_probe: int = 32
-    n_heldout: int = 256
-    seed: int = 0
+    method: Method = option(
+        "circuit",
+        help="circuit: discover, select, update only the circuit's parameter slices; full: plain "
+        "fine-tuning of every parameter; random: a random subgraph of N edges redrawn every K "
+        "steps (the control)",
+    )
+    selection: Selection = option(
+        "top-n",
+        aliases=_SELECTION_ALIASES,
+        help="top-n: the N edges with the largest |score|; threshold: every edge with |score| >= "
+        "--threshold; node-weighted: the paper's ranking of |score| times the strength of both "
+        "endpoints, top N",
+    )
+    top_n: int = option(200, low=1, metavar="N", help="edges per circuit")
+    threshold: float | None = option(None, help="for --selection threshold: keep |score| >= T")
+    every: int = option(1, low=1, metavar="K", help="discover a new circuit every K steps")
+    topn_schedule: TopNSchedule | None = option(
+        None, help="move N from --topn-start to --top-n over --topn-warmup steps"
+    )
+    topn_start: int | None = option(None, low=1, help="N at step 1 when scheduling N")
+    topn_warmup: int = option(0, low=0, metavar="STEPS", help="steps over which N moves")
+    attribution: AttributionConfig = option(
+        default_factory=lambda: TUNE_ATTRIBUTION, help="how edges are scored"
+    )
+    paper_graph: bool = option(False, help="the paper's graph: no input and logits nodes")
+    layer0_qkv: bool = option(False, help="always train layer 0's q/k/v slices too")
+    random_ratio: float = option(
+        0.0,
+        low=0.0,
+        high=1.0,
+        help="also keep this fraction of the nodes outside the step-1 circuit trainable all run "
+        "(the paper's random activation)",
+    )
+    random_seed: int = option(0, help="seed of the random activation")
+    optimizer: Optimizer = option("sgd", help="the optimizer")
+    lr: float = option(1e-2, low=0.0, open_low=True, help="learning rate")
+    momentum: float = option(0.9, low=0.0, high=1.0, open_high=True, help="SGD momentum")
+    weight_decay: float = option(
+        1e-4, low=0.0, help="weight decay (exact: never on frozen entries)"
+    )
+    warmup_steps: int = option(0, low=0, help="linear learning-rate warm-up")
+    batch_size: int = option(16, low=1, help="examples per optimizer step")
+    steps: int | None = option(800, low=1, help="optimizer steps (or give --epochs)")
+    epochs: int | None = option(None, low=1, help="passes over the training examples")
+    grad_clip: float | None = option(
+        None, low=0.0, open_low=True, help="clip the gradient norm to this"
+    )
+    loss: Loss = option(
+        "lm",
+        help="lm: mean next-token loss over the training text; weighted: the answer token counts "
+        "--target-weight times",
+    )
+    target_weight: float = option(1.0, low=0.0, open_low=True, help="for --loss weighted")
+    answer_swap: float = option(
+        0.0,
+        low=0.0,
+        high=1.0,
+        help="fraction of training sentences given the other answer (0.5 = balanced data)",
+    )
+    debias_beta: float = option(
+        0.0, low=0.0, help="add beta * |mean logit(answer) - logit(wrong)| (the paper's de-biasing)"
+    )
+    circuit_forward: bool = option(
+        False, help="mean-ablate every edge outside the circuit in training forwards"
+    )
+    eval_every: int = option(
+        50, low=0, metavar="E", help="evaluate every E steps (0: only at the end)"
+    )
+    snapshot_every: int = option(
+        50, low=0, metavar="S", help="store the circuit every S steps (0: only at the end)"
+    )
+    checkpoint_every: int = option(
+        100, low=0, metavar="C", help="save a checkpoint every C steps (0: only at the end)"
+    )
+    n_train: int = option(2048, low=1, help="training examples drawn")
+    n_dev: int = option(256, low=1, help="dev examples for accuracy and the task metric")
+    n_probe: int = option(32, low=1, help="fixed dev examples every circuit snapshot scores")
+    n_heldout: int = option(256, low=1, help="held-out texts for the general LM loss")
+    seed: int = option(0, help="data order, example draws and random circuits")
 
     def __post_init__(self) -> None:
-        _choice("method", self.method, METHODS)
-        _choice("selection", self.selection, SELECTIONS)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("loss", self.loss, LOSSES)
-        _choice("attribution", self.attribution, METHOD_NAMES)
-        _choice("baseline", self.baseline, BASELINES)
-        _choice("positions", self.positions, POSITIONS)
-        _choice("metric", self.metric, METRIC_NAMES)
-        if self.topn_schedule is not None:
-            _choice("topn_schedule", self.topn_schedule, SCHEDULES)
-        for name in ("top_n", "every", "ig_steps", "batch_size", "n_train", "n_dev", "n_probe"):
-            _at_least(name, getattr(self, name), 1)
-        for name in ("topn_warmup", "warmup_steps", "eval_every", "snapshot_every"):
-            _at_least(name, getattr(self, name), 0)
-        _at_least("checkpoint_every", self.checkpoint_every, 0)
-        _at_least("n_heldout", self.n_heldout, 1)
-        if self.topn_start is not None:
-            _at_least("topn_start", self.topn_start, 1)
+        normalise_choices(self)
+        check_options(self)
         if self.topn_schedule is not None and (self.topn_start is None or self.topn_warmup < 1):
             raise ValueError(
                 f"TuneConfig.topn_schedule={self.topn_schedule!r} needs topn_start and "
@@ -120,26 +126,11 @@ class TuneConfig:
             )
         if self.selection == "threshold" and self.threshold is None:
             raise ValueError("TuneConfig.threshold must be set when selection='threshold'")
-        if self.threshold is not None:
-            _finite("threshold", self.threshold)
         if (self.steps is None) == (self.epochs is None):
             raise ValueError(
                 f"TuneConfig: give exactly one of steps and epochs, got steps={self.steps}, "
                 f"epochs={self.epochs}"
             )
-        if self.steps is not None:
-            _at_least("steps", self.steps, 1)
-        if self.epochs is not None:
-            _at_least("epochs", self.epochs, 1)
-        _positive("lr", self.lr)
-        _in_range("momentum", self.momentum, 0.0, 1.0, closed_high=False)
-        _in_range("weight_decay", self.weight_decay, 0.0, math.inf)
-        _in_range("random_ratio", self.random_ratio, 0.0, 1.0)
-        _in_range("answer_swap", self.answer_swap, 0.0, 1.0)
-        _in_range("debias_beta", self.debias_beta, 0.0, math.inf)
-        _positive("target_weight", self.target_weight)
-        if self.grad_clip is not None:
-            _positive("grad_clip", self.grad_clip)
         if self.circuit_forward and self.method == "full":
             raise ValueError(
                 "TuneConfig.circuit_forward needs a circuit: method 'circuit' or 'random'"
@@ -155,39 +146,12 @@ class TuneConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TuneConfig:
-        """Rebuild from ``to_dict`` output (a stored run's config); unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"TuneConfig: unknown fields {unknown}")
-        return cls(**values)
-
-
-def _choice(name: str, value, options: tuple[str, ...]) -> None:
-    if value not in options:
-        raise ValueError(f"TuneConfig.{name} must be one of {list(options)}, got {value!r}")
-
-
-def _at_least(name: str, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"TuneConfig.{name} must be an integer >= {low}, got {value!r}")
-
-
-def _finite(name: str, value) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"TuneConfig.{name} must be a finite number, got {value!r}")
-
-
-def _positive(name: str, value) -> None:
-    _finite(name, value)
-    if value <= 0:
-        raise ValueError(f"TuneConfig.{name} must be > 0, got {value!r}")
-
-
-def _in_range(name: str, value, low: float, high: float, *, closed_high: bool = True) -> None:
-    if not isinstance(value, (int, float)) or math.isnan(value):
-        raise ValueError(f"TuneConfig.{name} must be a number, got {value!r}")
-    above = value > high if closed_high else value >= high
-    if value < low or above:
-        bracket = "]" if closed_high else ")"
-        raise ValueError(f"TuneConfig.{name} must be in [{low}, {high}{bracket}, got {value!r}")
+        """Rebuild from ``to_dict`` output (a stored run's config); unknown keys are an error. Runs
+        stored before the attribution options were nested keep them flat, with ``attribution``
+        naming the method; both forms load."""
+        values = dict(values)
+        if not isinstance(values.get("attribution", {}), dict):
+            legacy = {"method": values.pop("attribution")}
+            legacy |= {key: values.pop(key) for key in _LEGACY_ATTRIBUTION_KEYS if key in values}
+            values["attribution"] = {**asdict(TUNE_ATTRIBUTION), **legacy}
+        return config_from_dict(cls, values)

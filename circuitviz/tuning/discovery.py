@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from circuitviz.attribution import eap
-from circuitviz.attribution.config import AttributionConfig, EdgeScores
+from circuitviz.attribution.scores import EdgeScores
 from circuitviz.graph.topology import Graph
 from circuitviz.tuning.config import TuneConfig
 from circuitviz.tuning.masks import NodeMaskBank, tunable_nodes
@@ -28,22 +28,12 @@ HOOK_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_hook_mlp_in")
 
 @dataclass(frozen=True, kw_only=True)
 class StepCircuit:
-    """The subgraph one step trains: its edges (None for full fine-tuning) and its nodes."""
+    """The subgraph one step trains: its edges and its nodes (every one for full fine-tuning)."""
 
     nodes: torch.Tensor = field(repr=False)  # [n_nodes] bool, forced extras included
-    edge_mask: torch.Tensor | None = field(default=None, repr=False)  # [n_src, n_dst] bool
+    edge_mask: torch.Tensor = field(repr=False)  # [n_src, n_dst] bool
     n_edges: int
     top_n: int | None
-
-
-def attribution_config(config: TuneConfig) -> AttributionConfig:
-    return AttributionConfig(
-        method=config.attribution,
-        baseline=config.baseline,
-        positions=config.positions,
-        metric=config.metric,
-        ig_steps=config.ig_steps,
-    )
 
 
 @contextmanager
@@ -67,7 +57,7 @@ def _set_flags(bridge, flags: dict[str, bool]) -> None:
 def score_edges(model, graph: Graph, batch, config: TuneConfig) -> EdgeScores:
     """Edge scores of ``batch`` under the run's attribution settings (mean over its examples)."""
     with hook_flags(model.bridge, True):
-        return eap.attribute(model, graph, [batch], attribution_config(config))
+        return eap.attribute(model, graph, [batch], config.attribution)
 
 
 def select_edges(scores: EdgeScores, n: int, config: TuneConfig) -> torch.Tensor:

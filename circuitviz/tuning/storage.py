@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from circuitviz.graph.selection import check_fits
 from circuitviz.graph.topology import graph_for
 from circuitviz.models import build_param_map
 from circuitviz.runs import RunWriter
@@ -68,9 +69,4 @@ def check_sizes(config: TuneConfig, n_edges: int) -> None:
     if not config.discovers or (config.method == "circuit" and config.selection == "threshold"):
         return
     for name in ("top_n", "topn_start"):
-        value = getattr(config, name)
-        if value is not None and value > n_edges:
-            raise ValueError(
-                f"{name}={value} is larger than the graph, which has {n_edges} edges; "
-                f"choose --{name.replace('_', '-')} <= {n_edges}"
-            )
+        check_fits(name, getattr(config, name), n_edges)

@@ -1,0 +1,120 @@
+"""Circuit discovery end to end: what ``circuitviz discover`` and ``circuitviz.discover`` run.
+
+1. Draw ``n_examples`` examples of the task on ``split`` (and on ``eval_split``), tokenised with the
+   model's own tokenizer.
+2. Score every edge of the model's graph on the first set (``attribute``: EAP or EAP-IG).
+3. Select the circuit (``graph.select.select``: top-N, threshold or node-weighted), optionally
+   pruning edges on no input -> logits path.
+4. Measure faithfulness (m_circuit - m_empty) / (m_full - m_empty) on the held-out set, next to a
+   random circuit of the same size; with ``sweep``, also MIB's CPR and CMD over edge budgets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from circuitviz.attribution.config import SIGN_CONVENTION, DiscoverConfig
+from circuitviz.attribution.eap import attribute
+from circuitviz.attribution.faithfulness import (
+    CircuitMetrics,
+    FaithfulnessConfig,
+    SweepResult,
+    circuit_and_random_faithfulness,
+    faithfulness_sweep,
+)
+from circuitviz.attribution.scores import EdgeScores
+from circuitviz.graph.select import Circuit, prune_dead_ends, select
+from circuitviz.graph.topology import Graph, graph_for
+
+
+@dataclass(frozen=True, kw_only=True)
+class Discovery:
+    """The result of one discovery (``describe()`` is what ``discover --json`` prints)."""
+
+    config: DiscoverConfig
+    graph: Graph = field(repr=False)
+    scores: EdgeScores = field(repr=False)
+    circuit: Circuit = field(repr=False)
+    faithfulness: float
+    random_faithfulness: float
+    metrics: CircuitMetrics
+    sweep: SweepResult | None = None
+
+    def describe(self) -> dict:
+        out = {
+            **self.config.attribution.describe(),
+            "selection": self.config.selection.rule,
+            "paper_graph": self.graph.paper,
+            "n_edges": self.graph.n_edges,
+            "n_selected": self.circuit.n_edges,
+            "n_nodes_selected": len(self.circuit.nodes()),
+            "faithfulness": self.faithfulness,
+            "random_faithfulness": self.random_faithfulness,
+            "m_full": self.metrics.m_full,
+            "m_empty": self.metrics.m_empty,
+            "m_circuit": self.metrics.m_circuits[0],
+            "n_examples": self.scores.n_examples,
+            "n_eval_examples": self.metrics.n_examples,
+        }
+        if self.sweep is not None:
+            out.update(cpr=self.sweep.cpr, cmd=self.sweep.cmd)
+        return out
+
+
+def task_examples(model, task: str, config: DiscoverConfig, split: str):
+    """The task's examples on ``split``; ValueError when none is usable."""
+    from circuitviz.tasks import build_task_data
+
+    data = build_task_data(
+        task, model.tokenizer, split=split, n=config.n_examples, seed=config.seed
+    )
+    if data.n_examples == 0:
+        raise ValueError(f"task {task!r} gave no usable examples on split {split!r}")
+    return data
+
+
+def discover(
+    model,
+    task: str,
+    config: DiscoverConfig | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> Discovery:
+    """Run steps 1-4 of the module docstring on a loaded model (``circuitviz.models.load_model``)."""
+    config = config or DiscoverConfig()
+    say = progress or (lambda _stage: None)
+    graph = graph_for(model.info, paper=config.paper_graph)
+    config.selection.check_fits(graph.n_edges)  # before any work
+    data = task_examples(model, task, config, config.split)
+    held_out = task_examples(model, task, config, config.eval_split)
+    say("scoring edges")
+    scores = attribute(model, graph, data.batches(config.batch_size), config.attribution)
+    circuit = select(scores.scores, graph, config.selection)
+    if config.prune:
+        circuit = prune_dead_ends(circuit)
+    say("measuring faithfulness")
+    faith_config = FaithfulnessConfig.from_attribution(config.attribution)
+    eval_batches = list(held_out.batches(config.batch_size))
+    faith, random_faith, metrics = circuit_and_random_faithfulness(
+        model, graph, eval_batches, circuit, faith_config, seed=config.seed
+    )
+    sweep = None
+    if config.sweep:
+        say("sweeping edge budgets")
+        sweep = faithfulness_sweep(model, graph, eval_batches, scores.scores, faith_config)
+    return Discovery(
+        config=config,
+        graph=graph,
+        scores=scores,
+        circuit=circuit,
+        faithfulness=faith,
+        random_faithfulness=random_faith,
+        metrics=metrics,
+        sweep=sweep,
+    )
+
+
+def circuit_metadata(discovery: Discovery, **extra) -> dict:
+    """What a circuit file records about how it was found (``graph.io`` writes it)."""
+    return {**extra, **discovery.describe(), "sign": SIGN_CONVENTION}

@@ -1,0 +1,54 @@
+"""How many CPU threads a torch process of circuitviz uses.
+
+Several torch processes with the default thread count on a small machine fight: OpenMP worker
+threads spin while they wait, and two 2-thread processes on 2 cores were measured 20x slower than
+one. So every process circuitviz starts is told how many threads it may use, before torch loads:
+the CPUs this process may run on divided by the processes that will share them, unless the user
+already set ``OMP_NUM_THREADS`` (or ``CIRCUITVIZ_THREADS``, which wins). Imports no torch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+OVERRIDE = "CIRCUITVIZ_THREADS"
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_for(n_processes: int = 1, environ: Mapping[str, str] | None = None) -> int:
+    """Threads each of ``n_processes`` torch processes should use."""
+    environ = os.environ if environ is None else environ
+    for name in (OVERRIDE, "OMP_NUM_THREADS"):
+        value = environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return max(1, available_cpus() // max(1, n_processes))
+
+
+def thread_env(n_processes: int = 1, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``environ`` with every thread variable set for one of ``n_processes`` processes."""
+    environ = dict(os.environ if environ is None else environ)
+    n = str(threads_for(n_processes, environ))
+    return environ | dict.fromkeys(THREAD_VARS, n)
+
+
+def limit_this_process(n_threads: int | None = None) -> int:
+    """Set the thread variables of this process (before torch is imported, so its thread pools
+    start at that size; if torch is already loaded, resize it too). Returns the thread count."""
+    n = n_threads if n_threads is not None else threads_for(1)
+    os.environ.update(dict.fromkeys(THREAD_VARS, str(n)))
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+    return n
