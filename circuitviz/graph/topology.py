@@ -75,16 +75,6 @@ class Graph:
             edge_name(self.src_names[i], self.dst_names[j]) for i, j in self.edge_index().tolist()
         ]
 
-    def src_slice_of_layer(self, layer: int) -> slice:
-        """Source indices of layer ``layer``'s heads and MLP."""
-        start = (0 if self.paper else 1) + layer * (self.n_heads + 1)
-        return slice(start, start + self.n_heads + 1)
-
-    def dst_slice_of_layer(self, layer: int) -> slice:
-        """Destination indices of layer ``layer``: q heads, k groups, v groups, MLP."""
-        width = self.n_heads + 2 * self.n_kv_heads + 1
-        return slice(layer * width, (layer + 1) * width)
-
     def describe(self) -> dict:
         return {
             "n_layers": self.n_layers,

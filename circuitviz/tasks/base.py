@@ -302,17 +302,3 @@ METRICS: dict[str, Callable[[torch.Tensor, TaskBatch], torch.Tensor]] = {
     "logprob_diff": logprob_diff,
     "answer_loss": answer_loss,
 }
-
-
-def __getattr__(name: str) -> Any:
-    # `TASKS` and `build_task_data` live in modules that import this one; resolve them lazily so
-    # `from circuitviz.tasks.base import TASKS, build_task_data` works without an import cycle.
-    if name == "TASKS":
-        from circuitviz.tasks.registry import TASKS
-
-        return TASKS
-    if name == "build_task_data":
-        from circuitviz.tasks.data import build_task_data
-
-        return build_task_data
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,6 +35,7 @@ import torch
 
 from circuitviz.graph.topology import graph_for
 from circuitviz.models import build_param_map
+from circuitviz.models.params import count_unique_params
 from circuitviz.runs import Run, RunWriter
 from circuitviz.tuning.ablation import run_circuit_forward
 from circuitviz.tuning.config import TuneConfig
@@ -57,6 +58,7 @@ from circuitviz.tuning.masks import (
 from circuitviz.tuning.optim import MaskedOptimizer, NonFiniteLoss, check_finite, lr_at
 from circuitviz.tuning.records import HeadChangeMeter, evaluate, snapshot_scores, summarise
 from circuitviz.tuning.schedule import is_discovery_step, is_every, top_n_at
+from circuitviz.tuning.state import ResumeState, StoredCircuit, indices_of, mask_of
 from circuitviz.tuning.storage import check_sizes
 
 log = logging.getLogger(__name__)
@@ -142,11 +144,16 @@ class Tuner:
         if config.layer0_qkv:
             self.forced |= layer0_qkv_nodes(self.bank)
         self.extra: torch.Tensor | None = None
-        self.circuit: StepCircuit | None = None
-        self.masks: dict = {}
-        self.counts = {"whole": 0, "exact": 0}
-        if not config.discovers:
-            self._use_everything()
+        # Full fine-tuning is the full circuit: every node, every edge, every tensor whole.
+        self._set_circuit(
+            StepCircuit(
+                nodes=torch.ones(self.bank.n_nodes, dtype=torch.bool),
+                edge_mask=self.graph.valid_mask.clone(),
+                n_edges=self.graph.n_edges,
+                top_n=None,
+            ),
+            whole=not config.discovers,
+        )
         self.base: dict = {}
         self.last_eval: dict | None = None
 
@@ -194,9 +201,9 @@ class Tuner:
             step,
             loss=loss,
             lr=lr_at(step, self.config),
-            top_n=self.circuit.top_n if self.circuit else None,
-            n_nodes=int(self.circuit.nodes.sum()) if self.circuit else self.bank.n_nodes,
-            n_edges=self.circuit.n_edges if self.circuit else self.graph.n_edges,
+            top_n=self.circuit.top_n,
+            n_nodes=int(self.circuit.nodes.sum()),
+            n_edges=self.circuit.n_edges,
             tuned_params_whole=self.counts["whole"],
             tuned_params_exact=self.counts["exact"],
             tuned_ratio=self.counts["exact"] / self.bank.n_model_params,
@@ -215,24 +222,24 @@ class Tuner:
             self.extra = random_extra_nodes(self.bank, self.bank.nodes_of_edges(edges), self.config)
         self._set_circuit(circuit_from_edges(edges, self.bank, self.forced | self.extra, n))
 
-    def _set_circuit(self, circuit: StepCircuit) -> None:
+    def _set_circuit(self, circuit: StepCircuit, *, whole: bool = False) -> None:
+        """Train ``circuit`` from now on; ``whole``: every trainable tensor entirely (full
+        fine-tuning, whose tensors include embeddings and norms that no node owns)."""
         self.circuit = circuit
-        self.masks = self.bank.masks(circuit.nodes, device=self.model.device)
-        self.counts = self.bank.count(circuit.nodes)
-
-    def _use_everything(self) -> None:
-        from circuitviz.models.params import count_unique_params
-
-        self.masks = dict.fromkeys(self.train_params)
-        n = count_unique_params(self.train_params.values())
-        self.counts = {"whole": n, "exact": n}
+        if whole:
+            self.masks = dict.fromkeys(self.train_params)
+            n = count_unique_params(self.train_params.values())
+            self.counts = {"whole": n, "exact": n}
+        else:
+            self.masks = self.bank.masks(circuit.nodes, device=self.model.device)
+            self.counts = self.bank.count(circuit.nodes)
 
     def _train(self, batch, ids, step: int) -> float:
         """Loss, one backward reaching only the circuit's tensors, clipping, masked update."""
         self.optimizer.zero_grad()
         for name, param in self.train_params.items():
             param.requires_grad_(name in self.masks)
-        if self.config.circuit_forward and self.circuit is not None:
+        if self.config.circuit_forward:
             logits = run_circuit_forward(
                 self.model, self.graph, self.circuit.edge_mask, ids, batch.train_mask
             )
@@ -291,25 +298,25 @@ class Tuner:
         tensors = {f"param/{name}": p.detach() for name, p in self.train_params.items()}
         optim_tensors, optim_extra = self.optimizer.state_tensors()
         tensors.update(optim_tensors)
-        state = {
-            "step": step,
-            "optimizer": optim_extra,
-            "circuit_nodes": [] if self.circuit is None else _indices(self.circuit.nodes),
-            "circuit_edges": []
-            if self.circuit is None
-            else _indices(self.circuit.edge_mask.flatten()),
-            "circuit_top_n": None if self.circuit is None else self.circuit.top_n,
-            "extra_nodes": None if self.extra is None else _indices(self.extra),
-            "torch_rng": torch.get_rng_state(),
-        }
-        self.writer.save_checkpoint(step, tensors, state)
+        circuit = self.circuit
+        state = ResumeState(
+            step=step,
+            optimizer=optim_extra,
+            circuit=StoredCircuit.of(circuit.nodes, circuit.edge_mask, circuit.top_n)
+            if self.config.discovers
+            else None,
+            extra_nodes=None if self.extra is None else indices_of(self.extra),
+            torch_rng=torch.get_rng_state(),
+        )
+        self.writer.save_checkpoint(step, tensors, state.to_dict())
 
     def _restore(self) -> int | None:
         """Load the newest checkpoint, if any; returns the first step still to run."""
         found = self.writer.latest_checkpoint()
         if found is None:
             return None
-        step, path, state = found
+        step, path, stored = found
+        state = ResumeState.from_dict(stored)
         from circuitviz.runs.checkpoints import load_tensors
 
         tensors = load_tensors(path, device=str(self.model.device))
@@ -321,20 +328,19 @@ class Tuner:
                         f"checkpoint {path} lacks {key}; was it written by another run?"
                     )
                 param.copy_(tensors[key])
-        self.optimizer.load_state_tensors(tensors, state["optimizer"])
-        if state["extra_nodes"] is not None:
-            self.extra = _mask_of(state["extra_nodes"], self.bank.n_nodes)
-        if self.config.discovers and state["circuit_nodes"]:
-            edges = _mask_of(state["circuit_edges"], self.graph.n_src * self.graph.n_dst)
+        self.optimizer.load_state_tensors(tensors, state.optimizer)
+        if state.extra_nodes is not None:
+            self.extra = mask_of(state.extra_nodes, self.bank.n_nodes)
+        if self.config.discovers and state.circuit is not None:
             self._set_circuit(
                 StepCircuit(
-                    nodes=_mask_of(state["circuit_nodes"], self.bank.n_nodes),
-                    edge_mask=edges.view(self.graph.n_src, self.graph.n_dst),
-                    n_edges=len(state["circuit_edges"]),
-                    top_n=state["circuit_top_n"],
+                    nodes=state.circuit.node_mask(self.bank.n_nodes),
+                    edge_mask=state.circuit.edge_mask(self.graph.n_src, self.graph.n_dst),
+                    n_edges=len(state.circuit.edges),
+                    top_n=state.circuit.top_n,
                 )
             )
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state.torch_rng)
         run = Run(self.writer.dir)
         self.base = {
             key.removeprefix("base_"): value
@@ -356,17 +362,7 @@ class Tuner:
             loss=loss,
             task_metric=last.get("task_metric"),
             accuracy=last.get("accuracy"),
-            n_nodes=int(self.circuit.nodes.sum()) if self.circuit else self.bank.n_nodes,
-            n_edges=self.circuit.n_edges if self.circuit else self.graph.n_edges,
-            top_n=self.circuit.top_n if self.circuit else None,
+            n_nodes=int(self.circuit.nodes.sum()),
+            n_edges=self.circuit.n_edges,
+            top_n=self.circuit.top_n,
         )
-
-
-def _indices(mask: torch.Tensor) -> list[int]:
-    return mask.nonzero()[:, 0].tolist()
-
-
-def _mask_of(indices: list[int], n: int) -> torch.Tensor:
-    mask = torch.zeros(n, dtype=torch.bool)
-    mask[torch.tensor(indices, dtype=torch.long)] = True
-    return mask
