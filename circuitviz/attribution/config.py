@@ -88,7 +88,7 @@ METRIC_NAMES: tuple[str, ...] = _choices("metric")
 # What ``discover`` scores with unless told otherwise: EAP-IG over every position, closer to exact
 # patching than EAP (``circuitviz discover`` runs once, so it can afford the extra passes).
 DISCOVER_ATTRIBUTION = AttributionConfig(method="eap-ig-inputs", positions="all")
-Split = Literal["train", "dev", "test"]
+Split = Literal["train", "dev", "test", "all"]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -67,7 +67,12 @@ def task_examples(model, task: str, config: DiscoverConfig, split: str):
     from circuitviz.tasks import build_task_data
 
     data = build_task_data(
-        task, model.tokenizer, split=split, n=config.n_examples, seed=config.seed
+        task,
+        model.tokenizer,
+        split=split,
+        n=config.n_examples,
+        seed=config.seed,
+        max_length=model.info.n_ctx or None,
     )
     if data.n_examples == 0:
         raise ValueError(f"task {task!r} gave no usable examples on split {split!r}")

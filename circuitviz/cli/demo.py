@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,6 +34,11 @@ def run(args: argparse.Namespace) -> int:
     out = args.out
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
+    existing = next(parent for parent in out.absolute().parents if parent.exists())
+    if not existing.is_dir():
+        raise UserError(f"--out {out}: {existing} is a file, so no directory can be made under it")
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"--out {out}: {existing} is not writable")
     if out.is_dir() and any(out.iterdir()) and not (out / "config.json").exists():
         raise UserError(f"--out {out} is a non-empty directory that is not a model; pick another")
     print(f"training the demo model into {out}")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from circuitviz.cli.common import UserError, add_model_args, load_model_from_args, print_json
+from circuitviz.cli.common import (
+    UserError,
+    add_model_args,
+    load_model_from_args,
+    message_of,
+    print_json,
+)
 
 
 def register(subparsers) -> None:
@@ -21,7 +27,12 @@ def register(subparsers) -> None:
         required=True,
         help="sv-agreement, sv-disagreement, gender-pronoun, ioi, or a .jsonl file of pairs",
     )
-    parser.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "dev", "test", "all"],
+        help="which examples: a 10%% test split (default), dev, train, or all of a file",
+    )
     parser.add_argument("-n", "--n-examples", type=int, default=512, help="examples (default 512)")
     parser.add_argument("--seed", type=int, default=0, help="which examples are drawn")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -45,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
         )
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        raise UserError(str(exc).strip("'\"")) from exc
+        raise UserError(message_of(exc)) from exc
     result = {"model": args.model, **result}
     if args.json:
         print_json(result)

@@ -21,7 +21,7 @@ def register(subparsers) -> None:
         "in the run store (see `circuitviz runs`).",
     )
     add_model_args(tune)
-    tune.add_argument("--task", help="sv-disagreement, sv-agreement, gender-pronoun or ioi")
+    tune.add_argument("--task", help=_task_help())
     tune.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     tune.add_argument("--run-id", help="name the run (default <task>-<method>-<time>-<hex>)")
     _add_tune_args(tune, sweep=False)
@@ -34,7 +34,7 @@ def register(subparsers) -> None:
         "metric, nodes and tuned-parameter ratio against N.",
     )
     add_model_args(sweep)
-    sweep.add_argument("--task", required=True, help="sv-disagreement, gender-pronoun, ...")
+    sweep.add_argument("--task", required=True, help=_task_help())
     _add_tune_args(sweep, sweep=True)
     sweep.set_defaults(func=sweep_command)
 
@@ -50,6 +50,12 @@ def register(subparsers) -> None:
     rescore.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
     _add_store_args(rescore)
     rescore.set_defaults(func=rescore_command)
+
+
+def _task_help() -> str:
+    from circuitviz.tasks.catalog import task_names
+
+    return f"{', '.join(task_names())}, or a .jsonl file of your own pairs"
 
 
 def _add_store_args(parser: argparse.ArgumentParser) -> None:
@@ -210,9 +216,10 @@ def _progress_bar(args, total: int, desc: str | None = None):
 
 def _engine_errors():
     from circuitviz.runs import RunCorrupt, RunNotFound, RunStoreError
+    from circuitviz.tuning.loop import CheckpointError
     from circuitviz.tuning.optim import NonFiniteLoss
 
-    return (ValueError, RunStoreError, RunNotFound, RunCorrupt, NonFiniteLoss)
+    return (ValueError, RunStoreError, RunNotFound, RunCorrupt, NonFiniteLoss, CheckpointError)
 
 
 def tune_command(args: argparse.Namespace) -> int:
@@ -220,6 +227,18 @@ def tune_command(args: argparse.Namespace) -> int:
         return _resume(args)
     if not args.task:
         raise UserError("--task is required (or --resume RUN to continue a run)")
+    if args.run_id is not None:
+        from circuitviz.runs.fields import check_run_id
+
+        try:
+            check_run_id(args.run_id)
+        except ValueError as exc:
+            raise UserError(str(exc).replace("run_id", "--run-id", 1)) from exc
+        if (_root(args) / args.run_id).exists():
+            raise UserError(
+                f"--run-id {args.run_id}: a run with this id already exists under {_root(args)}; "
+                f"choose another id, or continue it with --resume {args.run_id}"
+            )
     from circuitviz.tuning.data import build_tuning_data
     from circuitviz.tuning.storage import create_run
 

@@ -63,6 +63,7 @@ def converted_gguf_dir(gguf_path: Path, *, name: str | None = None) -> Path:
     target = cache_root() / "models" / f"{name or gguf_path.stem}-{key[:12]}"
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
+    _check_gguf(gguf_path)
     log.info("converting %s to a Hugging Face directory at %s (once)", gguf_path, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".converting-"))
@@ -74,6 +75,22 @@ def converted_gguf_dir(gguf_path: Path, *, name: str | None = None) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _check_gguf(gguf_path: Path) -> None:
+    """Read the file's header and tensor table first, so that a truncated or damaged file is
+    reported as such (transformers' own error for it reads like a JSON problem)."""
+    from gguf import GGUFReader
+
+    from circuitviz.models.loader import ModelLoadError
+
+    try:
+        GGUFReader(gguf_path)
+    except Exception as exc:  # the reader raises ValueError, IndexError, struct errors...
+        raise ModelLoadError(
+            f"{gguf_path} is not a readable GGUF file: it looks truncated or damaged "
+            f"({type(exc).__name__}: {exc}); download or copy it again"
+        ) from exc
 
 
 def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:

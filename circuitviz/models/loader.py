@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +105,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise ModelLoadError(
             f"device {device!r} was asked for but this torch has no CUDA device; use --device cpu"
         )
+    if resolved.type not in ("cpu", "cuda"):
+        backend = getattr(torch.backends, resolved.type, None) or getattr(
+            torch, resolved.type, None
+        )
+        if backend is None or not backend.is_available():
+            raise ModelLoadError(
+                f"device {device!r} is not available on this machine; use --device cpu"
+                + (" or cuda" if torch.cuda.is_available() else "")
+            )
     return resolved
 
 
@@ -131,7 +142,26 @@ def load_model(
     """Load ``spec`` (see the module docstring) onto ``device`` in ``dtype``.
 
     ``seed`` only matters for ``random:`` specs. Raises ``ModelLoadError`` naming what was tried.
+    Transformers' per-load progress bar is off for the call (a load is not a long job here).
     """
+    with _quiet_transformers():
+        return _load_model(spec, device=device, dtype=dtype, seed=seed)
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _load_model(spec: str, *, device, dtype, seed: int) -> LoadedModel:
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     spec = spec.strip()
@@ -162,6 +192,11 @@ def load_model(
                 "directory (config.json, model.safetensors, tokenizer files)"
             )
         hf_model, tokenizer = _load_hf_dir(directory, torch_dtype)
+    elif Path(spec).expanduser().is_file():
+        raise ModelLoadError(
+            f"{spec} is a file but not a model: a local model is a .gguf file or a Hugging Face "
+            "directory (config.json, weights, tokenizer); pass that directory"
+        )
     elif spec.startswith(("/", "./", "../", "~")) or Path(spec).suffix in LOCAL_SUFFIXES:
         raise ModelLoadError(
             f"no such model directory or file: {spec!r}. A local model is a Hugging Face directory "

@@ -146,8 +146,10 @@ class TaskData:
 
     `examples[i]` is row i of `batch`. Examples whose answer or wrong answer is not exactly one token
     under the tokenizer are dropped (`n_dropped_multitoken`), as are examples whose answer and wrong
-    answer map to the same token, e.g. both unknown words (`n_dropped_identical`); pairs whose clean and corrupted prompts
-    tokenize to different lengths are excluded and counted (`n_length_mismatch`), never silently lost.
+    answer map to the same token, e.g. both unknown words (`n_dropped_identical`); pairs whose clean
+    and corrupted prompts tokenize to different lengths are excluded and counted
+    (`n_length_mismatch`), never silently lost, and so are examples longer than the model's
+    context (`n_too_long`).
     """
 
     task: str
@@ -157,6 +159,7 @@ class TaskData:
     n_dropped_multitoken: int = 0
     n_dropped_identical: int = 0
     n_length_mismatch: int = 0
+    n_too_long: int = 0
     mismatched: tuple[Example, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:

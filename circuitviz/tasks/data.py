@@ -71,19 +71,40 @@ def _parse_line(path: Path, lineno: int, line: str) -> Example:
         raise _line_error(path, lineno, str(err)) from None
 
 
+MAX_LINE_BYTES = 1 << 20  # 1 MiB: a pair is a few sentences; a longer line is not a pair
+MAX_FILE_BYTES = 256 << 20  # 256 MiB
+
+
 def load_jsonl_examples(path: str | Path) -> list[Example]:
     """Read user pairs: one JSON object per line with clean, corrupt, answer, wrong (strings) and
     optional continuation (string) and tags (list of strings). Blank lines are skipped.
 
     Answers carry their leading space (" are"), as in the built-in tasks. A malformed line raises a
-    ValueError naming the file, the line number and the field.
+    ValueError naming the file, the line number and the field. A line may hold at most 1 MiB and a
+    file 256 MiB (checked before anything is parsed, so a huge line fails at once).
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"task file {path} does not exist")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ValueError(
+            f"task file {path} is {size / 2**20:.0f} MiB; pair files may hold at most "
+            f"{MAX_FILE_BYTES >> 20} MiB (split it, or sample the pairs you need)"
+        )
     examples = []
-    with path.open(encoding="utf-8") as lines:
-        for lineno, line in enumerate(lines, start=1):
+    with path.open("rb") as lines:
+        for lineno, raw in enumerate(iter(lambda: lines.readline(MAX_LINE_BYTES + 1), b""), 1):
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise _line_error(
+                    path, lineno, f"longer than {MAX_LINE_BYTES >> 20} MiB; one pair per line"
+                )
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise _line_error(
+                    path, lineno, f"not UTF-8 text (byte {err.start + 1}); save the file as UTF-8"
+                ) from None
             if line.strip():
                 examples.append(_parse_line(path, lineno, line))
     if not examples:
@@ -145,8 +166,17 @@ def _single_added_token(prompt: list[int], full: list[int]) -> int | None:
     return None
 
 
-def _encode(tokenizer: Any, examples: list[Example]) -> list[_Encoded | str]:
-    """Token lists per example, or the reason it is left out ("multitoken", "identical", "length")."""
+def _mostly_unknown(ids: list[int], unk_id: int | None) -> bool:
+    return unk_id is not None and 2 * sum(token == unk_id for token in ids) > len(ids)
+
+
+def _encode(
+    tokenizer: Any, examples: list[Example], max_length: int | None = None
+) -> list[_Encoded | str]:
+    """Token lists per example, or the reason it is left out: "multitoken", "identical" (answer
+    and wrong answer are one token), "length" (clean and corrupted prompts differ in length),
+    "same-prompt" (they tokenise identically), "unknown" (the prompt is mostly unknown tokens) or
+    "too-long" (longer than ``max_length`` tokens)."""
 
     def ids(texts: list[str], special: bool = True) -> list[list[int]]:
         return tokenizer(texts, add_special_tokens=special)["input_ids"] if texts else []
@@ -158,10 +188,15 @@ def _encode(tokenizer: Any, examples: list[Example]) -> list[_Encoded | str]:
     sentences = ids([e.sentence for e in examples])
     continuations = ids([e.continuation for e in examples], special=False)
     out: list[_Encoded | str] = []
+    unk_id = getattr(tokenizer, "unk_token_id", None)
     for i in range(len(examples)):
         answer_id = _single_added_token(clean[i], with_answer[i])
         wrong_id = _single_added_token(clean[i], with_wrong[i])
-        if answer_id is None or wrong_id is None:
+        if _mostly_unknown(clean[i], unk_id) or _mostly_unknown(corrupt[i], unk_id):
+            out.append("unknown")
+        elif clean[i] == corrupt[i]:
+            out.append("same-prompt")
+        elif answer_id is None or wrong_id is None:
             out.append("multitoken")
         elif answer_id == wrong_id:
             out.append("identical")
@@ -171,6 +206,9 @@ def _encode(tokenizer: Any, examples: list[Example]) -> list[_Encoded | str]:
             prefix = clean[i] + [answer_id]
             full = sentences[i]
             train = full if full[: len(prefix)] == prefix else prefix + continuations[i]
+            if max_length is not None and len(train) > max_length:
+                out.append("too-long")
+                continue
             out.append(
                 _Encoded(
                     clean=clean[i],
@@ -227,13 +265,16 @@ def build_task_data(
     n: int | None = 512,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    max_length: int | None = None,
 ) -> TaskData:
     """Examples of a registered task (or a .jsonl file of pairs), tokenized and checked.
 
     `split` is "train", "dev", "test" (80/10/10 by a stable hash of the clean prompt; disjoint, and
     the same for every seed) or "all". `n` caps the number of examples drawn (None: a whole file).
     Positions and token ids come from `tokenizer`, so the same call serves the demo model and real
-    models alike.
+    models alike. Examples longer than `max_length` tokens (the model's context) are left out and
+    counted (`n_too_long`). Pairs whose clean and corrupted prompts tokenise identically, or whose
+    prompts are mostly unknown tokens, measure nothing: they are an error naming how many.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -245,17 +286,20 @@ def build_task_data(
     else:
         name = str(task_name_or_path)
         examples = draw_examples(name, split=split, n=512 if n is None else n, seed=seed)
-    encoded = _encode(tokenizer, examples)
+    encoded = _encode(tokenizer, examples, max_length)
     kept = [(ex, enc) for ex, enc in zip(examples, encoded) if isinstance(enc, _Encoded)]
     reasons = [enc for enc in encoded if isinstance(enc, str)]
+    _refuse_unmeasurable(name, examples, encoded)
     n_length_mismatch = reasons.count("length")
     if reasons:
         logger.warning(
-            "task %s: left out %d multi-token, %d identical-token and %d length-mismatched pairs",
+            "task %s: left out %d multi-token, %d identical-token, %d length-mismatched and %d "
+            "too-long pairs",
             name,
             reasons.count("multitoken"),
             reasons.count("identical"),
             n_length_mismatch,
+            reasons.count("too-long"),
         )
     batch = build_batch([enc for _, enc in kept], pad_token_id(tokenizer)).to(device)
     return TaskData(
@@ -266,5 +310,27 @@ def build_task_data(
         n_dropped_multitoken=reasons.count("multitoken"),
         n_dropped_identical=reasons.count("identical"),
         n_length_mismatch=n_length_mismatch,
+        n_too_long=reasons.count("too-long"),
         mismatched=tuple(ex for ex, enc in zip(examples, encoded) if enc == "length"),
+    )
+
+
+def _refuse_unmeasurable(name: str, examples: list[Example], encoded: list) -> None:
+    """A pair whose clean and corrupted prompts are the same tokens (or mostly unknown tokens)
+    would score as if the model knew nothing: refuse the data instead of reporting a number."""
+    unknown = [ex for ex, enc in zip(examples, encoded) if enc == "unknown"]
+    same = [ex for ex, enc in zip(examples, encoded) if enc == "same-prompt"]
+    if not unknown and not same:
+        return
+    first = (unknown or same)[0]
+    parts = []
+    if unknown:
+        parts.append(f"{len(unknown)} have prompts that are mostly unknown tokens")
+    if same:
+        parts.append(f"{len(same)} have clean and corrupted prompts that tokenise identically")
+    raise ValueError(
+        f"task {name}: of {len(examples)} pairs, {' and '.join(parts)} for this model's tokenizer "
+        f"(e.g. {first.clean!r} / {first.corrupt!r}); such pairs measure nothing. Use words the "
+        "model knows (a model with a byte-level tokenizer such as smollm2-135m reads any text), "
+        "or remove those pairs"
     )

@@ -33,6 +33,13 @@ def score_task(
     Right padding never reaches the target position of a causal model, so no attention mask is
     passed: any callable from ids to logits works (a Bridge, or `lambda ids: hf(ids).logits`).
     """
+    if data.n_examples == 0:
+        raise ValueError(
+            f"task {data.task}: no usable example on split {data.split!r} "
+            f"({data.n_dropped_multitoken} multi-token, {data.n_dropped_identical} identical-token, "
+            f"{data.n_length_mismatch} length-mismatched, {data.n_too_long} too long); nothing to "
+            "score"
+        )
     diffs, losses = [], []
     for batch in data.batches(batch_size):
         logits = forward(batch.clean_ids)  # [batch, pos, d_vocab]
@@ -48,10 +55,11 @@ def score_task(
         "n_dropped_multitoken": data.n_dropped_multitoken,
         "n_dropped_identical": data.n_dropped_identical,
         "n_length_mismatch": data.n_length_mismatch,
+        "n_too_long": data.n_too_long,
         "accuracy": scores.accuracy(),
-        "logit_diff": float(diff.mean().item()) if len(diff) else float("nan"),
-        "logit_diff_std": float(diff.std().item()) if len(diff) > 1 else float("nan"),
-        "answer_loss": float(loss.mean().item()) if len(loss) else float("nan"),
+        "logit_diff": float(diff.mean().item()),
+        "logit_diff_std": float(diff.std().item()) if len(diff) > 1 else None,  # undefined for 1
+        "answer_loss": float(loss.mean().item()),
     }
     result.update(report(scores))
     return result
@@ -73,6 +81,14 @@ def evaluate_task(
     gender-pronoun: stereotype_rate, mean_p_stereotyped, prejudice_risk. A .jsonl path is scored
     with the generic figures only.
     """
-    data = build_task_data(task, model.tokenizer, split=split, n=n, seed=seed, device=model.device)
+    data = build_task_data(
+        task,
+        model.tokenizer,
+        split=split,
+        n=n,
+        seed=seed,
+        device=model.device,
+        max_length=model.info.n_ctx or None,
+    )
     report = no_report if is_task_file(task) else get_task(str(task)).report
     return score_task(model.bridge, data, report=report, batch_size=batch_size)

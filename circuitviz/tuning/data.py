@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from circuitviz.tasks import TaskBatch, TaskData, build_task_data, get_task, heldout_texts
+from circuitviz.tasks.data import is_task_file
 from circuitviz.tuning.config import TuneConfig
 
 
@@ -50,17 +51,14 @@ class TuningData:
 
 
 def build_tuning_data(model, task: str, config: TuneConfig) -> TuningData:
-    """Draw and tokenize everything a run reads. Raises ValueError for an unknown task or too
+    """Draw and tokenize everything a run reads: a built-in task or a .jsonl file of the user's
+    own pairs (whose "before" circuit is its own). Raises ValueError for an unknown task or too
     little data for one batch."""
-    spec = get_task(task)
-    original = spec.original_task or spec.name
+    original = task if is_task_file(task) else (get_task(task).original_task or task)
     tokenizer, device = model.tokenizer, model.device
-    train = build_task_data(
-        task, tokenizer, split="train", n=config.n_train, seed=config.seed, device=device
-    )
-    dev = build_task_data(
-        task, tokenizer, split="dev", n=config.n_dev, seed=config.seed, device=device
-    )
+    common = {"seed": config.seed, "device": device, "max_length": model.info.n_ctx or None}
+    train = build_task_data(task, tokenizer, split="train", n=config.n_train, **common)
+    dev = build_task_data(task, tokenizer, split="dev", n=config.n_dev, **common)
     if len(train) < config.batch_size:
         raise ValueError(
             f"task {task!r} has {len(train)} usable training examples for this tokenizer, fewer "
@@ -73,9 +71,7 @@ def build_tuning_data(model, task: str, config: TuneConfig) -> TuningData:
     if original == task:
         probe_original = probe
     else:
-        original_dev = build_task_data(
-            original, tokenizer, split="dev", n=config.n_probe, seed=config.seed, device=device
-        )
+        original_dev = build_task_data(original, tokenizer, split="dev", n=config.n_probe, **common)
         probe_original = original_dev.batch
     return TuningData(
         task=task,

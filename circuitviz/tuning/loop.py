@@ -78,6 +78,10 @@ class StepProgress:
     top_n: int | None
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (disk full, say); the run is kept with status failed."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class TuneResult:
     run_id: str
@@ -156,10 +160,16 @@ class Tuner:
         )
         self.base: dict = {}
         self.last_eval: dict | None = None
+        self.started = time.perf_counter()
+        self.seconds_before = 0.0  # wall time of earlier segments of a resumed run
+
+    def _seconds(self) -> float:
+        """Wall time of the whole run so far, every resumed segment included."""
+        return self.seconds_before + time.perf_counter() - self.started
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, progress: Progress | None) -> TuneResult:
-        started = time.perf_counter()
+        self.started = time.perf_counter()
         first = self._restore()
         if first is None:
             self._begin()
@@ -174,7 +184,7 @@ class Tuner:
         except NonFiniteLoss as exc:
             self.writer.set_status("failed", str(exc))
             raise
-        summary = self._finish(time.perf_counter() - started)
+        summary = self._finish(self._seconds())
         return TuneResult(run_id=self.writer.run_id, run_dir=self.writer.dir, summary=summary)
 
     def _begin(self) -> None:
@@ -307,8 +317,17 @@ class Tuner:
             else None,
             extra_nodes=None if self.extra is None else indices_of(self.extra),
             torch_rng=torch.get_rng_state(),
+            seconds=self._seconds(),
         )
-        self.writer.save_checkpoint(step, tensors, state.to_dict())
+        try:
+            self.writer.save_checkpoint(step, tensors, state.to_dict())
+        except Exception as exc:  # safetensors, torch.save and the OS each raise their own type
+            message = (
+                f"could not write the checkpoint of step {step} ({type(exc).__name__}: {exc}); "
+                f"every step up to {step} is recorded. Free disk space, then resume the run"
+            )
+            self.writer.set_status("failed", message)
+            raise CheckpointError(message) from exc
 
     def _restore(self) -> int | None:
         """Load the newest checkpoint, if any; returns the first step still to run."""
@@ -341,6 +360,7 @@ class Tuner:
                 )
             )
         torch.set_rng_state(state.torch_rng)
+        self.seconds_before = state.seconds
         run = Run(self.writer.dir)
         self.base = {
             key.removeprefix("base_"): value

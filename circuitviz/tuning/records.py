@@ -17,6 +17,8 @@ import torch
 
 from circuitviz.graph.topology import parse_node
 from circuitviz.tasks import get_task, lm_loss, score_task
+from circuitviz.tasks.base import no_report
+from circuitviz.tasks.data import is_task_file
 from circuitviz.tuning.config import TuneConfig
 from circuitviz.tuning.data import TuningData
 from circuitviz.tuning.discovery import hook_flags, score_edges, select_edges
@@ -27,13 +29,18 @@ _REPORT_SKIP = ("task", "split", "n_examples", "n_dropped_multitoken", "n_droppe
 
 def evaluate(model, data: TuningData, *, batch_size: int = 128) -> dict[str, float]:
     """``accuracy``, ``task_metric`` (mean logit difference), ``lm_loss`` and the task's extras."""
-    report = get_task(data.task).report
+    report = no_report if is_task_file(data.task) else get_task(data.task).report
     with hook_flags(model.bridge, False):
         scored = score_task(model.bridge, data.dev, report=report, batch_size=batch_size)
         heldout = lm_loss(model, list(data.heldout), batch_size=batch_size)
     out = {"accuracy": scored["accuracy"], "task_metric": scored["logit_diff"], "lm_loss": heldout}
     for key, value in scored.items():
-        if key in _REPORT_SKIP or key in ("accuracy", "logit_diff", "n_length_mismatch"):
+        if key in _REPORT_SKIP or key in (
+            "accuracy",
+            "logit_diff",
+            "n_length_mismatch",
+            "n_too_long",
+        ):
             continue
         if isinstance(value, (int, float)):
             out[key] = float(value)

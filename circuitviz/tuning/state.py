@@ -42,6 +42,8 @@ class ResumeState:
     circuit: the circuit in force after ``step`` (None for full fine-tuning, which trains all).
     extra_nodes: the nodes the paper's random activation added (drawn once, at step 1).
     torch_rng: the CPU generator's state, so dropout-free training and random draws continue.
+    seconds: wall time the run had spent up to ``step``, over every segment so far (a resumed
+        run's ``summary.seconds`` adds its own segment to this).
     """
 
     step: int
@@ -49,6 +51,7 @@ class ResumeState:
     circuit: StoredCircuit | None
     extra_nodes: tuple[int, ...] | None
     torch_rng: torch.Tensor = field(repr=False)
+    seconds: float = 0.0
 
     def to_dict(self) -> dict:
         circuit = self.circuit
@@ -60,11 +63,12 @@ class ResumeState:
             "circuit_top_n": None if circuit is None else circuit.top_n,
             "extra_nodes": None if self.extra_nodes is None else list(self.extra_nodes),
             "torch_rng": self.torch_rng,
+            "seconds": self.seconds,
         }
 
     @classmethod
     def from_dict(cls, stored: dict) -> ResumeState:
-        keys = {f.name for f in fields(cls)} - {"circuit"}
+        keys = {f.name for f in fields(cls)} - {"circuit", "seconds"}
         keys |= {"circuit_nodes", "circuit_edges", "circuit_top_n"}
         missing = sorted(keys - set(stored))
         if missing:
@@ -86,6 +90,7 @@ class ResumeState:
             circuit=circuit,
             extra_nodes=None if extra is None else tuple(extra),
             torch_rng=stored["torch_rng"],
+            seconds=float(stored.get("seconds", 0.0)),  # absent in runs of earlier versions
         )
 
 
