@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from einops import einsum
 
-from circuitviz.attribution.hooks import ROOT_HOOK, FiredCheck, as_node_major, source_hooks
+from circuitviz.attribution.hooks import ROOT_HOOK, FiredCheck, source_hooks
 from circuitviz.graph.topology import Graph
 
 
@@ -45,7 +45,7 @@ class BaselineActivations:
 def run_and_capture(model, graph: Graph, ids: torch.Tensor, attention_mask: torch.Tensor):
     """One no-grad forward; returns (sources ``[n_src, batch, pos, d_model]``, embedding
     ``[batch, pos, d_model]``, logits ``[batch, pos, d_vocab]``)."""
-    hooks = source_hooks(graph)
+    hooks = source_hooks(graph, model)
     n_batch, n_pos = ids.shape
     sources = torch.empty(
         graph.n_src, n_batch, n_pos, model.info.d_model, device=model.device, dtype=model.dtype
@@ -55,7 +55,7 @@ def run_and_capture(model, graph: Graph, ids: torch.Tensor, attention_mask: torc
 
     def store(spec):
         def hook(x, hook):
-            sources[spec.src_slice] = as_node_major(x, spec.per_head)
+            sources[spec.src_slice] = spec.node_major(x)
             fired.mark(spec.hook_name)
 
         return hook

@@ -107,7 +107,7 @@ def run_with_ablated_edges(
     def record(spec, rows):
         delta[spec.src_slice] = (rows - base.sources[spec.src_slice]) * weights
 
-    fwd, fired = edge_ablation_hooks(graph, ablated, record, lambda n_up: delta[:n_up])
+    fwd, fired = edge_ablation_hooks(graph, ablated, record, lambda n_up: delta[:n_up], model)
     with torch.no_grad(), model.bridge.hooks(fwd_hooks=fwd):
         logits = model.bridge(ids, attention_mask=batch.attention_mask.to(device))
     fired.verify("edge ablation forward")
