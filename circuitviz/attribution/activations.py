@@ -103,6 +103,11 @@ def baseline_activations(
 ) -> BaselineActivations:
     """The baseline of one batch. For ``mean`` without ``means``, the batch's own mean is used."""
     if baseline == "corrupted":
+        if getattr(batch, "corrupt_ids", None) is None:
+            raise ValueError(
+                "the 'corrupted' baseline needs a corrupted prompt, which this batch (an "
+                "instruction/SFT task) does not have: use baseline 'mean' or 'zero'"
+            )
         mask = batch.attention_mask.to(model.device)
         sources, embed, _ = run_and_capture(model, graph, batch.corrupt_ids.to(model.device), mask)
         return BaselineActivations(sources=sources, embed=embed)
@@ -120,6 +125,11 @@ def baseline_activations(
 def position_index(batch, positions: str, device: torch.device) -> torch.Tensor | None:
     """``[batch, 1]`` index of the position the metric reads for ``target``; None for ``all``."""
     if positions == "target":
+        if getattr(batch, "target_pos", None) is None:
+            raise ValueError(
+                "positions 'target' needs a pair task's answer position; an instruction (SFT) "
+                "batch has none: use positions 'all'"
+            )
         return batch.target_pos.to(device)[:, None]
     if positions == "all":
         return None

@@ -12,12 +12,13 @@ from circuitviz.graph.topology import Graph, edge_name
 Method = Literal["eap", "eap-ig-inputs", "eap-ig-activations"]
 Baseline = Literal["corrupted", "mean", "zero"]
 Positions = Literal["all", "target"]
-MetricName = Literal["logit_diff", "logprob_diff", "answer_loss"]
+MetricName = Literal["logit_diff", "logprob_diff", "answer_loss", "process", "outcome"]
 
 METHOD_NAMES: tuple[str, ...] = ("eap", "eap-ig-inputs", "eap-ig-activations")
 BASELINES: tuple[str, ...] = ("corrupted", "mean", "zero")
 POSITIONS: tuple[str, ...] = ("all", "target")
-METRIC_NAMES: tuple[str, ...] = ("logit_diff", "logprob_diff", "answer_loss")
+METRIC_NAMES: tuple[str, ...] = ("logit_diff", "logprob_diff", "answer_loss", "process", "outcome")
+SFT_METRIC_NAMES: tuple[str, ...] = ("process", "outcome")
 
 SIGN_CONVENTION = (
     "score(u->d) = mean over examples of the sum over scored positions of "
@@ -34,6 +35,45 @@ def _check_choice(owner: str, name: str, value: object, choices: tuple[str, ...]
         raise ValueError(f"{owner}.{name} must be one of {choices}, got {value!r}")
 
 
+def check_sft_choices(owner: str, metric: str, baseline: str, positions: str) -> None:
+    """An SFT metric needs what an SFT task has: no corrupted prompt, no single target position."""
+    if metric not in SFT_METRIC_NAMES:
+        return
+    if baseline == "corrupted":
+        raise ValueError(
+            f"{owner}.baseline 'corrupted' needs a corrupted prompt, which instruction (SFT) tasks "
+            f"do not have; with metric {metric!r} use baseline 'mean' or 'zero'"
+        )
+    if positions == "target":
+        raise ValueError(
+            f"{owner}.positions 'target' is a pair task's one answer position; with metric "
+            f"{metric!r} the metric reads many response tokens: use positions 'all'"
+        )
+
+
+def check_batch(batch, metric: str, baseline: str, *, custom_metric: bool = False) -> None:
+    """Refuse, with the fix, a metric or baseline the batch's kind cannot serve."""
+    sft = getattr(batch, "labels", None) is not None
+    if sft and baseline == "corrupted":
+        raise ValueError(
+            "instruction (SFT) tasks have no corrupted prompt, so the 'corrupted' baseline does not "
+            "apply: use baseline 'mean' or 'zero' (and metric 'process' or 'outcome')"
+        )
+    if custom_metric:
+        return
+    if sft and metric not in SFT_METRIC_NAMES:
+        raise ValueError(
+            f"metric {metric!r} reads a pair task's answer and wrong tokens; an instruction (SFT) "
+            f"task is scored with {SFT_METRIC_NAMES[0]!r} (mean response loss) or "
+            f"{SFT_METRIC_NAMES[1]!r} (log-probability of the final answer)"
+        )
+    if not sft and metric in SFT_METRIC_NAMES:
+        raise ValueError(
+            f"metric {metric!r} is for instruction (SFT) tasks; a pair task is scored with "
+            "logit_diff, logprob_diff or answer_loss"
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class AttributionConfig:
     """How to score edges.
@@ -43,7 +83,10 @@ class AttributionConfig:
     ``eap-ig-activations`` (every source activation interpolated between baseline and clean).
     ``baseline``: the value an ablated activation takes: the corrupted prompt's (``corrupted``), the
     mean over the data's real tokens (``mean``) or ``zero``. ``positions``: sum over every real token
-    (``all``) or only the position the metric reads (``target``).
+    (``all``) or only the position the metric reads (``target``). ``metric``: a pair task's
+    ``logit_diff``, ``logprob_diff`` or ``answer_loss``, or an instruction (SFT) task's ``process``
+    (mean response loss) or ``outcome`` (log-probability of the final answer), which take the
+    ``mean`` or ``zero`` baseline over ``all`` positions (``circuitviz.tasks.sft_metrics``).
     """
 
     method: Method = "eap"
@@ -61,6 +104,7 @@ class AttributionConfig:
             raise ValueError(
                 f"AttributionConfig.ig_steps must be an int >= 1, got {self.ig_steps!r}"
             )
+        check_sft_choices("AttributionConfig", self.metric, self.baseline, self.positions)
 
     @property
     def n_steps(self) -> int:

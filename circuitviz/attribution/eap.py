@@ -41,7 +41,7 @@ from circuitviz.attribution.activations import (
     select_positions,
     source_means,
 )
-from circuitviz.attribution.config import AttributionConfig, EdgeScores
+from circuitviz.attribution.config import AttributionConfig, EdgeScores, check_batch
 from circuitviz.attribution.hooks import (
     ROOT_HOOK,
     DestHook,
@@ -248,6 +248,7 @@ def batch_edge_scores(
     switched on for the clean forward, and its logits come back with the autograd graph intact, so
     a training step can compute its loss from them and call ``backward`` without another forward.
     """
+    check_batch(batch, config.metric, config.baseline, custom_metric=metric is not None)
     metric = metric if metric is not None else METRICS[config.metric]
     base = baseline_activations(model, graph, batch, config.baseline, means)
     run = _AttributionPass(model, graph, batch, config, metric, base)

@@ -29,7 +29,14 @@ from circuitviz.attribution.activations import (
     baseline_activations,
     source_means,
 )
-from circuitviz.attribution.config import BASELINES, METRIC_NAMES, POSITIONS, _check_choice
+from circuitviz.attribution.config import (
+    BASELINES,
+    METRIC_NAMES,
+    POSITIONS,
+    _check_choice,
+    check_batch,
+    check_sft_choices,
+)
 from circuitviz.attribution.hooks import edge_ablation_hooks
 from circuitviz.graph.select import Circuit, empty_circuit, random_circuit, top_n
 from circuitviz.graph.topology import Graph
@@ -51,6 +58,7 @@ class FaithfulnessConfig:
         _check_choice("FaithfulnessConfig", "baseline", self.baseline, BASELINES)
         _check_choice("FaithfulnessConfig", "positions", self.positions, POSITIONS)
         _check_choice("FaithfulnessConfig", "metric", self.metric, METRIC_NAMES)
+        check_sft_choices("FaithfulnessConfig", self.metric, self.baseline, self.positions)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,8 +133,10 @@ def evaluate_circuits(
 ) -> CircuitMetrics:
     """Mean metric of the full model, of the empty circuit and of every circuit, over all batches
     (one baseline forward, one clean forward and 1 + len(circuits) ablated forwards per batch)."""
-    metric = metric if metric is not None else METRICS[config.metric]
     batches = list(batches)
+    for batch in batches:
+        check_batch(batch, config.metric, config.baseline, custom_metric=metric is not None)
+    metric = metric if metric is not None else METRICS[config.metric]
     means = source_means(model, graph, batches) if config.baseline == "mean" else None
     empty = empty_circuit(graph)
     totals = torch.zeros(2 + len(circuits), dtype=torch.float64)

@@ -8,6 +8,9 @@ CLI's help never import torch):
     logit_diff, logprob_diff, answer_loss, METRICS
     evaluate_task, score_task
     heldout_texts, filler_texts, lm_loss
+    Instruction (SFT) tasks: SFTExample, SFTFormat, SFTBatch, SFTData, SFTFields, SFTSourceError,
+        build_sft_data, load_sft_jsonl, load_hf_examples, tokenize_sft, task_kind, is_sft_batch,
+        process_loss, outcome_logprob, sft_loss, extract_answer, same_answer
 """
 
 from __future__ import annotations
@@ -36,6 +39,15 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("evaluate_task", "score_task"), "evaluate"),
     **dict.fromkeys(("filler_texts", "heldout_texts", "lm_loss"), "heldout"),
     **dict.fromkeys(("TASKS", "get_task"), "registry"),
+    **dict.fromkeys(("task_kind",), "catalog"),
+    **dict.fromkeys(("SFTBatch", "SFTData", "SFTExample", "SFTFormat", "is_sft_batch"), "sft"),
+    **dict.fromkeys(
+        ("SFTFields", "SFTSourceError", "build_sft_data", "load_hf_examples", "load_sft_jsonl"),
+        "sft_sources",
+    ),
+    **dict.fromkeys(("tokenize_sft",), "sft_tokenize"),
+    **dict.fromkeys(("outcome_logprob", "process_loss", "sft_loss"), "sft_metrics"),
+    **dict.fromkeys(("extract_answer", "same_answer"), "answers"),
 }
 
 __all__ = sorted(_EXPORTS)
