@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import torch
 
 # Tests never reach a model hub; a hub id must fail fast and clearly instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,3 +25,27 @@ def tiny_llama():
     from circuitviz.models import load_model
 
     return load_model("random:llama-tiny", device="cpu", dtype="float64")
+
+
+@pytest.fixture
+def float64_llama(tiny_llama, monkeypatch):
+    """tiny_llama computed in float64 throughout. Llama's RMSNorm and the bridge's rotary attention
+    softmax run in float32 even for float64 models; a finite difference would then measure float32
+    rounding (errors ~1e-3), not the derivative. Patch both to keep the input dtype."""
+    from transformer_lens.model_bridge.generalized_components import position_embeddings_attention
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    bridge_cls = position_embeddings_attention.PositionEmbeddingsAttentionBridge
+    softmax = bridge_cls._masked_softmax
+
+    def masked_softmax(self, scores, dtype=None):
+        return softmax(self, scores, dtype=None if scores.dtype == torch.float64 else dtype)
+
+    def rms_norm(self, x):
+        return self.weight * (
+            x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        )
+
+    monkeypatch.setattr(bridge_cls, "_masked_softmax", masked_softmax)
+    monkeypatch.setattr(LlamaRMSNorm, "forward", rms_norm)
+    return tiny_llama

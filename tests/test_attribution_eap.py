@@ -80,30 +80,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture
-def float64_llama(tiny_llama, monkeypatch):
-    """tiny_llama computed in float64 throughout. Llama's RMSNorm and the bridge's rotary attention
-    softmax run in float32 even for float64 models; a finite difference would then measure float32
-    rounding (errors ~1e-3), not the derivative. Patch both to keep the input dtype."""
-    from transformer_lens.model_bridge.generalized_components import position_embeddings_attention
-    from transformers.models.llama.modeling_llama import LlamaRMSNorm
-
-    bridge_cls = position_embeddings_attention.PositionEmbeddingsAttentionBridge
-    softmax = bridge_cls._masked_softmax
-
-    def masked_softmax(self, scores, dtype=None):
-        return softmax(self, scores, dtype=None if scores.dtype == torch.float64 else dtype)
-
-    def rms_norm(self, x):
-        return self.weight * (
-            x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-        )
-
-    monkeypatch.setattr(bridge_cls, "_masked_softmax", masked_softmax)
-    monkeypatch.setattr(LlamaRMSNorm, "forward", rms_norm)
-    return tiny_llama
-
-
 @pytest.fixture(params=["gpt2", "llama"])
 def model(request, tiny_gpt2):
     return tiny_gpt2 if request.param == "gpt2" else request.getfixturevalue("float64_llama")

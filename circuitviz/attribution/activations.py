@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from einops import einsum
 
-from circuitviz.attribution.hooks import ROOT_HOOK, FiredCheck, as_node_major, source_hooks
+from circuitviz.attribution.hooks import ROOT_HOOK, FiredCheck, source_hooks
 from circuitviz.graph.topology import Graph
 
 
@@ -45,7 +45,7 @@ class BaselineActivations:
 def run_and_capture(model, graph: Graph, ids: torch.Tensor, attention_mask: torch.Tensor):
     """One no-grad forward; returns (sources ``[n_src, batch, pos, d_model]``, embedding
     ``[batch, pos, d_model]``, logits ``[batch, pos, d_vocab]``)."""
-    hooks = source_hooks(graph)
+    hooks = source_hooks(graph, model)
     n_batch, n_pos = ids.shape
     sources = torch.empty(
         graph.n_src, n_batch, n_pos, model.info.d_model, device=model.device, dtype=model.dtype
@@ -55,7 +55,7 @@ def run_and_capture(model, graph: Graph, ids: torch.Tensor, attention_mask: torc
 
     def store(spec):
         def hook(x, hook):
-            sources[spec.src_slice] = as_node_major(x, spec.per_head)
+            sources[spec.src_slice] = spec.node_major(x)
             fired.mark(spec.hook_name)
 
         return hook
@@ -103,6 +103,11 @@ def baseline_activations(
 ) -> BaselineActivations:
     """The baseline of one batch. For ``mean`` without ``means``, the batch's own mean is used."""
     if baseline == "corrupted":
+        if getattr(batch, "corrupt_ids", None) is None:
+            raise ValueError(
+                "the 'corrupted' baseline needs a corrupted prompt, which this batch (an "
+                "instruction/SFT task) does not have: use baseline 'mean' or 'zero'"
+            )
         mask = batch.attention_mask.to(model.device)
         sources, embed, _ = run_and_capture(model, graph, batch.corrupt_ids.to(model.device), mask)
         return BaselineActivations(sources=sources, embed=embed)
@@ -120,6 +125,11 @@ def baseline_activations(
 def position_index(batch, positions: str, device: torch.device) -> torch.Tensor | None:
     """``[batch, 1]`` index of the position the metric reads for ``target``; None for ``all``."""
     if positions == "target":
+        if getattr(batch, "target_pos", None) is None:
+            raise ValueError(
+                "positions 'target' needs a pair task's answer position; an instruction (SFT) "
+                "batch has none: use positions 'all'"
+            )
         return batch.target_pos.to(device)[:, None]
     if positions == "all":
         return None

@@ -15,7 +15,8 @@ from circuitviz.options import check_options, normalise_choices, option, option_
 Method = Literal["eap", "eap-ig-inputs", "eap-ig-activations"]
 Baseline = Literal["corrupted", "mean", "zero"]
 Positions = Literal["all", "target"]
-MetricName = Literal["logit_diff", "logprob_diff", "answer_loss"]
+MetricName = Literal["logit_diff", "logprob_diff", "answer_loss", "process", "outcome"]
+SFT_METRIC_NAMES: tuple[str, ...] = ("process", "outcome")
 
 SIGN_CONVENTION = (
     "score(u->d) = mean over examples of the sum over scored positions of "
@@ -25,6 +26,45 @@ SIGN_CONVENTION = (
     "clean inputs (for logit_diff: it helps the correct answer); positive means it lowers it. "
     "Selection ranks edges by |score| unless told otherwise."
 )
+
+
+def check_sft_choices(owner: str, metric: str, baseline: str, positions: str) -> None:
+    """An SFT metric needs what an SFT task has: no corrupted prompt, no single target position."""
+    if metric not in SFT_METRIC_NAMES:
+        return
+    if baseline == "corrupted":
+        raise ValueError(
+            f"{owner}.baseline 'corrupted' needs a corrupted prompt, which instruction (SFT) tasks "
+            f"do not have; with metric {metric!r} use baseline 'mean' or 'zero'"
+        )
+    if positions == "target":
+        raise ValueError(
+            f"{owner}.positions 'target' is a pair task's one answer position; with metric "
+            f"{metric!r} the metric reads many response tokens: use positions 'all'"
+        )
+
+
+def check_batch(batch, metric: str, baseline: str, *, custom_metric: bool = False) -> None:
+    """Refuse, with the fix, a metric or baseline the batch's kind cannot serve."""
+    sft = getattr(batch, "labels", None) is not None
+    if sft and baseline == "corrupted":
+        raise ValueError(
+            "instruction (SFT) tasks have no corrupted prompt, so the 'corrupted' baseline does not "
+            "apply: use baseline 'mean' or 'zero' (and metric 'process' or 'outcome')"
+        )
+    if custom_metric:
+        return
+    if sft and metric not in SFT_METRIC_NAMES:
+        raise ValueError(
+            f"metric {metric!r} reads a pair task's answer and wrong tokens; an instruction (SFT) "
+            f"task is scored with {SFT_METRIC_NAMES[0]!r} (mean response loss) or "
+            f"{SFT_METRIC_NAMES[1]!r} (log-probability of the final answer)"
+        )
+    if not sft and metric in SFT_METRIC_NAMES:
+        raise ValueError(
+            f"metric {metric!r} is for instruction (SFT) tasks; a pair task is scored with "
+            "logit_diff, logprob_diff or answer_loss"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,14 +90,17 @@ class AttributionConfig:
     )
     metric: MetricName = option(
         "logit_diff",
-        help="logit_diff = logit(answer) - logit(wrong); logprob_diff: the same through "
-        "log-softmax; answer_loss: cross-entropy of the answer",
+        help="pair tasks: logit_diff = logit(answer) - logit(wrong), logprob_diff (the same through "
+        "log-softmax) or answer_loss (cross-entropy of the answer); instruction (SFT) tasks: "
+        "process (mean loss on the response tokens) or outcome (log-probability of the final "
+        "answer), with the mean or zero baseline over all positions",
     )
     ig_steps: int = option(5, low=1, help="EAP-IG interpolation steps (ignored by eap)")
 
     def __post_init__(self) -> None:
         normalise_choices(self)
         check_options(self)
+        check_sft_choices("AttributionConfig", self.metric, self.baseline, self.positions)
 
     @property
     def n_steps(self) -> int:

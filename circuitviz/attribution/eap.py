@@ -41,15 +41,16 @@ from circuitviz.attribution.activations import (
     select_positions,
     source_means,
 )
-from circuitviz.attribution.config import AttributionConfig
+from circuitviz.attribution.config import AttributionConfig, check_batch
 from circuitviz.attribution.hooks import (
     ROOT_HOOK,
     DestHook,
     FiredCheck,
     SourceHook,
-    as_node_major,
     dest_hooks,
     frozen_parameters,
+    hook_names,
+    input_hooks,
     source_hooks,
 )
 from circuitviz.attribution.scores import EdgeScores
@@ -100,8 +101,8 @@ class _AttributionPass:
         self.model, self.graph, self.batch, self.metric = model, graph, batch, metric
         self.interpolate = METHODS[config.method].interpolate
         self.base: BaselineActivations = base
-        self.sources: list[SourceHook] = source_hooks(graph)
-        self.dests: list[DestHook] = dest_hooks(graph)
+        self.sources: list[SourceHook] = source_hooks(graph, model)
+        self.dests: list[DestHook] = dest_hooks(graph, model)
         self.ids = batch.clean_ids.to(model.device)
         self.mask = batch.attention_mask.to(model.device)
         self.pos_idx = position_index(batch, config.positions, model.device)
@@ -133,35 +134,51 @@ class _AttributionPass:
 
     def _capture_hook(self, spec: SourceHook):
         def hook(x, hook):
-            self.diff[spec.src_slice] = as_node_major(x.detach(), spec.per_head)
+            self.diff[spec.src_slice] = spec.node_major(x.detach())
             self.fired.mark(spec.hook_name)
 
         return hook
 
-    def _pin_hook(self, spec: SourceHook, alpha: float):
-        """Give the source the value baseline + alpha (clean - baseline); keep its own gradient."""
+    def _pin_hooks(self, spec: SourceHook, alpha: float) -> list:
+        """Give the sources the value baseline + alpha (clean - baseline); keep their own gradient.
+        MLP groups are read at the hidden activation and corrected at the MLP output."""
 
-        def hook(x, hook):
-            target = self.base.sources[spec.src_slice] - alpha * self.diff[spec.src_slice]
-            if spec.per_head:
-                target = rearrange(target, "head batch pos d_model -> batch pos head d_model")
-            else:
-                target = target[0]
+        def target() -> torch.Tensor:  # [n, batch, pos, d_model]
+            return self.base.sources[spec.src_slice] - alpha * self.diff[spec.src_slice]
+
+        if spec.groups is None:
+
+            def hook(x, hook):
+                pinned = target()
+                if spec.per_head:
+                    pinned = rearrange(pinned, "head batch pos d_model -> batch pos head d_model")
+                else:
+                    pinned = pinned[0]
+                self.fired.mark(spec.hook_name)
+                return x + (pinned - x).detach()
+
+            return [(spec.hook_name, hook)]
+        now: dict[str, torch.Tensor] = {}
+
+        def read(x, hook):
+            now["groups"] = spec.node_major(x.detach())
             self.fired.mark(spec.hook_name)
-            return x + (target - x).detach()
 
-        return hook
+        def write(x, hook):
+            self.fired.mark(spec.write_hook)
+            return x + (target().sum(0) - now.pop("groups").sum(0)).detach()
 
-    def _dest_hook(self, spec: DestHook):
-        def hook(x, hook):
+        return [(spec.hook_name, read), (spec.write_hook, write)]
+
+    def _dest_hooks(self, spec: DestHook) -> list:
+        def watch(x: torch.Tensor) -> torch.Tensor:
             # A fresh view: hook_mlp_in *is* the residual stream tensor, and its own gradient
             # would include the residual path's.
             view = x.view_as(x)
             self.handles.append(view.register_hook(lambda grad: self._on_grad(spec, grad)))
-            self.fired.mark(spec.hook_name)
             return view
 
-        return hook
+        return input_hooks(spec, watch, lambda name: self.fired.mark(name))
 
     # -- backward ---------------------------------------------------------------------------------
     def _on_grad(self, spec: DestHook, grad: torch.Tensor) -> None:
@@ -190,9 +207,10 @@ class _AttributionPass:
             if capture:
                 fwd.append((spec.hook_name, self._capture_hook(spec)))
             elif self.interpolate == "activations":
-                fwd.append((spec.hook_name, self._pin_hook(spec, alpha)))
-        fwd += [(spec.hook_name, self._dest_hook(spec)) for spec in self.dests]
-        self.fired = FiredCheck([name for name, _ in fwd])
+                fwd += self._pin_hooks(spec, alpha)
+        for spec in self.dests:
+            fwd += self._dest_hooks(spec)
+        self.fired = FiredCheck(hook_names(fwd))
         try:
             with self.model.bridge.hooks(fwd_hooks=fwd):
                 logits = self.model.bridge(self.ids, attention_mask=self.mask)
@@ -231,6 +249,7 @@ def batch_edge_scores(
     switched on for the clean forward, and its logits come back with the autograd graph intact, so
     a training step can compute its loss from them and call ``backward`` without another forward.
     """
+    check_batch(batch, config.metric, config.baseline, custom_metric=metric is not None)
     metric = metric if metric is not None else METRICS[config.metric]
     base = baseline_activations(model, graph, batch, config.baseline, means)
     run = _AttributionPass(model, graph, batch, config, metric, base)

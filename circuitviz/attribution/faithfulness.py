@@ -29,7 +29,14 @@ from circuitviz.attribution.activations import (
     baseline_activations,
     source_means,
 )
-from circuitviz.attribution.config import AttributionConfig, Baseline, MetricName, Positions
+from circuitviz.attribution.config import (
+    AttributionConfig,
+    Baseline,
+    MetricName,
+    Positions,
+    check_batch,
+    check_sft_choices,
+)
 from circuitviz.attribution.hooks import edge_ablation_hooks
 from circuitviz.graph.select import Circuit, empty_circuit, random_circuit, top_n
 from circuitviz.graph.topology import Graph
@@ -51,6 +58,7 @@ class FaithfulnessConfig:
 
     def __post_init__(self) -> None:
         check_options(self)
+        check_sft_choices("FaithfulnessConfig", self.metric, self.baseline, self.positions)
 
     @classmethod
     def from_attribution(cls, config: AttributionConfig) -> FaithfulnessConfig:
@@ -111,7 +119,7 @@ def run_with_ablated_edges(
     def record(spec, rows):
         delta[spec.src_slice] = (rows - base.sources[spec.src_slice]) * weights
 
-    fwd, fired = edge_ablation_hooks(graph, ablated, record, lambda n_up: delta[:n_up])
+    fwd, fired = edge_ablation_hooks(graph, ablated, record, lambda n_up: delta[:n_up], model)
     with torch.no_grad(), model.bridge.hooks(fwd_hooks=fwd):
         logits = model.bridge(ids, attention_mask=batch.attention_mask.to(device))
     fired.verify("edge ablation forward")
@@ -129,8 +137,10 @@ def evaluate_circuits(
 ) -> CircuitMetrics:
     """Mean metric of the full model, of the empty circuit and of every circuit, over all batches
     (one baseline forward, one clean forward and 1 + len(circuits) ablated forwards per batch)."""
-    metric = metric if metric is not None else METRICS[config.metric]
     batches = list(batches)
+    for batch in batches:
+        check_batch(batch, config.metric, config.baseline, custom_metric=metric is not None)
+    metric = metric if metric is not None else METRICS[config.metric]
     means = source_means(model, graph, batches) if config.baseline == "mean" else None
     empty = empty_circuit(graph)
     totals = torch.zeros(2 + len(circuits), dtype=torch.float64)

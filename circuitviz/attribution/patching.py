@@ -8,6 +8,11 @@ position). Everything downstream of d is recomputed; nothing else is touched. Th
   estimates to first order;
 * ``(effect(+eps) - effect(-eps)) / (2 eps)`` is the derivative that EAP computes exactly.
 
+An MLP neuron group's input (``m{L}.g{j}``, see ``circuitviz.models.mlp``) is patched without the
+fast path's per-group algebra: a first forward patches the whole MLP input of layer L and keeps the
+MLP's hidden activation; the second, clean forward splices group j's neurons of that activation in.
+Group j's neurons then see the patched input and every other neuron the clean one.
+
 One forward per edge and per scale, with a Python loop over edges: use it on tiny models only.
 """
 
@@ -59,7 +64,7 @@ def edge_effects(
     weights = _position_weights(batch, config.positions, device).to(model.dtype)
     m_clean = metric(clean_logits, batch)
     owner = {}
-    for spec in dest_hooks(graph):
+    for spec in dest_hooks(graph, model):
         for offset, dst_idx in enumerate(range(spec.dst_slice.start, spec.dst_slice.stop)):
             owner[dst_idx] = (spec, offset)
 
@@ -69,6 +74,12 @@ def edge_effects(
             raise ValueError(f"edge ({src_idx}, {dst_idx}) is not a valid edge of the graph")
         spec, offset = owner[dst_idx]
         delta = scale * (base_sources[src_idx] - clean_sources[src_idx]) * weights[:, :, None]
+        if spec.groups is not None:
+            logits = _run_with_group_input_patched(
+                model, graph, spec.layer, offset, delta, ids, mask
+            )
+            effects.append((metric(logits, batch) - m_clean).mean())
+            continue
 
         def patch(x, hook, spec=spec, offset=offset, delta=delta):
             x = x.clone()
@@ -82,6 +93,31 @@ def edge_effects(
             logits = model.bridge(ids, attention_mask=mask)
         effects.append((metric(logits, batch) - m_clean).mean())
     return torch.stack(effects)
+
+
+def _run_with_group_input_patched(model, graph, layer, group, delta, ids, mask) -> torch.Tensor:
+    """Logits with only neuron group ``group`` of layer ``layer``'s MLP reading ``input + delta``."""
+    size = model.info.d_mlp // graph.mlp_groups
+    cols = slice(group * size, (group + 1) * size)
+    kept: dict[str, torch.Tensor] = {}
+
+    def shift(x, hook):
+        return x + delta
+
+    def keep(x, hook):
+        kept["hidden"] = x.clone()
+
+    def splice(x, hook):
+        x = x.clone()
+        x[..., cols] = kept["hidden"][..., cols]
+        return x
+
+    hidden, mlp_in = f"blocks.{layer}.mlp.hook_post", f"blocks.{layer}.hook_mlp_in"
+    with torch.no_grad():
+        with model.bridge.hooks(fwd_hooks=[(mlp_in, shift), (hidden, keep)]):
+            model.bridge(ids, attention_mask=mask)
+        with model.bridge.hooks(fwd_hooks=[(hidden, splice)]):
+            return model.bridge(ids, attention_mask=mask)
 
 
 def edge_derivatives(

@@ -64,6 +64,8 @@ def _cfg(scored: ScoredGraph) -> dict:
         "paper_graph": graph.paper,
         "parallel_attn_mlp": False,
     }
+    if graph.mlp_groups is not None:
+        cfg["mlp_groups"] = graph.mlp_groups
     if scored.d_model is not None:
         cfg["d_model"] = scored.d_model
     return cfg
@@ -79,6 +81,7 @@ def _graph_from_cfg(cfg: dict, path: Path) -> Graph:
         n_heads,
         int(cfg.get("n_kv_heads", n_heads)),
         paper=bool(cfg.get("paper_graph", False)),
+        mlp_groups=None if cfg.get("mlp_groups") is None else int(cfg["mlp_groups"]),
     )
 
 

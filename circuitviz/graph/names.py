@@ -11,6 +11,11 @@ follow EAP-IG / MIB so that circuit files interoperate:
   ``a{L}.h{G}<v>`` for every key/value head (``G`` indexes key/value *groups* under grouped-query
   attention, so with ``n_kv_heads < n_heads`` one k/v node is shared by ``n_heads / n_kv_heads`` query
   heads), then ``m{L}`` (the MLP input); finally ``logits``.
+* With ``mlp_groups=G`` every MLP is split into ``G`` groups of ``d_mlp / G`` consecutive neurons,
+  each its own source and destination ``m{L}.g{j}`` (j = 0..G-1) in place of ``m{L}`` (the
+  circuit-tuning paper's Llama "MLP heads"). A group's output is its neurons' contribution to the
+  MLP output; its input is its own reading of the MLP input. Groups of one layer sit side by side:
+  none reads another.
 * Every node has an *order* in the forward pass; an edge ``src->dst`` is valid when the source's order
   is smaller than the destination's: q/k/v at layer L read ``input`` and every node of layers < L;
   ``m{L}`` also reads the heads of layer L; ``logits`` reads everything.
@@ -40,6 +45,7 @@ class NodeRef:
     layer: int  # -1 for input, n_layers for logits
     head: int | None = None
     qkv: str | None = None  # "q", "k" or "v" for attention readers, else None
+    group: int | None = None  # the neuron group of an ``m{L}.g{j}`` node, else None
 
     @property
     def base(self) -> str:
@@ -49,7 +55,7 @@ class NodeRef:
         if self.kind == "logits":
             return LOGITS
         if self.kind == "mlp":
-            return f"m{self.layer}"
+            return mlp_name(self.layer, self.group)
         return f"a{self.layer}.h{self.head}"
 
 
@@ -57,8 +63,9 @@ def head_name(layer: int, head: int) -> str:
     return f"a{layer}.h{head}"
 
 
-def mlp_name(layer: int) -> str:
-    return f"m{layer}"
+def mlp_name(layer: int, group: int | None = None) -> str:
+    """``m{L}`` (a whole MLP), or ``m{L}.g{j}`` (neuron group j of it)."""
+    return f"m{layer}" if group is None else f"m{layer}.g{group}"
 
 
 def reader_name(layer: int, head: int, qkv: str) -> str:
@@ -72,23 +79,26 @@ def edge_name(src: str, dst: str) -> str:
 
 
 _NODE_RE = re.compile(
-    r"^(?:a(?P<al>\d+)\.h(?P<h>\d+)(?:<(?P<qkv>[qkv])>)?|m(?P<ml>\d+)|input|logits)$"
+    r"^(?:a(?P<al>\d+)\.h(?P<h>\d+)(?:<(?P<qkv>[qkv])>)?|m(?P<ml>\d+)(?:\.g(?P<g>\d+))?"
+    r"|input|logits)$"
 )
 
 
 def parse_node(name: str, n_layers: int | None = None) -> NodeRef:
-    """Parse ``input``, ``logits``, ``m3``, ``a2.h5`` or ``a2.h5<q>``."""
+    """Parse ``input``, ``logits``, ``m3``, ``m3.g7``, ``a2.h5`` or ``a2.h5<q>``."""
     match = _NODE_RE.match(name)
     if match is None:
         raise ValueError(
-            f"not a node name: {name!r} (expected input, logits, m<L>, a<L>.h<H> or a<L>.h<H><q|k|v>)"
+            f"not a node name: {name!r} (expected input, logits, m<L>, m<L>.g<J>, a<L>.h<H> or "
+            "a<L>.h<H><q|k|v>)"
         )
     if name == INPUT:
         return NodeRef("input", -1)
     if name == LOGITS:
         return NodeRef("logits", n_layers if n_layers is not None else 10**9)
     if match.group("ml") is not None:
-        return NodeRef("mlp", int(match.group("ml")))
+        group = match.group("g")
+        return NodeRef("mlp", int(match.group("ml")), group=None if group is None else int(group))
     return NodeRef("head", int(match.group("al")), int(match.group("h")), match.group("qkv"))
 
 
@@ -127,29 +137,48 @@ class NodeLists:
         return [edge_name(self.src_names[i], self.dst_names[j]) for i, j in self.edge_pairs()]
 
 
-def check_shape(n_layers: int, n_heads: int, n_kv_heads: int) -> None:
+def check_shape(
+    n_layers: int, n_heads: int, n_kv_heads: int, mlp_groups: int | None = None
+) -> None:
     if n_layers < 1 or n_heads < 1:
         raise ValueError(f"n_layers and n_heads must be >= 1, got {n_layers}, {n_heads}")
     if n_kv_heads < 1 or n_heads % n_kv_heads:
         raise ValueError(f"n_kv_heads must divide n_heads={n_heads}, got {n_kv_heads}")
+    if mlp_groups is not None and (
+        isinstance(mlp_groups, bool) or not isinstance(mlp_groups, int) or mlp_groups < 1
+    ):
+        raise ValueError(f"mlp_groups must be None or an integer >= 1, got {mlp_groups!r}")
+
+
+def mlp_names(layer: int, mlp_groups: int | None = None) -> list[str]:
+    """The MLP node names of one layer: ``[m{L}]``, or its groups ``m{L}.g0 .. m{L}.g{G-1}``."""
+    if mlp_groups is None:
+        return [mlp_name(layer)]
+    return [mlp_name(layer, group) for group in range(mlp_groups)]
 
 
 def node_lists(
-    n_layers: int, n_heads: int, n_kv_heads: int | None = None, *, paper: bool = False
+    n_layers: int,
+    n_heads: int,
+    n_kv_heads: int | None = None,
+    *,
+    paper: bool = False,
+    mlp_groups: int | None = None,
 ) -> NodeLists:
     """The node lists of a model shape (see the module docstring for order and validity)."""
     n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-    check_shape(n_layers, n_heads, n_kv_heads)
+    check_shape(n_layers, n_heads, n_kv_heads, mlp_groups)
     src: list[tuple[str, int, float]] = [] if paper else [(INPUT, -1, -1.0)]
     for layer in range(n_layers):
-        # A head of layer L precedes m{L}, which reads it.
+        # A head of layer L precedes m{L} (or its groups), which reads it.
         src += [(head_name(layer, head), layer, layer + 0.25) for head in range(n_heads)]
-        src.append((mlp_name(layer), layer, layer + 0.75))
+        src += [(name, layer, layer + 0.75) for name in mlp_names(layer, mlp_groups)]
     dst: list[tuple[str, int, float]] = []
     for layer in range(n_layers):
         for qkv, count in (("q", n_heads), ("k", n_kv_heads), ("v", n_kv_heads)):
             dst += [(reader_name(layer, head, qkv), layer, float(layer)) for head in range(count)]
-        dst.append((mlp_name(layer), layer, layer + 0.5))
+        # Groups of one layer read at L + 0.5 and write at L + 0.75: side by side, none reads another.
+        dst += [(name, layer, layer + 0.5) for name in mlp_names(layer, mlp_groups)]
     if not paper:
         dst.append((LOGITS, n_layers, float(n_layers)))
     return NodeLists(

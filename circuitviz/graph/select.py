@@ -173,19 +173,25 @@ def _node_table(names: tuple[str, ...], n_layers: int) -> dict[str, torch.Tensor
         "kind": torch.tensor([codes[ref.qkv or ref.kind] for ref in refs]),
         "layer": torch.tensor([ref.layer for ref in refs]),
         "head": torch.tensor([-1 if ref.head is None else ref.head for ref in refs]),
+        "group": torch.tensor([-1 if ref.group is None else ref.group for ref in refs]),
     }
 
 
 def _feeds(graph: Graph) -> torch.Tensor:
     """``[n_dst, n_src]``: destination j's input reaches source i's output inside one node (a
-    head's q input its own output; a k/v group every head of the group; m{L}'s input its output)."""
+    head's q input its own output; a k/v group every head of the group; m{L}'s input its output,
+    and an MLP group's input that group's output only)."""
     src = _node_table(graph.src_names, graph.n_layers)
     dst = _node_table(graph.dst_names, graph.n_layers)
     group_size = graph.n_heads // graph.n_kv_heads
     same_layer = dst["layer"][:, None] == src["layer"][None, :]
     src_head, dst_head = src["head"][None, :], dst["head"][:, None]
     src_is_head = src["kind"][None, :] == 1
-    mlp = (dst["kind"][:, None] == 2) & (src["kind"][None, :] == 2)
+    mlp = (
+        (dst["kind"][:, None] == 2)
+        & (src["kind"][None, :] == 2)
+        & (dst["group"][:, None] == src["group"][None, :])
+    )
     query = (dst["kind"][:, None] == 4) & src_is_head & (src_head == dst_head)
     key_value = (dst["kind"][:, None] >= 5) & src_is_head & (src_head // group_size == dst_head)
     return same_layer & (mlp | query | key_value)

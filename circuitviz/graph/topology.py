@@ -21,6 +21,7 @@ from circuitviz.graph.names import (  # noqa: F401  (re-exported: the names API 
     edge_name,
     head_name,
     mlp_name,
+    mlp_names,
     node_lists,
     parse_edge,
     parse_node,
@@ -42,6 +43,12 @@ class Graph:
     valid_mask: torch.Tensor = field(repr=False)  # [n_src, n_dst] bool
     src_layer: torch.Tensor = field(repr=False)  # [n_src] long; input = -1
     dst_layer: torch.Tensor = field(repr=False)  # [n_dst] long; logits = n_layers
+    mlp_groups: int | None = None  # None: one node per MLP; G: G neuron groups per MLP
+
+    @property
+    def n_mlp_nodes(self) -> int:
+        """MLP nodes per layer: 1, or the number of neuron groups."""
+        return 1 if self.mlp_groups is None else self.mlp_groups
 
     @property
     def n_src(self) -> int:
@@ -81,6 +88,7 @@ class Graph:
             "n_heads": self.n_heads,
             "n_kv_heads": self.n_kv_heads,
             "paper_graph": self.paper,
+            "mlp_groups": self.mlp_groups,
             "n_src": self.n_src,
             "n_dst": self.n_dst,
             "n_nodes": len({parse_node(n).base for n in self.src_names + self.dst_names}),
@@ -89,14 +97,19 @@ class Graph:
 
 
 def build_graph(
-    n_layers: int, n_heads: int, n_kv_heads: int | None = None, *, paper: bool = False
+    n_layers: int,
+    n_heads: int,
+    n_kv_heads: int | None = None,
+    *,
+    paper: bool = False,
+    mlp_groups: int | None = None,
 ) -> Graph:
     """Build the node/edge index for a model with the given shape.
 
     Accepts the counts directly so that the graph does not depend on how a model was loaded; use
-    ``graph_for(model_info)`` for a loaded model.
+    ``graph_for(model_info)`` for a loaded model (it also checks that G divides the MLP width).
     """
-    nodes = node_lists(n_layers, n_heads, n_kv_heads, paper=paper)
+    nodes = node_lists(n_layers, n_heads, n_kv_heads, paper=paper, mlp_groups=mlp_groups)
     valid_mask = torch.tensor(nodes.src_order)[:, None] < torch.tensor(nodes.dst_order)[None, :]
     return Graph(
         n_layers=n_layers,
@@ -108,9 +121,23 @@ def build_graph(
         valid_mask=valid_mask,
         src_layer=torch.tensor(nodes.src_layer),
         dst_layer=torch.tensor(nodes.dst_layer),
+        mlp_groups=mlp_groups,
     )
 
 
-def graph_for(info, *, paper: bool = False) -> Graph:
-    """The graph of a loaded model (anything with ``n_layers``, ``n_heads``, ``n_kv_heads``)."""
-    return build_graph(info.n_layers, info.n_heads, info.n_kv_heads, paper=paper)
+def graph_for(info, *, paper: bool = False, mlp_groups: int | None = None) -> Graph:
+    """The graph of a loaded model (anything with ``n_layers``, ``n_heads``, ``n_kv_heads`` and,
+    for ``mlp_groups``, ``d_mlp``). Raises ValueError when G does not divide the MLP width."""
+    if mlp_groups is not None:
+        d_mlp = getattr(info, "d_mlp", None)
+        if not isinstance(mlp_groups, int) or isinstance(mlp_groups, bool) or mlp_groups < 1:
+            raise ValueError(f"mlp_groups must be None or an integer >= 1, got {mlp_groups!r}")
+        if d_mlp is not None and d_mlp % mlp_groups:
+            divisors = [g for g in range(1, min(d_mlp, 256) + 1) if d_mlp % g == 0]
+            raise ValueError(
+                f"mlp_groups={mlp_groups} does not divide the MLP width {d_mlp}; choose one of "
+                f"{divisors}"
+            )
+    return build_graph(
+        info.n_layers, info.n_heads, info.n_kv_heads, paper=paper, mlp_groups=mlp_groups
+    )

@@ -77,6 +77,7 @@ class ModelInfo:
     d_vocab: int
     n_ctx: int
     n_params: int
+    d_mlp: int | None = None  # hidden width of each MLP (neurons), where the config says it
 
 
 @dataclass(frozen=True)
@@ -318,6 +319,9 @@ def _model_info(hf_model) -> ModelInfo:
     n_kv = getattr(config, "num_key_value_heads", None) or n_heads
     d_head = getattr(config, "head_dim", None) or d_model // n_heads
     n_ctx = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 0)
+    d_mlp = getattr(config, "intermediate_size", None)
+    if d_mlp is None and config.model_type == "gpt2":
+        d_mlp = getattr(config, "n_inner", None) or 4 * d_model
     return ModelInfo(
         family=config.model_type,
         n_layers=config.num_hidden_layers,
@@ -328,4 +332,5 @@ def _model_info(hf_model) -> ModelInfo:
         d_vocab=config.vocab_size,
         n_ctx=int(n_ctx),
         n_params=count_unique_params(hf_model.parameters()),
+        d_mlp=None if d_mlp is None else int(d_mlp),
     )

@@ -10,6 +10,10 @@ Circuit-tuning updates only the parameters of the circuit's nodes, so every node
 * readers ``a{L}.h{H}<q>``, ``<k>``, ``<v>``: rows ``H*d_head:(H+1)*d_head`` of the q/k/v projection
   weight and bias (under grouped-query attention H is the key/value group for k and v);
 * ``m{L}`` (as writer and as reader): the whole MLP;
+* ``m{L}.g{j}`` (neuron group j of G, as writer and as reader): its ``d_mlp / G`` neurons' rows or
+  columns of the MLP's input, gate and output weights and of the input and gate biases (which axis
+  is the neuron axis per architecture: ``circuitviz.models.mlp``), plus the output bias, which all
+  groups share (as heads share ``b_O``);
 * ``input`` and ``logits``: nothing (embeddings, unembedding and LayerNorms are never tuned).
 
 Parameter names are the bridge's ``named_parameters()`` names with ``._original_component`` removed,
@@ -192,8 +196,30 @@ def build_param_map(model, graph: Graph) -> ParamMap:
         ref = parse_node(name, graph.n_layers)
         if ref.kind in ("input", "logits"):
             owned[name] = ()
+        elif ref.kind == "mlp" and ref.group is not None:
+            owned[name] = _group_pieces(model, params, graph.mlp_groups, ref.layer, ref.group)
         elif ref.kind == "mlp":
             owned[name] = pieces("mlp", ref.layer, None)
         else:
             owned[name] = pieces(ref.qkv or "out", ref.layer, ref.head)
     return ParamMap(family=family, params=params, owned=owned)
+
+
+def _group_pieces(model, params, n_groups: int, layer: int, group: int) -> tuple[ParamSlice, ...]:
+    """The slices neuron group ``group`` of layer ``layer``'s MLP owns (see the module docstring)."""
+    from circuitviz.models.mlp import mlp_layout
+
+    d_mlp = model.info.d_mlp
+    if d_mlp is None or d_mlp % n_groups:
+        raise ValueError(f"mlp_groups={n_groups} does not divide the MLP width {d_mlp}")
+    size = d_mlp // n_groups
+    out = []
+    for template, dim in mlp_layout(model.info.family).owned():
+        name = template.format(L=layer)
+        if name not in params:
+            continue  # e.g. no biases in this architecture
+        if dim is None:
+            out.append(ParamSlice(name))
+        else:
+            out.append(ParamSlice(name, dim, group * size, (group + 1) * size))
+    return tuple(out)

@@ -105,7 +105,11 @@ class Run:
 
         meta = self.graph_meta
         graph = build_graph(
-            meta["n_layers"], meta["n_heads"], meta["n_kv_heads"], paper=bool(meta["paper"])
+            meta["n_layers"],
+            meta["n_heads"],
+            meta["n_kv_heads"],
+            paper=bool(meta["paper"]),
+            mlp_groups=meta.get("mlp_groups"),
         )
         if graph.edge_names() != meta["edge_names"]:
             raise RunCorrupt(

@@ -244,7 +244,8 @@ class RunWriter:
 
     def add_head_changes(self, step: int, rows: list[dict]) -> None:
         """Relative weight change ``||W_t - W_0|| / ||W_0||`` per head slice. Each row is a dict with
-        layer, head (None or -1 for kind "mlp"), kind in q/k/v/o/mlp, rel_change."""
+        layer, head (None or -1 for kind "mlp"; for an MLP neuron group ``m{L}.g{j}``, the group j),
+        kind in q/k/v/o/mlp, rel_change."""
         step = fields.to_step(step)
         records = []
         for i, row in enumerate(rows):

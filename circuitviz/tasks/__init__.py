@@ -8,6 +8,9 @@ CLI's help never import torch):
     logit_diff, logprob_diff, answer_loss, METRICS
     evaluate_task, score_task
     heldout_texts, filler_texts, lm_loss
+    Instruction (SFT) tasks: SFTExample, SFTFormat, SFTBatch, SFTData, SFTFields, SFTSourceError,
+        build_sft_data, load_sft_jsonl, load_hf_examples, tokenize_sft, task_kind, is_sft_batch,
+        process_loss, outcome_logprob, sft_loss, extract_answer, same_answer
 """
 
 from circuitviz._lazy import exports, lazy_namespace
@@ -30,10 +33,18 @@ __getattr__, __dir__, __all__ = lazy_namespace(
                 "split_of",
             ),
         ),
-        ("catalog", ("CATALOG", "TaskInfo", "task_info", "task_names")),
+        ("catalog", ("CATALOG", "TaskInfo", "task_info", "task_names", "task_kind")),
         ("data", ("build_task_data", "draw_examples", "load_jsonl_examples")),
         ("evaluate", ("evaluate_task", "score_task")),
         ("heldout", ("filler_texts", "heldout_texts", "lm_loss")),
         ("registry", ("TASKS", "get_task")),
+        ("sft", ("SFTBatch", "SFTData", "SFTExample", "SFTFormat", "is_sft_batch")),
+        (
+            "sft_sources",
+            ("SFTFields", "SFTSourceError", "build_sft_data", "load_hf_examples", "load_sft_jsonl"),
+        ),
+        ("sft_tokenize", ("tokenize_sft",)),
+        ("sft_metrics", ("outcome_logprob", "process_loss", "sft_loss")),
+        ("answers", ("extract_answer", "same_answer")),
     ),
 )

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 
 from circuitviz.tasks.catalog import TaskInfo, task_info
+from circuitviz.tasks.sft_metrics import outcome_logprob, process_loss
 
 Split = Literal["train", "dev", "test", "all"]
 SPLITS: tuple[str, ...] = ("train", "dev", "test", "all")
@@ -304,4 +305,9 @@ METRICS: dict[str, Callable[[torch.Tensor, TaskBatch], torch.Tensor]] = {
     "logit_diff": logit_diff,
     "logprob_diff": logprob_diff,
     "answer_loss": answer_loss,
+    # Instruction (SFT) tasks: see circuitviz.tasks.sft_metrics.
+    "process": process_loss,
+    "outcome": outcome_logprob,
 }
+PAIR_METRICS: tuple[str, ...] = ("logit_diff", "logprob_diff", "answer_loss")
+SFT_METRICS: tuple[str, ...] = ("process", "outcome")

@@ -2,7 +2,8 @@
 tuning settings that differ by task.
 
 This module imports no torch, so the CLI's ``--help``, the dashboard's Run page and the task
-registry all read the same entries. The registry (``circuitviz.tasks.registry``) adds what it
+registry all read the same entries; ``task_kind`` says which kind any task spec is (a built-in name,
+a pair file, ``sft:PATH`` or ``hf:...``). The registry (``circuitviz.tasks.registry``) adds what it
 takes to generate and score examples; a task is listed here exactly when it is registered there.
 """
 
@@ -78,8 +79,52 @@ CATALOG: dict[str, TaskInfo] = {
             description="Indirect-object identification: after 'When Mary and John went to the "
             "store, John gave a drink to', predict the name that was not repeated.",
         ),
+        TaskInfo(
+            name="arithmetic",
+            kind="sft",
+            description="Word problems with one to three steps of integer arithmetic; the "
+            "response works the steps and ends '#### <answer>' (GSM8K's format), scored by "
+            "exact match of the generated answer.",
+            # The paper's Llama setting: the circuit is found with the fine-tuning loss itself
+            # (process metric, mean ablation over every position); a pretrained model wants AdamW
+            # at a small rate, and each step is costly on a real model, so fewer and smaller ones.
+            tune_defaults={
+                "metric": "process",
+                "baseline": "mean",
+                "positions": "all",
+                "optimizer": "adamw",
+                "lr": 1e-4,
+                "weight_decay": 0.0,
+                "batch_size": 8,
+                "steps": 300,
+                "top_n": 2000,
+                "every": 10,
+                "n_train": 2048,
+                "n_dev": 64,
+                "n_probe": 8,
+                "n_heldout": 64,
+                "eval_every": 50,
+                "snapshot_every": 50,
+            },
+        ),
     )
 }
+
+
+def task_kind(task: str) -> TaskKind:
+    """The kind of any task spec: a built-in name (its catalog kind), ``sft:PATH`` and
+    ``hf:NAME[:CONFIG][:SPLIT]`` (instruction data) or a ``.jsonl`` file of pairs. Raises ValueError
+    for anything else, listing what is accepted."""
+    if task.startswith(("sft:", "hf:")):
+        return "sft"
+    if task.endswith(".jsonl"):
+        return "pairs"
+    if task in CATALOG:
+        return CATALOG[task].kind
+    raise ValueError(
+        f"unknown task {task!r}; choose one of {task_names()}, a .jsonl file of pairs, "
+        "sft:FILE.jsonl (prompt/response) or hf:DATASET[:CONFIG][:SPLIT]"
+    )
 
 
 def task_names() -> list[str]:

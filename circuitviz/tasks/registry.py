@@ -13,9 +13,17 @@ TASKS: dict[str, TaskSpec] = {
 }
 if set(TASKS) != {name for name, info in CATALOG.items() if info.kind == "pairs"}:
     raise RuntimeError("circuitviz.tasks: the registry and the catalog list different pair tasks")
+SFT_TASKS: tuple[str, ...] = ("arithmetic",)  # generated in circuitviz.tasks.sft_sources
+if set(SFT_TASKS) != {name for name, info in CATALOG.items() if info.kind == "sft"}:
+    raise RuntimeError("circuitviz.tasks: the registry and the catalog list different SFT tasks")
 
 
 def get_task(name: str) -> TaskSpec:
-    """The registered task `name`, or a ValueError listing the valid names."""
-    task_info(name)  # the catalog's message for an unknown name
+    """The registered pair task `name`, or a ValueError listing the valid names."""
+    info = task_info(name)  # the catalog's message for an unknown name
+    if info.kind != "pairs":
+        raise ValueError(
+            f"task {name!r} is an instruction (SFT) task, not a pair task: build its data with "
+            "circuitviz.tasks.build_sft_data"
+        )
     return TASKS[name]

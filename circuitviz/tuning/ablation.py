@@ -43,7 +43,9 @@ def run_circuit_forward(
     def record(spec, rows):
         deltas.append(rows - means[spec.src_slice, None, None, :])
 
-    fwd, fired = edge_ablation_hooks(graph, ablated, record, lambda n_up: torch.cat(deltas)[:n_up])
+    fwd, fired = edge_ablation_hooks(
+        graph, ablated, record, lambda n_up: torch.cat(deltas)[:n_up], model
+    )
     with hook_flags(model.bridge, True), model.bridge.hooks(fwd_hooks=fwd):
         logits = model.bridge(ids, attention_mask=token_mask)
     fired.verify("circuit-only forward")

@@ -70,7 +70,8 @@ class HeadChangeMeter:
                 continue
             ref = parse_node(name)
             kind = "mlp" if ref.kind == "mlp" else (ref.qkv or "o")
-            self.rows.append((idx, ref.layer, ref.head, kind))
+            # An MLP neuron group's row carries its group index where a head's carries the head.
+            self.rows.append((idx, ref.layer, ref.group if kind == "mlp" else ref.head, kind))
         self._w0_sq = self._unit_sq(self.initial)
 
     def _unit_sq(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:

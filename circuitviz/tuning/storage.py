@@ -22,6 +22,7 @@ def graph_meta(graph, n_model_params: int) -> dict:
         "n_heads": graph.n_heads,
         "n_kv_heads": graph.n_kv_heads,
         "paper": graph.paper,
+        "mlp_groups": graph.mlp_groups,
         "edge_names": graph.edge_names(),
         "n_model_params": n_model_params,
     }
