@@ -18,6 +18,8 @@ from circuitviz.attribution import (
     edge_derivatives,
     edge_effects,
 )
+from circuitviz.attribution.activations import run_and_capture
+from circuitviz.attribution.hooks import ROOT_HOOK
 from circuitviz.graph.topology import graph_for
 
 
@@ -134,8 +136,59 @@ def test_eap_ig_with_one_step_is_eap(tiny_gpt2, method):
     graph = graph_for(tiny_gpt2.info)
     batch = random_batch()
     eap = mean_scores(tiny_gpt2, graph, batch, AttributionConfig(method="eap"))
-    ig = mean_scores(tiny_gpt2, graph, batch, AttributionConfig(method=method, ig_steps=1))
+    config = AttributionConfig(method=method, ig_steps=1, ig_rule="right")
+    ig = mean_scores(tiny_gpt2, graph, batch, config)
     torch.testing.assert_close(ig, eap, rtol=1e-12, atol=1e-15)
+
+
+def ig_inputs_oracle(model, graph, batch, config, edges) -> torch.Tensor:
+    """EAP-IG over inputs the slow way: at each of the rule's points alpha, the finite-difference
+    derivative of single-edge patching with the input embedding moved to baseline + alpha
+    (clean - baseline), averaged over the points."""
+    _, base_embed, _ = run_and_capture(
+        model, graph, batch.corrupt_ids.to(model.device), batch.attention_mask.to(model.device)
+    )
+    total = torch.zeros(len(edges), dtype=torch.float64)
+    for alpha in config.alphas():
+
+        def move(x, hook, alpha=alpha):
+            return base_embed + alpha * (x - base_embed)
+
+        total += edge_derivatives(
+            model, graph, batch, config, edges, eps=1e-4, extra_hooks=[(ROOT_HOOK, move)]
+        )
+    return total / len(config.alphas())
+
+
+@pytest.mark.parametrize("rule", ["left", "right"])
+def test_eap_ig_inputs_averages_gradients_at_its_rules_points(model, rule):
+    graph = graph_for(model.info)
+    batch = random_batch(seed=2)
+    config = AttributionConfig(method="eap-ig-inputs", ig_steps=3, ig_rule=rule)
+    assert config.alphas() == ((0.0, 1 / 3, 2 / 3) if rule == "left" else (1 / 3, 2 / 3, 1.0))
+    edges = graph.edge_index().tolist()
+    scores = mean_scores(model, graph, batch, config)[graph.valid_mask]
+    oracle = ig_inputs_oracle(model, graph, batch, config, edges)
+    assert oracle.abs().max() > 1e-4
+    torch.testing.assert_close(scores, oracle, rtol=1e-4, atol=1e-4 * float(oracle.abs().max()))
+
+
+def test_the_two_ig_rules_differ_by_their_end_points(tiny_gpt2):
+    """right(m) - left(m) = (S(1) - S(0)) / m, S(alpha) the one-point score (S(1) is EAP)."""
+    graph = graph_for(tiny_gpt2.info)
+    batch = random_batch(seed=3)
+    m = 4
+
+    def scores(**kw) -> torch.Tensor:
+        return mean_scores(tiny_gpt2, graph, batch, AttributionConfig(**kw))
+
+    for method in ("eap-ig-inputs", "eap-ig-activations"):
+        left = scores(method=method, ig_steps=m, ig_rule="left")
+        right = scores(method=method, ig_steps=m, ig_rule="right")
+        at_zero = scores(method=method, ig_steps=1, ig_rule="left")
+        eap = scores(method="eap")
+        assert (right - left).abs().max() > 1e-6
+        torch.testing.assert_close(right - left, (eap - at_zero) / m, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize(

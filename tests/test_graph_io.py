@@ -57,7 +57,9 @@ def test_json_has_the_eap_ig_layout(tmp_path):
     assert set(payload["nodes"]) == {"input", "logits", "m0", "m1"} | {
         f"a{layer}.h{head}" for layer in range(2) for head in range(4)
     }
-    assert payload["nodes"] == original.circuit.node_mask()
+    assert payload["nodes"] == {
+        name: {"in_graph": flag} for name, flag in original.circuit.node_mask().items()
+    }
     assert "a0.h1->a1.h3<q>" in payload["edges"] and "input->a0.h1<k>" in payload["edges"]
 
 
@@ -78,6 +80,43 @@ def test_a_plain_eap_ig_file_loads(tmp_path):
     assert loaded.graph.n_kv_heads == 4 and not loaded.graph.paper
     assert loaded.circuit.edge_names() == ["input->a0.h0<q>"]
     assert float(loaded.scores[loaded.graph.src_index()["m1"], -1]) == -2.0
+
+
+def test_a_file_in_the_references_own_layout_round_trips(tmp_path):
+    """The layout EAP-IG's ``Graph.to_json`` writes and its ``from_json`` (which MIB uses) reads:
+    every node as ``{"in_graph": bool}``, cfg with n_layers, n_heads, parallel_attn_mlp and
+    d_model. Reading it and writing it back gives the same nodes, edges and scores."""
+    graph = build_graph(2, 3)
+    gen = torch.Generator().manual_seed(7)
+    names = graph.edge_names()
+    values = torch.randn(len(names), generator=gen).tolist()
+    kept = {name for name, value in zip(names, values) if abs(value) > 1.0}
+    nodes_on = {"input", "logits"} | {part.split("<")[0] for e in kept for part in e.split("->")}
+    base_names = ["input"]
+    for layer in range(2):
+        base_names += [f"a{layer}.h{head}" for head in range(3)] + [f"m{layer}"]
+    base_names.append("logits")
+    reference = {
+        "cfg": {"n_layers": 2, "n_heads": 3, "parallel_attn_mlp": False, "d_model": 16},
+        "nodes": {name: {"in_graph": name in nodes_on} for name in base_names},
+        "edges": {
+            name: {"score": value, "in_graph": name in kept} for name, value in zip(names, values)
+        },
+    }
+    path = tmp_path / "reference.json"
+    path.write_text(json.dumps(reference))
+    loaded = load_graph(path)
+    assert set(loaded.circuit.edge_names()) == kept
+    again = json.loads(save_graph(tmp_path / "again.json", loaded).read_text())
+    assert again["edges"].keys() == reference["edges"].keys()
+    for name, entry in reference["edges"].items():
+        assert again["edges"][name]["in_graph"] == entry["in_graph"]
+        assert again["edges"][name]["score"] == torch.tensor(entry["score"]).float().item()
+    for name, entry in again["nodes"].items():
+        assert set(entry) == {"in_graph"} and isinstance(entry["in_graph"], bool)
+        if name not in ("input", "logits"):
+            assert entry["in_graph"] == reference["nodes"][name]["in_graph"]
+    assert {"n_layers", "n_heads", "parallel_attn_mlp", "d_model"} <= set(again["cfg"])
 
 
 def test_bad_files_fail_with_the_reason(tmp_path):

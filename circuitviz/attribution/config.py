@@ -15,6 +15,7 @@ from circuitviz.options import check_options, normalise_choices, option, option_
 Method = Literal["eap", "eap-ig-inputs", "eap-ig-activations"]
 Baseline = Literal["corrupted", "mean", "zero"]
 Positions = Literal["all", "target"]
+IGRule = Literal["left", "right"]
 MetricName = Literal["logit_diff", "logprob_diff", "answer_loss", "process", "outcome"]
 SFT_METRIC_NAMES: tuple[str, ...] = ("process", "outcome")
 
@@ -67,6 +68,17 @@ def check_batch(batch, metric: str, baseline: str, *, custom_metric: bool = Fals
         )
 
 
+BASELINE_DEFINITIONS = {
+    "corrupted": "each source's activation on the example's own corrupted prompt, position by "
+    "position",
+    "mean": "each source's activation averaged over every real (non-padding) token of every "
+    "example attributed (all batches of the call; one batch when tuning), one vector per source "
+    "used at every position; EAP-IG's reference computes its mean differently, so mean-baseline "
+    "scores are not comparable across tools",
+    "zero": "a zero vector for every source",
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class AttributionConfig:
     """How to score edges (see ``circuitviz.attribution.eap`` for the algorithm)."""
@@ -96,6 +108,12 @@ class AttributionConfig:
         "answer), with the mean or zero baseline over all positions",
     )
     ig_steps: int = option(5, low=1, help="EAP-IG interpolation steps (ignored by eap)")
+    ig_rule: IGRule = option(
+        "left",
+        help="EAP-IG points alpha = k/m: left takes k = 0..m-1 (the reference EAP-IG used by MIB, "
+        "since Feb 2025), right takes k = 1..m (the reference before Feb 2025, circuitviz before "
+        "0.2); large edges differ by up to ~13% between them at m = 5",
+    )
 
     def __post_init__(self) -> None:
         normalise_choices(self)
@@ -104,8 +122,16 @@ class AttributionConfig:
 
     @property
     def n_steps(self) -> int:
-        """Forward/backward passes per batch: 1 for EAP, ``ig_steps`` for EAP-IG."""
+        """Gradient points per batch: 1 for EAP, ``ig_steps`` for EAP-IG."""
         return 1 if self.method == "eap" else self.ig_steps
+
+    def alphas(self) -> tuple[float, ...]:
+        """The interpolation points whose gradients are averaged (1.0 is the clean input)."""
+        m = self.n_steps
+        if self.method == "eap":
+            return (1.0,)
+        first = 0 if self.ig_rule == "left" else 1
+        return tuple(k / m for k in range(first, first + m))
 
     def describe(self) -> dict:
         return {
@@ -114,6 +140,9 @@ class AttributionConfig:
             "positions": self.positions,
             "metric": self.metric,
             "ig_steps": self.n_steps,
+            "ig_rule": None if self.method == "eap" else self.ig_rule,
+            "ig_alphas": list(self.alphas()),
+            "baseline_definition": BASELINE_DEFINITIONS[self.baseline],
             "sign": SIGN_CONVENTION,
         }
 
@@ -145,7 +174,11 @@ class DiscoverConfig:
     selection: SelectionConfig = option(
         default_factory=SelectionConfig, help="how the circuit is chosen"
     )
-    prune: bool = option(False, help="drop edges on no input -> logits path of the circuit")
+    keep_dead_ends: bool = option(
+        False,
+        help="keep edges on no input -> logits path; by default they are removed from the "
+        "circuit before it is saved and measured, as the reference EAP-IG/MIB evaluation does",
+    )
     paper_graph: bool = option(False, help="the circuit-tuning paper's graph: no input/logits")
     n_examples: int = option(
         64, low=1, flag=("-n", "--n-examples"), help="examples drawn per split"

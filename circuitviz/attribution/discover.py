@@ -3,8 +3,9 @@
 1. Draw ``n_examples`` examples of the task on ``split`` (and on ``eval_split``), tokenised with the
    model's own tokenizer.
 2. Score every edge of the model's graph on the first set (``attribute``: EAP or EAP-IG).
-3. Select the circuit (``graph.select.select``: top-N, threshold or node-weighted), optionally
-   pruning edges on no input -> logits path.
+3. Select the circuit (``graph.select.select``: top-N, threshold or node-weighted), then remove
+   the edges on no input -> logits path (unless ``keep_dead_ends``), as the reference EAP-IG / MIB
+   evaluation does: such edges cannot carry the input to the logits.
 4. Measure faithfulness (m_circuit - m_empty) / (m_full - m_empty) on the held-out set, next to a
    random circuit of the same size; with ``sweep``, also MIB's CPR and CMD over edge budgets.
 """
@@ -36,6 +37,7 @@ class Discovery:
     graph: Graph = field(repr=False)
     scores: EdgeScores = field(repr=False)
     circuit: Circuit = field(repr=False)
+    n_dead_ends: int  # selected edges removed for lying on no input -> logits path
     faithfulness: float
     random_faithfulness: float
     metrics: CircuitMetrics
@@ -48,6 +50,8 @@ class Discovery:
             "paper_graph": self.graph.paper,
             "n_edges": self.graph.n_edges,
             "n_selected": self.circuit.n_edges,
+            "n_dead_ends_removed": self.n_dead_ends,
+            "dead_ends_kept": self.config.keep_dead_ends,
             "n_nodes_selected": len(self.circuit.nodes()),
             "faithfulness": self.faithfulness,
             "random_faithfulness": self.random_faithfulness,
@@ -95,11 +99,12 @@ def discover(
     held_out = task_examples(model, task, config, config.eval_split)
     say("scoring edges")
     scores = attribute(model, graph, data.batches(config.batch_size), config.attribution)
-    circuit = select(scores.scores, graph, config.selection)
-    if config.prune:
-        circuit = prune_dead_ends(circuit)
+    selected = select(scores.scores, graph, config.selection)
+    circuit = selected if config.keep_dead_ends else prune_dead_ends(selected)
     say("measuring faithfulness")
-    faith_config = FaithfulnessConfig.from_attribution(config.attribution)
+    faith_config = FaithfulnessConfig.from_attribution(
+        config.attribution, keep_dead_ends=config.keep_dead_ends
+    )
     eval_batches = list(held_out.batches(config.batch_size))
     faith, random_faith, metrics = circuit_and_random_faithfulness(
         model, graph, eval_batches, circuit, faith_config, seed=config.seed
@@ -113,6 +118,7 @@ def discover(
         graph=graph,
         scores=scores,
         circuit=circuit,
+        n_dead_ends=selected.n_edges - circuit.n_edges,
         faithfulness=faith,
         random_faithfulness=random_faith,
         metrics=metrics,

@@ -14,11 +14,15 @@ For one batch:
 3. One backward of ``sum over examples of the metric`` to the root. As the gradient ``g_d`` of a
    destination hook arrives, one einsum scores all of its edges:
    ``scores[:n_up, dst] += einsum(diff[:n_up], g_d)`` over batch, pos and d_model.
-4. EAP-IG repeats step 3 at the points ``alpha = k / ig_steps``, k = 1..ig_steps, where ``alpha``
+4. EAP-IG repeats step 3 at m = ig_steps points ``alpha`` and divides by m, where ``alpha``
    interpolates the input embedding (``eap-ig-inputs``) or every source activation
-   (``eap-ig-activations``) from the baseline (0) to the clean run (1), and divides by ig_steps.
-   ``alpha = 1`` is the clean run of step 2, so EAP-IG with one step is EAP. Activations are pinned
-   to their interpolated value while gradients still flow through each node's own computation.
+   (``eap-ig-activations``) from the baseline (0) to the clean run (1). ``ig_rule`` picks the
+   points: ``left`` (the default) takes alpha = k/m for k = 0..m-1, as the field's reference
+   implementation (hannamw/EAP-IG, which MIB uses) does since Feb 2025: it includes the baseline
+   end and leaves out the clean one, so step 2's clean forward only captures activations; ``right``
+   takes k = 1..m (the reference before Feb 2025, and circuitviz before 0.2): ``alpha = 1`` is the
+   clean run of step 2, so EAP-IG with one step is EAP. Activations are pinned to their
+   interpolated value while gradients still flow through each node's own computation.
 5. ``attribute`` sums over batches and divides by the number of examples.
 
 The sign convention is ``config.SIGN_CONVENTION``: a score estimates m(edge patched) - m(clean).
@@ -200,26 +204,39 @@ class _AttributionPass:
         self.diff.mul_(self.mask.to(self.diff.dtype)[None, :, :, None])
         self.scored_diff = select_positions(self.diff, self.pos_idx, batch_dim=1)
 
-    def step(self, alpha: float, *, capture: bool, retain_graph: bool) -> torch.Tensor:
-        """One forward at interpolation point ``alpha`` and one backward; returns the logits."""
+    def step(
+        self,
+        alpha: float,
+        *,
+        capture: bool,
+        backward: bool = True,
+        keep_graph: bool = False,
+    ) -> torch.Tensor:
+        """One forward at interpolation point ``alpha`` and (unless ``backward`` is off, for a
+        capture-only clean forward) one backward accumulating the scores. Returns the logits;
+        with ``keep_graph`` they keep their autograd graph for a later backward."""
         fwd = [(ROOT_HOOK, self._root_hook(alpha))]
         for spec in self.sources:
             if capture:
                 fwd.append((spec.hook_name, self._capture_hook(spec)))
             elif self.interpolate == "activations":
                 fwd += self._pin_hooks(spec, alpha)
-        for spec in self.dests:
-            fwd += self._dest_hooks(spec)
+        if backward:
+            for spec in self.dests:
+                fwd += self._dest_hooks(spec)
         self.fired = FiredCheck(hook_names(fwd))
         try:
-            with self.model.bridge.hooks(fwd_hooks=fwd):
+            grad = backward or keep_graph
+            with torch.set_grad_enabled(grad), self.model.bridge.hooks(fwd_hooks=fwd):
                 logits = self.model.bridge(self.ids, attention_mask=self.mask)
             self.fired.verify("edge attribution forward")
             if capture:
                 self._finish_diff()
+            if not backward:
+                return logits
             objective = self.metric(logits, self.batch).sum()
             self.grads_seen.clear()
-            torch.autograd.grad(objective, self.root, retain_graph=retain_graph)
+            torch.autograd.grad(objective, self.root, retain_graph=keep_graph)
         finally:
             for handle in self.handles:
                 handle.remove()
@@ -253,13 +270,17 @@ def batch_edge_scores(
     metric = metric if metric is not None else METRICS[config.metric]
     base = baseline_activations(model, graph, batch, config.baseline, means)
     run = _AttributionPass(model, graph, batch, config, metric, base)
+    alphas = config.alphas()
+    # The clean forward captures the activation differences; it is also the alpha = 1 point when
+    # the rule includes it.
     with frozen_parameters(model.bridge, enabled=not return_logits):
-        logits = run.step(1.0, capture=True, retain_graph=return_logits)
+        logits = run.step(1.0, capture=True, backward=1.0 in alphas, keep_graph=return_logits)
     with frozen_parameters(model.bridge):
-        for k in range(1, config.n_steps):
-            run.step(k / config.n_steps, capture=False, retain_graph=False)
+        for alpha in alphas:
+            if alpha != 1.0:
+                run.step(alpha, capture=False)
     return BatchScores(
-        scores=run.scores / config.n_steps,
+        scores=run.scores / len(alphas),
         n_examples=int(run.ids.shape[0]),
         logits=logits if return_logits else None,
     )

@@ -38,7 +38,7 @@ from circuitviz.attribution.config import (
     check_sft_choices,
 )
 from circuitviz.attribution.hooks import edge_ablation_hooks
-from circuitviz.graph.select import Circuit, empty_circuit, random_circuit, top_n
+from circuitviz.graph.select import Circuit, empty_circuit, prune_dead_ends, random_circuit, top_n
 from circuitviz.graph.topology import Graph
 from circuitviz.options import check_options, option
 from circuitviz.tasks.base import METRICS
@@ -55,14 +55,26 @@ class FaithfulnessConfig:
     baseline: Baseline = option("corrupted", help="the value an ablated edge carries")
     positions: Positions = option("all", help="where edges are ablated")
     metric: MetricName = option("logit_diff", help="the metric compared")
+    keep_dead_ends: bool = option(
+        False,
+        help="measure circuits as given; by default edges on no input -> logits path are removed "
+        "first, as the reference EAP-IG/MIB evaluation does",
+    )
 
     def __post_init__(self) -> None:
         check_options(self)
         check_sft_choices("FaithfulnessConfig", self.metric, self.baseline, self.positions)
 
     @classmethod
-    def from_attribution(cls, config: AttributionConfig) -> FaithfulnessConfig:
-        return cls(baseline=config.baseline, positions=config.positions, metric=config.metric)
+    def from_attribution(
+        cls, config: AttributionConfig, *, keep_dead_ends: bool = False
+    ) -> FaithfulnessConfig:
+        return cls(
+            baseline=config.baseline,
+            positions=config.positions,
+            metric=config.metric,
+            keep_dead_ends=keep_dead_ends,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,7 +148,11 @@ def evaluate_circuits(
     metric: Callable | None = None,
 ) -> CircuitMetrics:
     """Mean metric of the full model, of the empty circuit and of every circuit, over all batches
-    (one baseline forward, one clean forward and 1 + len(circuits) ablated forwards per batch)."""
+    (one baseline forward, one clean forward and 1 + len(circuits) ablated forwards per batch).
+    Dead-end edges (on no input -> logits path) are removed from each circuit first unless
+    ``config.keep_dead_ends``: they cannot carry anything from the input to the logits."""
+    if not config.keep_dead_ends:
+        circuits = [prune_dead_ends(circuit) for circuit in circuits]
     batches = list(batches)
     for batch in batches:
         check_batch(batch, config.metric, config.baseline, custom_metric=metric is not None)

@@ -48,12 +48,15 @@ def edge_effects(
     scale: float = 1.0,
     metric=None,
     means=None,
+    extra_hooks: list | None = None,
 ) -> torch.Tensor:
     """``[len(edges)]``: mean over examples of m(edge scaled in) - m(clean), one forward per edge.
 
     ``edges`` are (src_idx, dst_idx) pairs of valid edges. Only ``config.baseline``,
-    ``config.positions`` and ``config.metric`` are used.
+    ``config.positions`` and ``config.metric`` are used. ``extra_hooks`` run in every patched
+    forward (not in the clean and baseline captures): the EAP-IG oracle moves the input there.
     """
+    extra_hooks = list(extra_hooks or [])
     metric = metric if metric is not None else METRICS[config.metric]
     device = model.device
     ids = batch.clean_ids.to(device)
@@ -76,7 +79,7 @@ def edge_effects(
         delta = scale * (base_sources[src_idx] - clean_sources[src_idx]) * weights[:, :, None]
         if spec.groups is not None:
             logits = _run_with_group_input_patched(
-                model, graph, spec.layer, offset, delta, ids, mask
+                model, graph, spec.layer, offset, delta, ids, mask, extra_hooks
             )
             effects.append((metric(logits, batch) - m_clean).mean())
             continue
@@ -89,13 +92,16 @@ def edge_effects(
                 x += delta
             return x
 
-        with torch.no_grad(), model.bridge.hooks(fwd_hooks=[(spec.hook_name, patch)]):
+        hooks = [*extra_hooks, (spec.hook_name, patch)]
+        with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
             logits = model.bridge(ids, attention_mask=mask)
         effects.append((metric(logits, batch) - m_clean).mean())
     return torch.stack(effects)
 
 
-def _run_with_group_input_patched(model, graph, layer, group, delta, ids, mask) -> torch.Tensor:
+def _run_with_group_input_patched(
+    model, graph, layer, group, delta, ids, mask, extra_hooks=()
+) -> torch.Tensor:
     """Logits with only neuron group ``group`` of layer ``layer``'s MLP reading ``input + delta``."""
     size = model.info.d_mlp // graph.mlp_groups
     cols = slice(group * size, (group + 1) * size)
@@ -114,9 +120,9 @@ def _run_with_group_input_patched(model, graph, layer, group, delta, ids, mask) 
 
     hidden, mlp_in = f"blocks.{layer}.mlp.hook_post", f"blocks.{layer}.hook_mlp_in"
     with torch.no_grad():
-        with model.bridge.hooks(fwd_hooks=[(mlp_in, shift), (hidden, keep)]):
+        with model.bridge.hooks(fwd_hooks=[*extra_hooks, (mlp_in, shift), (hidden, keep)]):
             model.bridge(ids, attention_mask=mask)
-        with model.bridge.hooks(fwd_hooks=[(hidden, splice)]):
+        with model.bridge.hooks(fwd_hooks=[*extra_hooks, (hidden, splice)]):
             return model.bridge(ids, attention_mask=mask)
 
 

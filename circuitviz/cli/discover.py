@@ -18,7 +18,7 @@ from circuitviz.cli.common import (
     print_json,
 )
 
-OUT_SUFFIXES = (".json", ".safetensors")
+OUT_SUFFIXES = (".json", ".safetensors", ".graphml", ".gexf")
 
 
 def register(subparsers) -> None:
@@ -51,7 +51,15 @@ def register(subparsers) -> None:
         choices=(*METHOD_NAMES, "eap-ig"),
         help=argparse.SUPPRESS,
     )
-    parser.add_argument("--out", type=Path, default=None, help="write .json or .safetensors")
+    # Pruning dead ends is the default now; --prune is still accepted.
+    parser.add_argument("--prune", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the circuit: .json (EAP-IG/MIB layout), .safetensors (compact), or .graphml / "
+        ".gexf (a network for Gephi, Cytoscape or networkx)",
+    )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.set_defaults(func=run)
 
@@ -102,7 +110,12 @@ def run(args: argparse.Namespace) -> int:
             metadata=circuit_metadata(found, model=args.model, task=args.task),
             d_model=model.info.d_model,
         )
-        result["out"] = str(save_graph(args.out, scored))
+        if args.out.suffix.lower() in (".graphml", ".gexf"):
+            from circuitviz.graph.digraph import save_network
+
+            result["out"] = str(save_network(args.out, scored))
+        else:
+            result["out"] = str(save_graph(args.out, scored))
     result["seconds"] = round(time.perf_counter() - started, 2)
     if args.json:
         print_json(result)

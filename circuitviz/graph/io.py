@@ -5,11 +5,16 @@ Two formats, both round-trip exactly (scores as float32):
 * JSON in the EAP-IG / MIB layout, readable by their tools::
 
       {"cfg": {"n_layers": .., "n_heads": .., "n_kv_heads": .., "d_model": .., "paper_graph": ..},
-       "nodes": {"input": true, "a0.h1": false, ...},
+       "nodes": {"input": {"in_graph": true}, "a0.h1": {"in_graph": false}, ...},
        "edges": {"a0.h1->a1.h2<q>": {"score": -0.013, "in_graph": true}, ...},
        "metadata": {"model": .., "task": .., "method": .., "sign": .., ...}}
 
-  ``nodes`` holds base node names; ``edges`` every valid edge in the graph's canonical order.
+  ``nodes`` holds base node names as EAP-IG's ``Graph.from_json`` reads them (files of earlier
+  circuitviz versions wrote ``{name: true}``, which still loads); ``edges`` every valid edge in the
+  graph's canonical order. ``cfg`` carries what the reference needs (``n_layers``, ``n_heads``,
+  ``parallel_attn_mlp``, ``d_model``) plus circuitviz's own keys. Under grouped-query attention
+  (``n_kv_heads < n_heads``) and with MLP groups the graph is circuitviz's own, which the
+  reference cannot represent.
 * safetensors (``.safetensors``): ``scores`` ``[n_src, n_dst]`` float32 and ``in_graph``
   ``[n_src, n_dst]`` bool, with ``cfg`` and ``metadata`` as JSON in the header.
 """
@@ -93,7 +98,7 @@ def save_json(path: str | Path, scored: ScoredGraph) -> Path:
     names = graph.edge_names()
     payload = {
         "cfg": _cfg(scored),
-        "nodes": scored.circuit.node_mask(),
+        "nodes": {name: {"in_graph": flag} for name, flag in scored.circuit.node_mask().items()},
         "edges": {
             name: {"score": score, "in_graph": flag}
             for name, score, flag in zip(names, scores, in_graph)
