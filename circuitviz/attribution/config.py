@@ -81,7 +81,13 @@ BASELINE_DEFINITIONS = {
 
 @dataclass(frozen=True, kw_only=True)
 class AttributionConfig:
-    """How to score edges (see ``circuitviz.attribution.eap`` for the algorithm)."""
+    """How to score edges (see ``circuitviz.attribution.eap`` for the algorithm).
+
+    >>> import circuitviz as cv
+    >>> config = cv.AttributionConfig(method="eap-ig", ig_steps=5)
+    >>> config.method, config.alphas()
+    ('eap-ig-inputs', (0.0, 0.2, 0.4, 0.6, 0.8))
+    """
 
     method: Method = option(
         "eap",
@@ -166,7 +172,13 @@ Split = Literal["train", "dev", "test", "all"]
 @dataclass(frozen=True, kw_only=True)
 class DiscoverConfig:
     """One circuit discovery: score every edge on a task's examples, select a circuit, and measure
-    its faithfulness on held-out examples against a random circuit of the same size."""
+    its faithfulness on held-out examples against a random circuit of the same size.
+
+    >>> import circuitviz as cv
+    >>> config = cv.DiscoverConfig(selection=cv.SelectionConfig(top_n=50), n_examples=32)
+    >>> config.attribution.method, config.selection.top_n
+    ('eap-ig-inputs', 50)
+    """
 
     attribution: AttributionConfig = option(
         default_factory=lambda: DISCOVER_ATTRIBUTION, help="how edges are scored"

@@ -90,7 +90,13 @@ def discover(
     *,
     progress: Callable[[str], None] | None = None,
 ) -> Discovery:
-    """Run steps 1-4 of the module docstring on a loaded model (``circuitviz.models.load_model``)."""
+    """Run steps 1-4 of the module docstring on a loaded model (``circuitviz.models.load_model``).
+
+    >>> import circuitviz as cv
+    >>> found = cv.discover(cv.load_model("demo"), "sv-agreement", cv.DiscoverConfig(n_examples=16))
+    >>> found.circuit.n_edges <= 100 and found.faithfulness > found.random_faithfulness
+    True
+    """
     config = config or DiscoverConfig()
     say = progress or (lambda _stage: None)
     graph = graph_for(model.info, paper=config.paper_graph)

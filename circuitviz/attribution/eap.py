@@ -298,7 +298,16 @@ def attribute(
     """Mean edge scores over every example of ``batches`` (any iterable of task batches).
 
     With the ``mean`` baseline the batches are read twice: once for the data mean, once to score.
-    ``progress(n_batches_done)`` is called after each batch.
+    ``progress(n_batches_done)`` is called after each batch. ``metric(logits, batch) -> [batch]``
+    replaces the config's metric (any differentiable function of the logits).
+
+    >>> import circuitviz as cv
+    >>> model = cv.load_model("demo")
+    >>> graph = cv.graph_for(model)
+    >>> data = cv.task_data("sv-agreement", model, split="train", n=16)
+    >>> scores = cv.attribute(model, graph, data.batches(8), cv.AttributionConfig())
+    >>> tuple(scores.scores.shape), scores.n_examples
+    ((37, 101), 16)
     """
     if config.baseline == "mean":
         batches = list(batches)

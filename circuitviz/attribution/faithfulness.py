@@ -50,7 +50,12 @@ DEFAULT_FRACTIONS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0
 class FaithfulnessConfig:
     """How ablated edges are replaced (``baseline``), where (``positions``: every position or only
     the target position) and which metric is compared: the ablation half of an
-    ``AttributionConfig`` (``from_attribution`` takes it from one)."""
+    ``AttributionConfig`` (``from_attribution`` takes it from one).
+
+    >>> import circuitviz as cv
+    >>> cv.FaithfulnessConfig.from_attribution(cv.AttributionConfig(baseline="mean")).baseline
+    'mean'
+    """
 
     baseline: Baseline = option("corrupted", help="the value an ablated edge carries")
     positions: Positions = option("all", help="where edges are ablated")

@@ -10,7 +10,7 @@ import urllib.request
 import webbrowser
 from pathlib import Path
 
-from circuitviz.cli.common import UserError
+from circuitviz.cli.common import UserError, require_app_extra
 
 APP_MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 
@@ -60,6 +60,7 @@ def streamlit_command(host: str, port: int) -> list[str]:
 
 
 def run_app(args) -> int:
+    require_app_extra("the dashboard")
     if not 1 <= args.port <= 65535:
         raise UserError(f"--port must be between 1 and 65535, got {args.port}")
     if not APP_MAIN.is_file():

@@ -36,6 +36,20 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="default float32")
 
 
+def require_app_extra(what: str) -> None:
+    """The dashboard and figure export need the ``app`` extra (streamlit, plotly, matplotlib)."""
+    import importlib.util
+
+    missing = [
+        m for m in ("streamlit", "plotly", "matplotlib") if importlib.util.find_spec(m) is None
+    ]
+    if missing:
+        raise UserError(
+            f"{what} needs {', '.join(missing)}, which this installation lacks: "
+            "pip install 'circuitviz[app]' (./run.sh app installs it)"
+        )
+
+
 def load_model_from_args(args: argparse.Namespace):
     from circuitviz.models import ModelLoadError, load_model
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from circuitviz.cli.common import UserError, print_json
+from circuitviz.cli.common import UserError, print_json, require_app_extra
 
 # The export formats (``circuitviz.plotting.export.FORMATS``), listed here so that ``--help`` does
 # not import the plotting stack; a test keeps the two equal.
@@ -85,6 +85,7 @@ def build_view(args):
 
 
 def export_command(args) -> int:
+    require_app_extra("circuitviz export")
     from circuitviz.plotting.export import export_view, format_for_path, save_export
     from circuitviz.plotting.layout import build_layout
     from circuitviz.plotting.rundata import load_run_frames

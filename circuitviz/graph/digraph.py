@@ -29,7 +29,17 @@ FORMATS = {".graphml": "graphml", ".gexf": "gexf"}
 
 def to_networkx(scored, *, only_circuit: bool = True):
     """A ``networkx.DiGraph`` of ``scored`` (a ``graph.io.ScoredGraph``): its circuit's edges, or
-    every valid edge with ``only_circuit=False`` (each with ``in_circuit`` set)."""
+    every valid edge with ``only_circuit=False`` (each with ``in_circuit`` set).
+
+    >>> import networkx as nx, torch
+    >>> import circuitviz as cv
+    >>> graph = cv.graph_for(cv.load_model("demo"))
+    >>> scores = (torch.randn(graph.n_src, graph.n_dst) * graph.valid_mask).float()
+    >>> full = cv.select(scores, graph, cv.SelectionConfig(top_n=graph.n_edges))
+    >>> network = cv.to_networkx(cv.ScoredGraph(graph=graph, scores=scores, circuit=full))
+    >>> nx.has_path(network, "input", "logits"), network.number_of_nodes()
+    (True, 134)
+    """
     import networkx as nx
 
     graph = scored.graph

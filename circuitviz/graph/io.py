@@ -38,7 +38,17 @@ TENSOR_SUFFIXES = (".safetensors",)
 @dataclass(frozen=True, kw_only=True)
 class ScoredGraph:
     """What a graph file holds: the graph, its edge scores, a circuit (possibly empty) and
-    free-form JSON metadata (model spec, task, method, sign convention, ...)."""
+    free-form JSON metadata (model spec, task, method, sign convention, ...).
+
+    >>> import torch
+    >>> import circuitviz as cv
+    >>> from circuitviz.graph.select import empty_circuit
+    >>> graph = cv.graph_for(cv.load_model("demo"))
+    >>> scored = cv.ScoredGraph(graph=graph, scores=torch.zeros(graph.n_src, graph.n_dst),
+    ...                         circuit=empty_circuit(graph), metadata={"task": "mine"})
+    >>> scored.circuit.n_edges, scored.metadata["task"]
+    (0, 'mine')
+    """
 
     graph: Graph = field(repr=False)
     scores: torch.Tensor = field(repr=False)  # [n_src, n_dst] float32, 0 on invalid cells
@@ -118,8 +128,9 @@ def load_json(path: str | Path) -> ScoredGraph:
     if not isinstance(payload, dict) or "cfg" not in payload or "edges" not in payload:
         raise ValueError(f"{path}: expected an EAP-IG style graph with 'cfg' and 'edges' keys")
     cfg = payload["cfg"]
-    if "paper_graph" not in cfg:  # an EAP-IG file: its graph always has an input node
-        cfg = {**cfg, "paper_graph": "input" not in payload.get("nodes", {"input": True})}
+    if "paper_graph" not in cfg:  # an EAP-IG file: its graph always has input and logits nodes
+        ends = any(n.startswith("input->") or n.endswith("->logits") for n in payload["edges"])
+        cfg = {**cfg, "paper_graph": not ends and "input" not in payload.get("nodes", {})}
     graph = _graph_from_cfg(cfg, path)
     src_index, dst_index = graph.src_index(), graph.dst_index()
     scores = torch.zeros(graph.n_src, graph.n_dst, dtype=torch.float32)
@@ -180,7 +191,18 @@ def load_tensors(path: str | Path) -> ScoredGraph:
 
 
 def save_graph(path: str | Path, scored: ScoredGraph) -> Path:
-    """Write ``scored`` as JSON or safetensors, chosen by the file suffix."""
+    """Write ``scored`` as JSON or safetensors, chosen by the file suffix.
+
+    >>> import tempfile, torch
+    >>> import circuitviz as cv
+    >>> graph = cv.graph_for(cv.load_model("demo"))
+    >>> scores = (torch.randn(graph.n_src, graph.n_dst) * graph.valid_mask).float()
+    >>> circuit = cv.select(scores, graph, cv.SelectionConfig(top_n=20))
+    >>> path = tempfile.mkdtemp() + "/circuit.json"
+    >>> _ = cv.save_graph(path, cv.ScoredGraph(graph=graph, scores=scores, circuit=circuit))
+    >>> cv.load_graph(path).circuit.n_edges
+    20
+    """
     suffix = Path(path).suffix.lower()
     if suffix in JSON_SUFFIXES:
         return save_json(path, scored)
@@ -193,7 +215,17 @@ def save_graph(path: str | Path, scored: ScoredGraph) -> Path:
 
 
 def load_graph(path: str | Path) -> ScoredGraph:
-    """Read a file written by ``save_graph`` (or an EAP-IG style JSON)."""
+    """Read a file written by ``save_graph`` (or an EAP-IG style JSON).
+
+    >>> import json, tempfile
+    >>> import circuitviz as cv
+    >>> path = tempfile.mkdtemp() + "/eap_ig.json"
+    >>> edges = {"input->a0.h0<q>": {"score": 0.5, "in_graph": True}}
+    >>> _ = open(path, "w").write(json.dumps({"cfg": {"n_layers": 1, "n_heads": 2},
+    ...                                       "nodes": {}, "edges": edges}))
+    >>> cv.load_graph(path).circuit.edge_names()
+    ['input->a0.h0<q>']
+    """
     path = Path(path)
     if not path.exists():
         raise ValueError(f"no such graph file: {path}")

@@ -123,7 +123,15 @@ def circuit_of_edges(graph: Graph, edges: np.ndarray) -> Circuit:
 def select(scores: torch.Tensor, graph: Graph, config: SelectionConfig) -> Circuit:
     """The circuit ``config`` keeps from ``scores [n_src, n_dst]``: the one selection entry point
     of discovery and tuning (the dashboard applies the same rule through ``graph.selection``).
-    Raises ValueError when N exceeds the graph or a score is NaN (a diverged attribution)."""
+    Raises ValueError when N exceeds the graph or a score is NaN (a diverged attribution).
+
+    >>> import torch
+    >>> import circuitviz as cv
+    >>> graph = cv.graph_for(cv.load_model("demo"))
+    >>> scores = torch.randn(graph.n_src, graph.n_dst) * graph.valid_mask
+    >>> cv.select(scores, graph, cv.SelectionConfig(top_n=10)).n_edges
+    10
+    """
     vector = _edge_vector(scores, graph)
     if np.isnan(vector).any():
         raise ValueError(

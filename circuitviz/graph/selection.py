@@ -27,7 +27,14 @@ RULE_ALIASES = {"top_n": "top-n", "node_weighted": "node-weighted"}
 
 @dataclass(frozen=True, kw_only=True)
 class SelectionConfig:
-    """How a circuit is chosen from edge scores."""
+    """How a circuit is chosen from edge scores.
+
+    >>> import numpy as np
+    >>> import circuitviz as cv
+    >>> rule = cv.SelectionConfig(top_n=2)
+    >>> rule.select(np.array([0.1, -3.0, 2.0, 0.5]), np.zeros(4, int), np.arange(4)).tolist()
+    [1, 2]
+    """
 
     rule: Rule = option(
         "top-n",

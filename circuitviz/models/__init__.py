@@ -14,6 +14,7 @@ __getattr__, __dir__, __all__ = lazy_namespace(
             (
                 "DTYPES",
                 "LoadedModel",
+                "from_model",
                 "ModelInfo",
                 "ModelLoadError",
                 "load_model",

@@ -144,6 +144,11 @@ def load_model(
 
     ``seed`` only matters for ``random:`` specs. Raises ``ModelLoadError`` naming what was tried.
     Transformers' per-load progress bar is off for the call (a load is not a long job here).
+
+    >>> import circuitviz as cv
+    >>> model = cv.load_model("demo", device="cpu")
+    >>> model.info.n_layers, model.info.n_heads, model.info.family
+    (4, 8, 'gpt2')
     """
     with _quiet_transformers():
         return _load_model(spec, device=device, dtype=dtype, seed=seed)
@@ -309,6 +314,58 @@ def _wrap(spec, hf_model, tokenizer, device, dtype, directory) -> LoadedModel:
         device=device,
         dtype=dtype,
         source_dir=Path(directory) if directory is not None else None,
+    )
+
+
+def from_model(model, tokenizer=None, *, spec: str | None = None) -> LoadedModel:
+    """Wrap a model the caller already has: a Hugging Face causal LM (``tokenizer`` required) or
+    a TransformerLens ``TransformerBridge`` (its own tokenizer is used unless one is given). The
+    model keeps its device and dtype; its weights are shared, not copied. ``spec`` names it in
+    records (default: its ``name_or_path``).
+
+    >>> import circuitviz as cv
+    >>> demo = cv.load_model("demo")
+    >>> mine = cv.from_model(demo.hf_model, demo.tokenizer)  # any HF causal LM of yours
+    >>> cv.graph_for(mine).n_edges == cv.graph_for(demo).n_edges
+    True
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if isinstance(model, TransformerBridge):
+        bridge, hf_model = model, model.original_model
+        tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    elif isinstance(model, torch.nn.Module) and hasattr(model, "config"):
+        bridge, hf_model = None, model
+    else:
+        raise ModelLoadError(
+            f"from_model takes a Hugging Face causal LM or a TransformerBridge, got "
+            f"{type(model).__name__}; for a spec or a path use load_model"
+        )
+    if tokenizer is None:
+        raise ModelLoadError("from_model needs the model's tokenizer: pass tokenizer=...")
+    first = next(hf_model.parameters())
+    name = spec or getattr(hf_model.config, "name_or_path", None) or hf_model.config.model_type
+    tokenizer = _prepare_tokenizer(tokenizer)
+    if bridge is None:
+        return _wrap(
+            name,
+            hf_model,
+            tokenizer,
+            first.device,
+            first.dtype,
+            cache.config_dir(hf_model.config, tokenizer),
+        )
+    bridge.set_use_attn_result(True)
+    bridge.set_use_split_qkv_input(True)
+    bridge.set_use_hook_mlp_in(True)
+    return LoadedModel(
+        spec=name,
+        bridge=bridge,
+        hf_model=hf_model,
+        tokenizer=tokenizer,
+        info=_model_info(hf_model),
+        device=first.device,
+        dtype=first.dtype,
     )
 
 

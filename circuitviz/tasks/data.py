@@ -286,6 +286,21 @@ def build_task_data(
     else:
         name = str(task_name_or_path)
         examples = draw_examples(name, split=split, n=512 if n is None else n, seed=seed)
+    return encode_examples(
+        name, examples, tokenizer, split=split, device=device, max_length=max_length
+    )
+
+
+def encode_examples(
+    name: str,
+    examples: list[Example],
+    tokenizer: Any,
+    *,
+    split: str = "all",
+    device: torch.device | str = "cpu",
+    max_length: int | None = None,
+) -> TaskData:
+    """Tokenize and check ``examples`` (steps 2-4 of the module docstring) as task ``name``."""
     encoded = _encode(tokenizer, examples, max_length)
     kept = [(ex, enc) for ex, enc in zip(examples, encoded) if isinstance(enc, _Encoded)]
     reasons = [enc for enc in encoded if isinstance(enc, str)]
