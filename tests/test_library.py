@@ -98,3 +98,28 @@ def test_the_wheel_installs_without_the_app_and_the_library_works(tmp_path):
         env=env,
     )
     assert app.returncode == 2 and "pip install 'circuitviz[app]'" in app.stderr
+
+
+def test_from_model_takes_a_hf_model_or_a_bridge_and_scores_alike():
+    import torch
+
+    demo = cv.load_model("demo")
+    graph = cv.graph_for(demo)
+    data = cv.task_data("sv-agreement", demo, split="dev", n=8)
+    config = cv.AttributionConfig(method="eap")
+    expected = cv.attribute(demo, graph, data.batches(8), config).scores
+    from transformers import AutoModelForCausalLM
+
+    from circuitviz.models.loader import demo_model_dir
+
+    plain = AutoModelForCausalLM.from_pretrained(demo_model_dir())
+    for wrapped in (cv.from_model(plain, demo.tokenizer), cv.from_model(demo.bridge)):
+        assert cv.graph_for(wrapped).edge_names() == graph.edge_names()
+        scores = cv.attribute(wrapped, graph, data.batches(8), config).scores
+        torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="needs the model's tokenizer"):
+        cv.from_model(plain)
+    with pytest.raises(ValueError, match="already wrapped by a TransformerBridge"):
+        cv.from_model(demo.hf_model, demo.tokenizer)
+    with pytest.raises(ValueError, match="Hugging Face causal LM or a TransformerBridge"):
+        cv.from_model("demo")

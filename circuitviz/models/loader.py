@@ -324,10 +324,12 @@ def from_model(model, tokenizer=None, *, spec: str | None = None) -> LoadedModel
     records (default: its ``name_or_path``).
 
     >>> import circuitviz as cv
-    >>> demo = cv.load_model("demo")
-    >>> mine = cv.from_model(demo.hf_model, demo.tokenizer)  # any HF causal LM of yours
-    >>> cv.graph_for(mine).n_edges == cv.graph_for(demo).n_edges
-    True
+    >>> from transformers import AutoModelForCausalLM, AutoTokenizer
+    >>> from circuitviz.models.loader import demo_model_dir
+    >>> hf = AutoModelForCausalLM.from_pretrained(demo_model_dir())  # any HF causal LM of yours
+    >>> mine = cv.from_model(hf, AutoTokenizer.from_pretrained(demo_model_dir()))
+    >>> cv.graph_for(mine).n_edges
+    1519
     """
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -343,6 +345,13 @@ def from_model(model, tokenizer=None, *, spec: str | None = None) -> LoadedModel
         )
     if tokenizer is None:
         raise ModelLoadError("from_model needs the model's tokenizer: pass tokenizer=...")
+    if bridge is None and any(
+        type(module).__module__.startswith("transformer_lens") for module in hf_model.modules()
+    ):
+        raise ModelLoadError(
+            "this Hugging Face model is already wrapped by a TransformerBridge (its blocks are "
+            "bridge components); pass that bridge to from_model instead"
+        )
     first = next(hf_model.parameters())
     name = spec or getattr(hf_model.config, "name_or_path", None) or hf_model.config.model_type
     tokenizer = _prepare_tokenizer(tokenizer)
