@@ -4,21 +4,9 @@ import json
 import os
 
 import pytest
-import torch
 
 from circuitviz.cli import main
 from circuitviz.runs import Run, RunStore
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: a second torch thread only waits on the other jobs
-    (a 4-step run took 12 s instead of 1 s under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 TINY = [
     "--model",

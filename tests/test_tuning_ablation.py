@@ -20,16 +20,6 @@ from circuitviz.tuning.data import build_tuning_data
 from circuitviz.tuning.discovery import hook_flags
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: a second torch thread only waits on the other jobs
-    (a 4-step run took 12 s instead of 1 s under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     from circuitviz.demo.tokenizer import build_demo_tokenizer

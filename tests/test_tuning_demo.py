@@ -9,16 +9,6 @@ from circuitviz.tuning import create_run, run_tuning
 from circuitviz.tuning.config import TuneConfig
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: a second torch thread only waits on the other jobs
-    (a 4-step run took 12 s instead of 1 s under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_circuit_tuning_learns_the_flip_on_the_demo_model(tmp_path):
     model = load_model("demo", device="cpu")

@@ -18,17 +18,6 @@ from circuitviz.tuning.discovery import hook_flags, select_edges
 from circuitviz.tuning.masks import build_mask_bank
 from circuitviz.tuning.optim import NonFiniteLoss
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: a second torch thread only waits on the other jobs
-    (a 4-step run took 12 s instead of 1 s under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TASK = "sv-disagreement"
 SMALL = TuneConfig(
     top_n=30,

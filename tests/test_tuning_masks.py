@@ -13,16 +13,6 @@ from circuitviz.tuning.masks import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: a second torch thread only waits on the other jobs
-    (a 4-step run took 12 s instead of 1 s under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", params=["random:gpt2-tiny", "random:llama-tiny"])
 def setup(request):
     model = load_model(request.param, device="cpu")

@@ -9,17 +9,6 @@ from circuitviz.tuning.config import TuneConfig
 from circuitviz.tuning.masks import build_mask_bank, full_finetune_params, tunable_nodes
 from circuitviz.tuning.optim import MaskedOptimizer, build_torch_optimizer, lr_at
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: a second torch thread only waits on the other jobs
-    (a 4-step run took 12 s instead of 1 s under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 OPTIMIZERS = [
     TuneConfig(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=0.1),
     TuneConfig(optimizer="adamw", lr=0.01, weight_decay=0.1),

@@ -15,17 +15,6 @@ from circuitviz.tuning import TuneConfig, create_run, run_tuning
 from circuitviz.tuning.loss import token_weights, training_ids, training_loss
 from circuitviz.tuning.schedule import is_discovery_step, top_n_at
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: a second torch thread only waits on the other jobs
-    (a 4-step run took 12 s instead of 1 s under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 BASE = TuneConfig(
     top_n=10,
     steps=4,
