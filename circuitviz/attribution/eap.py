@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
-from einops import einsum, rearrange
+from einops import rearrange
 
 from circuitviz.attribution.activations import (
     BaselineActivations,
@@ -115,6 +115,7 @@ class _AttributionPass:
         # Clean activations, then baseline - clean; the capture hooks fill every row.
         self.diff = torch.empty(shape, device=model.device, dtype=model.dtype)
         self.scored_diff = self.diff
+        self.flat_diff = self.diff.view(graph.n_src, -1)
         self.scores = torch.zeros(
             graph.n_src, graph.n_dst, device=model.device, dtype=_score_dtype(model.dtype)
         )
@@ -186,23 +187,27 @@ class _AttributionPass:
 
     # -- backward ---------------------------------------------------------------------------------
     def _on_grad(self, spec: DestHook, grad: torch.Tensor) -> None:
+        # One matrix product per destination hook: [n_up, (batch pos d_model)] times
+        # [(batch pos d_model), head]. It is the einsum "n_src batch pos d_model, batch pos head
+        # d_model -> n_src head" without the einsum's permute-and-copy on every call.
         grad = select_positions(grad, self.pos_idx, batch_dim=0)
-        diff = self.scored_diff[: spec.n_up]
         if spec.per_head:
-            pattern = "n_src batch pos d_model, batch pos head d_model -> n_src head"
-            contribution = einsum(diff, grad, pattern)
+            flat = rearrange(grad, "batch pos head d_model -> (batch pos d_model) head")
         else:
-            pattern = "n_src batch pos d_model, batch pos d_model -> n_src"
-            contribution = einsum(diff, grad, pattern)[:, None]
+            flat = rearrange(grad, "batch pos d_model -> (batch pos d_model) 1")
+        contribution = self.flat_diff[: spec.n_up] @ flat.to(self.flat_diff.dtype)
         self.scores[: spec.n_up, spec.dst_slice] += contribution.to(self.scores.dtype)
         self.grads_seen.add(spec.hook_name)
 
     def _finish_diff(self) -> None:
         """Turn the stored clean activations into baseline - clean, zero on padding, and cut them to
-        the scored positions."""
+        the scored positions, flattened to ``[n_src, (batch pos d_model)]`` for the products."""
         torch.sub(self.base.sources, self.diff, out=self.diff)
         self.diff.mul_(self.mask.to(self.diff.dtype)[None, :, :, None])
         self.scored_diff = select_positions(self.diff, self.pos_idx, batch_dim=1)
+        self.flat_diff = rearrange(
+            self.scored_diff, "n_src batch pos d_model -> n_src (batch pos d_model)"
+        ).contiguous()
 
     def step(
         self,
