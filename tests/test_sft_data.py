@@ -287,7 +287,7 @@ def test_task_kinds():
     [
         ("The answer is 5.\n#### 12", "12"),
         ("So 3 + 4 = 7.\n####   -8  \nthanks", "-8"),
-        ("x #### 4 #### 5", "5"),
+        ("x #### 4\nThe next problem. #### 5", "4"),  # the first mark ends the answer
         ("####5", "5"),
         ("#### 1,234.50", "1,234.50"),
         ("#### Paris.", "Paris."),

@@ -10,7 +10,9 @@ CLI's help never import torch):
     heldout_texts, filler_texts, lm_loss
     Instruction (SFT) tasks: SFTExample, SFTFormat, SFTBatch, SFTData, SFTFields, SFTSourceError,
         build_sft_data, load_sft_jsonl, load_hf_examples, tokenize_sft, task_kind, is_sft_batch,
-        process_loss, outcome_logprob, sft_loss, extract_answer, same_answer
+        process_loss, outcome_logprob, sft_loss, extract_answer, same_answer,
+        SFTEvalConfig, evaluate_sft, evaluate_sft_task, NoUsableExamples
+    heldout_corpus, HeldoutCorpus (the held-out text for a model: real English or demo filler)
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("tokenize_sft",), "sft_tokenize"),
     **dict.fromkeys(("outcome_logprob", "process_loss", "sft_loss"), "sft_metrics"),
     **dict.fromkeys(("extract_answer", "same_answer"), "answers"),
+    **dict.fromkeys(("SFTEvalConfig", "evaluate_sft", "evaluate_sft_task"), "sft_evaluate"),
+    **dict.fromkeys(("NoUsableExamples",), "base"),
+    **dict.fromkeys(("HeldoutCorpus", "heldout_corpus"), "corpus"),
 }
 
 __all__ = sorted(_EXPORTS)
