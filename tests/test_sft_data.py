@@ -237,6 +237,17 @@ def test_hf_hub_name_fails_offline_with_one_line(tokenizer, monkeypatch):
     assert "\n" not in message
     assert "could not load dataset 'openai/gsm8k' (config 'main', split 'train')" in message
     assert "save_to_disk" in message
+    # Without the offline switches and without a network, it fails at once (no half-minute retries).
+    import socket
+
+    def no_dns(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(SFTSourceError, match=r"no network \(huggingface.co does not resolve"):
+        build_sft_data("hf:openai/gsm8k:main", tokenizer)
 
 
 def test_hf_spec_parsing(tmp_path):
