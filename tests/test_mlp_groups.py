@@ -345,3 +345,13 @@ def test_mask_bank_and_optimizer_freeze_at_group_granularity(spec):
         assert not bool((moved & ~allowed).any()), name
     assert any(bool((params[name].detach() != before[name]).any()) for name in expected)
     model.bridge.zero_grad(set_to_none=True)
+
+
+def test_head_change_rows_carry_the_group(tiny_gpt2):
+    from circuitviz.tuning.records import HeadChangeMeter
+
+    graph = graph_for(tiny_gpt2.info, mlp_groups=G)
+    pmap = build_param_map(tiny_gpt2, graph)
+    meter = HeadChangeMeter(build_mask_bank(pmap, graph), pmap.params)
+    mlp_rows = [(row["layer"], row["head"]) for row in meter.rows_now() if row["kind"] == "mlp"]
+    assert sorted(mlp_rows) == [(layer, g) for layer in range(2) for g in range(G)]

@@ -237,6 +237,17 @@ def test_hf_hub_name_fails_offline_with_one_line(tokenizer, monkeypatch):
     assert "\n" not in message
     assert "could not load dataset 'openai/gsm8k' (config 'main', split 'train')" in message
     assert "save_to_disk" in message
+    # Without the offline switches and without a network, it fails at once (no half-minute retries).
+    import socket
+
+    def no_dns(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(SFTSourceError, match=r"no network \(huggingface.co does not resolve"):
+        build_sft_data("hf:openai/gsm8k:main", tokenizer)
 
 
 def test_hf_spec_parsing(tmp_path):
@@ -287,7 +298,7 @@ def test_task_kinds():
     [
         ("The answer is 5.\n#### 12", "12"),
         ("So 3 + 4 = 7.\n####   -8  \nthanks", "-8"),
-        ("x #### 4 #### 5", "5"),
+        ("x #### 4\nThe next problem. #### 5", "4"),  # the first mark ends the answer
         ("####5", "5"),
         ("#### 1,234.50", "1,234.50"),
         ("#### Paris.", "Paris."),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from circuitviz.cli.common import UserError
@@ -24,6 +25,7 @@ COMMAND_MODULES = (
     "circuitviz.cli.runs",
     "circuitviz.cli.app",
     "circuitviz.cli.export",
+    "circuitviz.cli.export_model",
     "circuitviz.cli.demo",
 )
 
@@ -51,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.verbose:
+        # transformers and datasets draw a progress bar for every weight file they read; a command's
+        # own output (and a one-line error) should not drown in them. -v (or the variable) keeps them.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:  # imported before (tests, the app): switch it off there
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

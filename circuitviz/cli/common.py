@@ -33,7 +33,12 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present, else CPU)"
     )
-    group.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="default float32")
+    group.add_argument(
+        "--dtype",
+        default=None,
+        choices=DTYPE_NAMES,
+        help="default float32 (for run: models, the run's own dtype)",
+    )
 
 
 def require_app_extra(what: str) -> None:
@@ -51,10 +56,18 @@ def require_app_extra(what: str) -> None:
 
 
 def load_model_from_args(args: argparse.Namespace):
+    """The model of ``--model``; ``run:`` specs are looked up under ``--runs-dir`` (when the command
+    has one) before the default run roots."""
     from circuitviz.models import ModelLoadError, load_model
 
+    runs_dir = getattr(args, "runs_dir", None)
     try:
-        return load_model(args.model, device=args.device, dtype=args.dtype)
+        return load_model(
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            runs_dir=runs_dir if isinstance(runs_dir, str | Path) else None,
+        )
     except ModelLoadError as exc:
         raise UserError(str(exc)) from exc
 
@@ -82,6 +95,12 @@ def print_json(payload: dict, *, nan_as_null: bool = False) -> None:
     checked = _check_finite(payload, "", nan_as_null)
     json.dump(checked, sys.stdout, indent=2, sort_keys=False, default=_jsonable, allow_nan=False)
     sys.stdout.write("\n")
+
+
+def finite_or_none(value):
+    """``value`` with every NaN or infinite float replaced by None: for figures that may not apply
+    (an accuracy over a tag no example carries), written as JSON null."""
+    return _check_finite(value, "", True)
 
 
 def _check_finite(value, where: str, nan_as_null: bool):

@@ -1,7 +1,8 @@
 """Where converted and generated model files live, and how they get there.
 
 The cache root is ``$CIRCUITVIZ_CACHE`` or ``~/.cache/circuitviz``. A GGUF file is converted once to a
-plain Hugging Face directory (float32 safetensors + tokenizer) under ``models/``; later loads read that
+plain Hugging Face directory (float32 safetensors + tokenizer) under ``models/``, keyed by the file's
+content (not its path, so every virtual environment shares one conversion); later loads read that
 directory and take seconds. Writes go to a temporary directory renamed into place, so an interrupted
 conversion never leaves a half-written cache entry behind.
 """
@@ -58,9 +59,7 @@ def converted_gguf_dir(gguf_path: Path, *, name: str | None = None) -> Path:
     gguf_path = Path(gguf_path).expanduser().resolve()
     if not gguf_path.is_file():
         raise ModelLoadError(f"no such GGUF file: {gguf_path}")
-    stat = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()
-    target = cache_root() / "models" / f"{name or gguf_path.stem}-{key[:12]}"
+    target = cache_root() / "models" / f"{name or gguf_path.stem}-{content_key(gguf_path)}"
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     _check_gguf(gguf_path)
@@ -93,6 +92,19 @@ def _check_gguf(gguf_path: Path) -> None:
         ) from exc
 
 
+def content_key(path: Path, *, chunk: int = 1 << 20) -> str:
+    """A key of a file's content, not of where it is installed: its size and a hash of its first
+    and last MiB (a GGUF file's header and its last tensors). The same wheel installed in another
+    virtual environment, or reinstalled with new timestamps, reuses its conversion."""
+    size = path.stat().st_size
+    digest = hashlib.blake2b(str(size).encode(), digest_size=8)
+    with path.open("rb") as handle:
+        digest.update(handle.read(chunk))
+        handle.seek(max(size - chunk, 0))
+        digest.update(handle.read(chunk))
+    return digest.hexdigest()[:12]
+
+
 def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     """Dequantise a GGUF checkpoint into a plain float32 model of the same architecture."""
     import torch
@@ -112,8 +124,12 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     config = quantised.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    plain = type(quantised)(config)
-    plain.load_state_dict(quantised.state_dict())
+    # A plain model of the same class takes the dequantised tensors as they are: built on the meta
+    # device it allocates and initialises nothing (random initialisation of 135M parameters that are
+    # overwritten at once took longer than the dequantisation).
+    with torch.device("meta"):
+        plain = type(quantised)(config)
+    plain.load_state_dict(quantised.state_dict(), assign=True)
     plain.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
 

@@ -9,7 +9,9 @@ Specs, tried in this order:
    converted once to a Hugging Face directory in the cache and loaded from there afterwards.
 4. ``PATH.gguf``: any GGUF file, converted and cached the same way.
 5. An existing local directory in Hugging Face format (config.json, weights, tokenizer files).
-6. Anything else is taken as a Hugging Face hub id (``gpt2``, ``EleutherAI/pythia-70m``, ...).
+6. ``run:RUN`` / ``run:RUN@STEP``: a tuning run's final weights or a checkpoint's, on top of the
+   model the run tuned, in the run's dtype unless one is asked for (``circuitviz.models.runspec``).
+7. Anything else is taken as a Hugging Face hub id (``gpt2``, ``EleutherAI/pythia-70m``, ...).
 
 Every path ends in one place: a Hugging Face model and tokenizer, booted into a bridge with the three
 hook flags that edge attribution needs switched on.
@@ -92,6 +94,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     source_dir: Path | None = None  # the HF directory it came from, if any
+    origin: dict | None = None  # for run: specs, the run id, step and the base model's spec
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -137,13 +140,17 @@ def load_model(
     spec: str,
     *,
     device: str | torch.device | None = None,
-    dtype: str | torch.dtype = "float32",
+    dtype: str | torch.dtype | None = None,
     seed: int = 0,
+    runs_dir: str | Path | None = None,
+    _depth: int = 0,
 ) -> LoadedModel:
     """Load ``spec`` (see the module docstring) onto ``device`` in ``dtype``.
 
-    ``seed`` only matters for ``random:`` specs. Raises ``ModelLoadError`` naming what was tried.
-    Transformers' per-load progress bar is off for the call (a load is not a long job here).
+    ``dtype`` None means float32, or for ``run:`` specs the run's own dtype. ``seed`` only matters
+    for ``random:`` specs; ``runs_dir`` only for ``run:`` specs (where runs are looked up before the
+    default roots). Raises ``ModelLoadError`` naming what was tried. Transformers' per-load progress
+    bar is off for the call (a load is not a long job here).
 
     >>> import circuitviz as cv
     >>> model = cv.load_model("demo", device="cpu")
@@ -151,7 +158,9 @@ def load_model(
     (4, 8, 'gpt2')
     """
     with _quiet_transformers():
-        return _load_model(spec, device=device, dtype=dtype, seed=seed)
+        return _load_model(
+            spec, device=device, dtype=dtype, seed=seed, runs_dir=runs_dir, _depth=_depth
+        )
 
 
 @contextmanager
@@ -167,10 +176,12 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _load_model(spec: str, *, device, dtype, seed: int) -> LoadedModel:
-    torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype)
+def _load_model(spec: str, *, device, dtype, seed: int, runs_dir, _depth: int) -> LoadedModel:
     spec = spec.strip()
+    if spec.startswith("run:"):
+        return _load_run(spec, device, dtype, seed, runs_dir, _depth)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype("float32" if dtype is None else dtype)
     if not spec:
         raise ModelLoadError("empty model spec: use demo, smollm2-135m, a directory or a hub id")
 
@@ -213,6 +224,29 @@ def _load_model(spec: str, *, device, dtype, seed: int) -> LoadedModel:
         directory, hf_model, tokenizer = _load_hub(spec, torch_dtype)
 
     return _wrap(spec, hf_model, tokenizer, torch_device, torch_dtype, directory)
+
+
+def _load_run(spec, device, dtype, seed, runs_dir, depth) -> LoadedModel:
+    """A run's weights on top of the model it tuned (``circuitviz.models.runspec``)."""
+    from dataclasses import replace
+
+    from circuitviz.models import runspec
+
+    if depth >= runspec.MAX_DEPTH:
+        raise ModelLoadError(f"{spec}: runs tuned from runs nest deeper than {runspec.MAX_DEPTH}")
+    weights = runspec.resolve_run_spec(spec, runs_dir)
+    base = load_model(
+        weights.base_spec,
+        device=device,
+        dtype=dtype if dtype is not None else (weights.dtype or "float32"),
+        seed=seed,
+        runs_dir=runs_dir,
+        _depth=depth + 1,
+    )
+    n_tensors = runspec.apply_checkpoint(base, weights.checkpoint)
+    log.info("%s: %d tensors of step %d on %s", spec, n_tensors, weights.step, weights.base_spec)
+    origin = {"run_id": weights.run_id, "step": weights.step, "base_model": weights.base_spec}
+    return replace(base, spec=spec, origin=origin)
 
 
 def _prepare_tokenizer(tokenizer):

@@ -4,5 +4,5 @@ DTYPE_NAMES: tuple[str, ...] = ("float32", "bfloat16", "float64")
 
 MODEL_SPEC_HELP = (
     "demo (default), smollm2-135m, random:gpt2, random:PATH.json, a .gguf file, a Hugging Face "
-    "directory, or a hub id"
+    "directory, a hub id, or a tuning run's weights: run:RUN (final) or run:RUN@STEP (a checkpoint)"
 )

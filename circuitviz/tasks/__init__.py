@@ -10,7 +10,9 @@ CLI's help never import torch):
     heldout_texts, filler_texts, lm_loss
     Instruction (SFT) tasks: SFTExample, SFTFormat, SFTBatch, SFTData, SFTFields, SFTSourceError,
         build_sft_data, load_sft_jsonl, load_hf_examples, tokenize_sft, task_kind, is_sft_batch,
-        process_loss, outcome_logprob, sft_loss, extract_answer, same_answer
+        process_loss, outcome_logprob, sft_loss, extract_answer, same_answer,
+        SFTEvalConfig, evaluate_sft, evaluate_sft_task, NoUsableExamples
+    heldout_corpus, HeldoutCorpus (the held-out text for a model: real English or demo filler)
 """
 
 from circuitviz._lazy import exports, lazy_namespace
@@ -31,6 +33,7 @@ __getattr__, __dir__, __all__ = lazy_namespace(
                 "logit_diff",
                 "logprob_diff",
                 "split_of",
+                "NoUsableExamples",
             ),
         ),
         ("catalog", ("CATALOG", "TaskInfo", "task_info", "task_names", "task_kind")),
@@ -46,5 +49,7 @@ __getattr__, __dir__, __all__ = lazy_namespace(
         ("sft_tokenize", ("tokenize_sft",)),
         ("sft_metrics", ("outcome_logprob", "process_loss", "sft_loss")),
         ("answers", ("extract_answer", "same_answer")),
+        ("sft_evaluate", ("SFTEvalConfig", "evaluate_sft", "evaluate_sft_task")),
+        ("corpus", ("HeldoutCorpus", "heldout_corpus")),
     ),
 )

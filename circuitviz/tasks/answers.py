@@ -2,8 +2,9 @@
 
 Extraction (``extract_answer``), in order:
 
-1. the text after the last ``####`` (GSM8K's mark; the paper's prompt asks for it), up to the end
-   of that line;
+1. the text after the first ``####`` (GSM8K's mark; the paper's prompt asks for it), up to the end
+   of that line: the mark ends the worked answer, and whatever a model rambles on with after it
+   (often another "#### ..." of a new, invented problem) is not its answer;
 2. else the last number in the text (``-3``, ``1,234.5``, ``.5``);
 3. else the whole response, stripped.
 
@@ -24,9 +25,9 @@ _SPACE = re.compile(r"\s+")
 
 def extract_answer(text: str) -> str:
     """The final answer of ``text`` (see the module docstring); "" only for blank text."""
-    marks = list(_MARK.finditer(text))
-    if marks:
-        rest = text[marks[-1].end() :].strip()
+    mark = _MARK.search(text)
+    if mark is not None:
+        rest = text[mark.end() :].strip()
         line = rest.splitlines()[0].strip() if rest else ""
         if line:
             return line

@@ -223,6 +223,11 @@ class TaskScores:
         return float(wins.float().mean().item()) if wins.numel() else float("nan")
 
 
+class NoUsableExamples(ValueError):
+    """An evaluation had nothing to score (every example dropped, or none drawn): an error, never a
+    NaN figure."""
+
+
 def no_report(scores: TaskScores) -> dict[str, float]:
     """The report of a task with no figures beyond accuracy and logit difference."""
     return {}

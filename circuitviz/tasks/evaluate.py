@@ -13,7 +13,14 @@ from typing import Any
 
 import torch
 
-from circuitviz.tasks.base import TaskData, TaskScores, answer_loss, logit_diff, no_report
+from circuitviz.tasks.base import (
+    NoUsableExamples,
+    TaskData,
+    TaskScores,
+    answer_loss,
+    logit_diff,
+    no_report,
+)
 from circuitviz.tasks.data import build_task_data, is_task_file
 from circuitviz.tasks.registry import get_task
 
@@ -79,7 +86,7 @@ def evaluate_task(
     Returns accuracy, logit_diff (mean), logit_diff_std, answer_loss, n_examples, the n_dropped_*
     counts, and the task's own keys: sv-*: attractor_accuracy, relative_clause_accuracy;
     gender-pronoun: stereotype_rate, mean_p_stereotyped, prejudice_risk. A .jsonl path is scored
-    with the generic figures only.
+    with the generic figures only. Raises NoUsableExamples when no example survives tokenization.
     """
     data = build_task_data(
         task,
@@ -90,5 +97,13 @@ def evaluate_task(
         device=model.device,
         max_length=model.info.n_ctx or None,
     )
+    if data.n_examples == 0:
+        raise NoUsableExamples(
+            f"task {task} ({split} split): no usable example ({data.n_dropped_multitoken} with a "
+            f"multi-token answer, {data.n_dropped_identical} with identical answer tokens, "
+            f"{data.n_length_mismatch} with clean/corrupted prompts of different lengths, "
+            f"{data.n_too_long} longer than the model's context)"
+            + ("; --split all scores every pair of a file" if split != "all" else "")
+        )
     report = no_report if is_task_file(task) else get_task(str(task)).report
     return score_task(model.bridge, data, report=report, batch_size=batch_size)

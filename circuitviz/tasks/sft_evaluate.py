@@ -22,14 +22,11 @@ import torch
 
 from circuitviz.models.plain import plain_hf_model
 from circuitviz.tasks.answers import extract_answer, same_answer
+from circuitviz.tasks.base import NoUsableExamples
 from circuitviz.tasks.generate import greedy_generate
 from circuitviz.tasks.sft import SFTData
 from circuitviz.tasks.sft_metrics import response_nll
 from circuitviz.tasks.sft_tokenize import pad_id_of
-
-
-class NoUsableExamples(ValueError):
-    """An evaluation had nothing to score: an error, never a NaN figure."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,4 +118,29 @@ def evaluate_sft(model, data: SFTData, config: SFTEvalConfig | None = None) -> d
     result["response_loss"] = response_loss(model, data, batch_size=config.batch_size)
     if config.exact_match:
         result.update(exact_match_report(model, data, config))
+    return result
+
+
+def evaluate_sft_task(
+    model,
+    task: str,
+    *,
+    split: str = "test",
+    n: int | None = 256,
+    seed: int = 0,
+    fmt=None,
+    fields=None,
+    config: SFTEvalConfig | None = None,
+) -> dict[str, Any]:
+    """Build the data of an SFT task spec (``arithmetic``, ``sft:PATH``, ``hf:...``) with the
+    model's tokenizer and evaluate it (``evaluate_sft``); the column mapping of a dataset is
+    reported as ``fields``."""
+    from circuitviz.tasks.sft_sources import build_sft_data
+
+    data = build_sft_data(
+        task, model.tokenizer, split=split, n=n, seed=seed, fmt=fmt, fields=fields, device="cpu"
+    )
+    result = evaluate_sft(model, data, config)
+    if data.source_fields:
+        result["fields"] = dict(data.source_fields)
     return result

@@ -151,10 +151,33 @@ def _load_local(path: Path, split: str):
     return loaded
 
 
+def _hub_unreachable() -> str | None:
+    """Why the hub cannot be reached, found in milliseconds (the datasets library otherwise retries
+    for half a minute before failing), or None if it may be reachable."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        return None  # offline mode: the datasets library fails at once, or finds its cached copy
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return (
+            f"no network ({host} does not resolve; with HF_DATASETS_OFFLINE=1 a copy in the "
+            "datasets cache is used)"
+        )
+    return None
+
+
 def _load_hub(name: str, config: str | None, split: str):
     import datasets
 
+    reason = _hub_unreachable()
     try:
+        if reason is not None:
+            raise ConnectionError(reason)
         return datasets.load_dataset(name, config, split=split)
     except Exception as exc:  # the hub raises many types offline
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

@@ -10,8 +10,8 @@ For each example:
    the EOS token when ``append_eos``.
 3. Prompt and response are tokenized separately and concatenated, so the boundary between masked
    and trained tokens is exact (no token straddles it); labels are -100 on the prompt.
-4. The answer's characters (the text after the response's last ``####``, or the last occurrence of
-   the example's ``answer``) are mapped to the response tokens that overlap them.
+4. The answer's characters (the text after the response's first ``####``, or the last occurrence
+   of the example's ``answer``) are mapped to the response tokens that overlap them.
 5. Longer than ``max_length``: the response is cut to fit (counted in ``n_truncated``), or the
    example is dropped (``overflow="drop"``, or a prompt that alone fills ``max_length``; counted in
    ``n_dropped_too_long``). Nothing is left out silently.
@@ -78,7 +78,7 @@ def answer_span(response_text: str, example: SFTExample) -> tuple[int, int] | No
         if start < 0:
             return None
         return start, start + len(example.answer.strip())
-    mark = response_text.rfind(ANSWER_MARK)
+    mark = response_text.find(ANSWER_MARK)
     if mark < 0:
         return None
     reference = example.reference_answer
