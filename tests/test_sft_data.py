@@ -286,7 +286,9 @@ def test_task_kinds():
 
     with pytest.raises(ValueError, match="instruction"):
         get_task("arithmetic")
-    defaults = CATALOG["arithmetic"].tune_defaults
+    from circuitviz.tasks.catalog import KIND_TUNE_DEFAULTS
+
+    defaults = KIND_TUNE_DEFAULTS[CATALOG["arithmetic"].kind]["attribution"]
     assert defaults["metric"] == "process" and defaults["baseline"] == "mean"
 
 

@@ -192,6 +192,12 @@ class DiscoverConfig:
         "circuit before it is saved and measured, as the reference EAP-IG/MIB evaluation does",
     )
     paper_graph: bool = option(False, help="the circuit-tuning paper's graph: no input/logits")
+    mlp_groups: int | None = option(
+        None,
+        low=1,
+        metavar="G",
+        help="split every MLP into G groups of neurons, each its own node (m{L}.g{j})",
+    )
     n_examples: int = option(
         64, low=1, flag=("-n", "--n-examples"), help="examples drawn per split"
     )
@@ -203,3 +209,16 @@ class DiscoverConfig:
 
     def __post_init__(self) -> None:
         check_options(self)
+
+    @classmethod
+    def defaults_for(cls, task: str) -> list[dict]:
+        """What the task's kind changes (an instruction task scores with its own loss, mean
+        ablated): ``circuitviz.tasks.catalog.KIND_TUNE_DEFAULTS``, as tuning uses it."""
+        from circuitviz.tasks.catalog import KIND_TUNE_DEFAULTS, task_kind
+
+        try:
+            kind = task_kind(task)
+        except ValueError:  # reported, with the choices, when the task's data loads
+            return []
+        attribution = KIND_TUNE_DEFAULTS[kind].get("attribution")
+        return [{"attribution": dict(attribution)}] if attribution else []

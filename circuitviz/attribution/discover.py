@@ -67,17 +67,27 @@ class Discovery:
 
 
 def task_examples(model, task: str, config: DiscoverConfig, split: str):
-    """The task's examples on ``split``; ValueError when none is usable."""
-    from circuitviz.tasks import build_task_data
+    """The task's examples on ``split``: pairs, or an instruction task's prompts and responses
+    (through the chat template; for the ``outcome`` metric only those whose answer was located).
+    ValueError when none is usable."""
+    from circuitviz.tasks import build_sft_data, build_task_data
+    from circuitviz.tasks.catalog import task_kind
 
-    data = build_task_data(
-        task,
-        model.tokenizer,
-        split=split,
-        n=config.n_examples,
-        seed=config.seed,
-        max_length=model.info.n_ctx or None,
-    )
+    if task_kind(task) == "sft":
+        data = build_sft_data(
+            task, model.tokenizer, split=split, n=config.n_examples, seed=config.seed
+        )
+        if config.attribution.metric == "outcome":
+            data = data.with_located_answers()
+    else:
+        data = build_task_data(
+            task,
+            model.tokenizer,
+            split=split,
+            n=config.n_examples,
+            seed=config.seed,
+            max_length=model.info.n_ctx or None,
+        )
     if data.n_examples == 0:
         raise ValueError(f"task {task!r} gave no usable examples on split {split!r}")
     return data
@@ -99,7 +109,7 @@ def discover(
     """
     config = config or DiscoverConfig()
     say = progress or (lambda _stage: None)
-    graph = graph_for(model.info, paper=config.paper_graph)
+    graph = graph_for(model.info, paper=config.paper_graph, mlp_groups=config.mlp_groups)
     config.selection.check_fits(graph.n_edges)  # before any work
     data = task_examples(model, task, config, config.split)
     held_out = task_examples(model, task, config, config.eval_split)

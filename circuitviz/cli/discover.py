@@ -35,7 +35,13 @@ def register(subparsers) -> None:
         "m(clean): negative edges help the correct answer.",
     )
     add_model_args(parser)
-    parser.add_argument("--task", default="sv-agreement", help="a task name or a .jsonl file")
+    parser.add_argument(
+        "--task",
+        default="sv-agreement",
+        help="a task name, a .jsonl file of pairs, sft:FILE.jsonl or hf:DATASET[:CONFIG][:SPLIT] "
+        "(instruction tasks score with --metric process or outcome and the mean baseline by "
+        "default)",
+    )
     add_config_flags(
         parser,
         DiscoverConfig,
@@ -81,7 +87,9 @@ def build_config(args: argparse.Namespace):
             f"{selection['rule']}; drop one of them"
         )
     try:
-        return build(DiscoverConfig, DiscoverConfig(), given)
+        return build(
+            DiscoverConfig, DiscoverConfig(), *DiscoverConfig.defaults_for(args.task), given
+        )
     except ValueError as exc:
         raise UserError(str(exc)) from exc
 

@@ -50,6 +50,14 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--runs-dir", default=None, metavar="DIR", help="where run: models are looked up first"
     )
+    parser.add_argument(
+        "--heldout",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also the language-model loss on N held-out texts no task uses (real English for "
+        "real models, the demo filler for the demo model): keys heldout_loss, heldout_text",
+    )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     sft = parser.add_argument_group("instruction (SFT) tasks")
     sft.add_argument(
@@ -129,9 +137,13 @@ def run(args: argparse.Namespace) -> int:
         kind = task_kind(args.task)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
+    if args.heldout is not None and args.heldout < 1:
+        raise UserError(f"--heldout must be >= 1, got {args.heldout}")
     model = load_model_from_args(args)
     try:
         result = _sft_result(args, model) if kind == "sft" else _pair_result(args, model)
+        if args.heldout is not None:
+            result.update(_heldout(model, args.heldout, args.seed))
     except NoUsableExamples as exc:
         print(f"circuitviz evaluate: {exc}", file=sys.stderr)
         return 1
@@ -143,6 +155,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _print_text(args, result)
     return 0
+
+
+def _heldout(model, n: int, seed: int) -> dict:
+    """General-text loss on held-out text no task uses (real English for real models)."""
+    from circuitviz.tasks import heldout_corpus, lm_loss
+    from circuitviz.tuning.discovery import hook_flags
+
+    corpus = heldout_corpus(model.tokenizer, n, seed=seed)
+    with hook_flags(model.bridge, False):
+        loss = lm_loss(model, list(corpus.texts), batch_size=16)
+    return {"heldout_loss": loss, "heldout_text": corpus.name, "n_heldout": len(corpus.texts)}
 
 
 def _print_text(args, result: dict) -> None:

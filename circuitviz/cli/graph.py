@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuitviz.cli.common import add_model_args, load_model_from_args, print_json
+from circuitviz.cli.common import UserError, add_model_args, load_model_from_args, print_json
 
 
 def register(subparsers) -> None:
@@ -20,6 +20,13 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--paper-graph", action="store_true", help="the circuit-tuning paper's graph"
     )
+    parser.add_argument(
+        "--mlp-groups",
+        type=int,
+        default=None,
+        metavar="G",
+        help="split every MLP into G groups of neurons, each its own node (m{L}.g{j})",
+    )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.set_defaults(func=run)
 
@@ -28,7 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from circuitviz.graph.topology import graph_for
 
     model = load_model_from_args(args)
-    graph = graph_for(model.info, paper=args.paper_graph)
+    try:
+        graph = graph_for(model.info, paper=args.paper_graph, mlp_groups=args.mlp_groups)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
     result = {"model": args.model, "family": model.info.family, **graph.describe()}
     if args.json:
         print_json(result)

@@ -55,7 +55,10 @@ def register(subparsers) -> None:
 def _task_help() -> str:
     from circuitviz.tasks.catalog import task_names
 
-    return f"{', '.join(task_names())}, or a .jsonl file of your own pairs"
+    return (
+        f"{', '.join(task_names())}, a .jsonl file of your own pairs, sft:FILE.jsonl "
+        "(prompt/response/answer) or hf:DATASET[:CONFIG][:SPLIT] (a local dataset or file offline)"
+    )
 
 
 def _add_store_args(parser: argparse.ArgumentParser) -> None:
@@ -115,15 +118,32 @@ def _groups() -> dict[str, str]:
 
 
 def _task_notes(dotted: str) -> str:
-    """ "gender-pronoun: 50" for the tasks whose own default differs (from the task catalog)."""
-    from circuitviz.tasks.catalog import CATALOG
+    """ "pretrained models: adamw; instruction tasks: process; gender-pronoun: 50": where a default
+    differs by model, task kind or task (``TuneConfig.defaults_for``)."""
+    from circuitviz.tasks.catalog import CATALOG, KIND_TUNE_DEFAULTS
+    from circuitviz.tuning.config import PRETRAINED_DEFAULTS
 
-    notes = [
-        f"{name}: {value}"
-        for name, info in sorted(CATALOG.items())
-        if (value := info.tune_defaults.get(dotted)) is not None
+    layers = [
+        ("pretrained models", PRETRAINED_DEFAULTS),
+        ("instruction tasks", KIND_TUNE_DEFAULTS["sft"]),
     ]
+    layers += [(name, info.tune_defaults) for name, info in sorted(CATALOG.items())]
+    notes = []
+    for name, layer in layers:
+        value = _lookup(layer, dotted)
+        if value is not None:
+            notes.append(f"{name}: {value:g}" if isinstance(value, float) else f"{name}: {value}")
     return ", ".join(notes)
+
+
+def _lookup(layer, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(layer, dict) and not hasattr(layer, "get"):
+            return None
+        layer = layer.get(part)
+        if layer is None:
+            return None
+    return layer
 
 
 def _add_tune_args(parser: argparse.ArgumentParser, *, sweep: bool) -> None:
@@ -159,15 +179,14 @@ def _find_group(parser: argparse.ArgumentParser, title: str):
 
 
 def build_config(args: argparse.Namespace, task: str, *, top_n: int | None = None):
-    """A TuneConfig from the parsed arguments: the user's values over the task's defaults over
-    TuneConfig's own. ``--threshold`` alone implies ``--selection threshold``."""
+    """A TuneConfig from the parsed arguments: the user's values over the task's, the task kind's
+    and the model's defaults over TuneConfig's own (``TuneConfig.defaults_for``). ``--threshold``
+    alone implies ``--selection threshold``."""
     from circuitviz.cli.flags import build_config as build
     from circuitviz.cli.flags import given_values
-    from circuitviz.tasks.catalog import CATALOG
     from circuitviz.tuning.config import TuneConfig
 
-    info = CATALOG.get(task)
-    task_layer = dict(info.tune_defaults) if info is not None else {}
+    layers = TuneConfig.defaults_for(task, args.model, runs_dir=args.runs_dir)
     given = given_values(args, TuneConfig)
     if top_n is not None:
         given["top_n"] = top_n
@@ -176,7 +195,7 @@ def build_config(args: argparse.Namespace, task: str, *, top_n: int | None = Non
     if "epochs" in given and "steps" not in given:
         given["steps"] = None
     try:
-        return build(TuneConfig, TuneConfig(), task_layer, given)
+        return build(TuneConfig, TuneConfig(), *layers, given)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
 
@@ -294,7 +313,7 @@ def _resume(args: argparse.Namespace) -> int:
     config = config_from_run(run.config)
     dtype = str(run.config.get("dtype", "float32")).removeprefix("torch.")
     try:
-        model = load_model(run.model_spec, device=args.device, dtype=dtype)
+        model = load_model(run.model_spec, device=args.device, dtype=dtype, runs_dir=args.runs_dir)
         data = build_tuning_data(model, run.task, config)
         writer = RunWriter.resume(run.dir)
     except (ModelLoadError, *_engine_errors()) as exc:

@@ -13,6 +13,7 @@ import secrets
 import sqlite3
 from datetime import datetime, timezone
 from importlib import metadata
+from pathlib import PurePath
 
 import numpy as np
 
@@ -49,6 +50,20 @@ def new_run_id(*parts: str) -> str:
     ``sv-disagreement-circuit-20261123-141502-9f3a``."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return "-".join([*(slug(part) for part in parts), stamp, secrets.token_hex(2)])
+
+
+def task_slug(task: str) -> str:
+    """A short run-id part for a task spec: a built-in name as it is, a file by its stem
+    (``sft:data/train.jsonl`` -> ``sft-train``), a dataset by its last name
+    (``hf:openai/gsm8k:main`` -> ``hf-gsm8k``)."""
+    kind, sep, rest = task.partition(":")
+    if sep and kind in ("sft", "hf"):
+        name = rest.split(":")[0] if kind == "hf" else rest
+        stem = PurePath(name).name.removesuffix(".jsonl").removesuffix(".json")
+        return f"{kind}-{stem}"
+    if task.endswith(".jsonl"):
+        return PurePath(task).name.removesuffix(".jsonl")
+    return task
 
 
 def check_run_id(run_id: str) -> str:

@@ -65,7 +65,9 @@ class RunWriter:
         """
         fields.check_create_args(kind, config, model_spec, task, method, seed, graph_meta, sweep_id)
         run_id = (
-            fields.check_run_id(run_id) if run_id is not None else fields.new_run_id(task, method)
+            fields.check_run_id(run_id)
+            if run_id is not None
+            else fields.new_run_id(fields.task_slug(task), method)
         )
         root = _writable_root(Path(root))
         run_dir = root / run_id
@@ -299,6 +301,15 @@ class RunWriter:
         with self._transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)", row)
         return tensor_path
+
+    def checkpoint_files(self) -> list[tuple[int, Path, Path]]:
+        """(step, tensors path, resume-state path) of every recorded checkpoint, oldest first."""
+        rows = (
+            self._open()
+            .execute("SELECT step, path, state_path FROM checkpoints ORDER BY step")
+            .fetchall()
+        )
+        return [(int(step), self.dir / path, self.dir / state) for step, path, state in rows]
 
     def latest_checkpoint(self) -> tuple[int, Path, dict] | None:
         """(step, safetensors path, resume_state) of the newest complete checkpoint, or None."""

@@ -3,7 +3,7 @@
 1. Prompts are sorted by length (so a batch pads little) and left-padded, batch by batch.
 2. A plain ``transformers`` model sharing the bridged model's weights (``models.plain``) generates
    greedily with its key/value cache, stopping a row at its first stop token (EOS, the chat
-   template's end-of-turn token) or after ``max_new_tokens``.
+   template's end-of-turn token), after ``max_new_tokens``, or at the model's context length.
 3. Each row's new tokens are cut at the first stop token (exclusive) and returned in the prompts'
    original order.
 """
@@ -46,10 +46,14 @@ def greedy_generate(
         for r, i in enumerate(rows):
             ids[r, width - len(prompts[i]) :] = torch.tensor(list(prompts[i]), dtype=torch.long)
             mask[r, width - len(prompts[i]) :] = 1
+        # Never past the model's context (the demo model reads 64 positions): a row simply stops.
+        room = model.info.n_ctx - width if model.info.n_ctx else max_new_tokens
+        if room < 1:
+            continue  # the prompt alone fills the context: nothing can be generated
         generated = plain.generate(
             ids.to(model.device),
             attention_mask=mask.to(model.device),
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=min(max_new_tokens, room),
             do_sample=False,
             num_beams=1,
             eos_token_id=stops or None,

@@ -10,6 +10,7 @@ recorded verbatim in each run's ``config``; this module imports no torch.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -25,6 +26,26 @@ Loss = Literal["lm", "weighted"]
 # What every run's attribution does unless told otherwise: one EAP pass per discovery step, scored
 # at the position the metric reads (the paper's pre-verb position).
 TUNE_ATTRIBUTION = AttributionConfig(method="eap", baseline="corrupted", positions="target")
+
+# What changes when the model is a pretrained one rather than the bundled demo (trained here from
+# scratch, 0.9M parameters) or a random shape: the demo's SGD at lr 1e-2 over 800 steps would wreck
+# a pretrained model, and each step of a real model costs seconds on a CPU, so fewer, gentler steps
+# with evaluations and snapshots that cost a small fraction of the run; circuits of a few hundred
+# edges rarely hold a whole input -> logits path in a deep model, so N is larger.
+PRETRAINED_DEFAULTS: dict = {
+    "optimizer": "adamw",
+    "lr": 1e-4,
+    "weight_decay": 0.0,
+    "steps": 300,
+    "batch_size": 8,
+    "top_n": 2000,
+    "n_dev": 64,
+    "n_probe": 8,
+    "n_heldout": 64,
+    "eval_every": 50,
+    "snapshot_every": 50,
+    "checkpoint_every": 100,
+}
 
 # Spellings of earlier versions, still read from stored runs and accepted on the command line.
 _SELECTION_ALIASES = {"top_n": "top-n", "node_weighted": "node-weighted"}
@@ -61,6 +82,14 @@ class TuneConfig:
         default_factory=lambda: TUNE_ATTRIBUTION, help="how edges are scored"
     )
     paper_graph: bool = option(False, help="the paper's graph: no input and logits nodes")
+    mlp_groups: int | None = option(
+        None,
+        low=1,
+        metavar="G",
+        help="split every MLP into G groups of neurons, each its own node (m{L}.g{j}) owning its "
+        "rows of the up/gate and columns of the down projection: circuits tune at neuron-group "
+        "granularity (the paper's Llama graph)",
+    )
     layer0_qkv: bool = option(False, help="always train layer 0's q/k/v slices too")
     random_ratio: float = option(
         0.0,
@@ -101,6 +130,42 @@ class TuneConfig:
     circuit_forward: bool = option(
         False, help="mean-ablate every edge outside the circuit in training forwards"
     )
+    chat_template: bool = option(
+        True,
+        help="instruction tasks: put prompts through the tokenizer's chat template when it has one",
+    )
+    max_length: int = option(
+        512,
+        low=2,
+        help="instruction tasks: most tokens of prompt + response; longer examples are truncated "
+        "and counted",
+    )
+    prompt_field: str | None = option(
+        None, metavar="COLUMN", help="hf: datasets: the prompt column (default: found by name)"
+    )
+    response_field: str | None = option(
+        None, metavar="COLUMN", help="hf: datasets: the response column"
+    )
+    answer_field: str | None = option(
+        None, metavar="COLUMN", help="hf: datasets: the final-answer column (for exact match)"
+    )
+    eval_task: str | None = option(
+        None,
+        flag="--eval",
+        metavar="TASK",
+        help="score dev figures on this task spec instead of the training task's dev split (e.g. "
+        "sft:dev.jsonl, every example of which is used up to --n-dev)",
+    )
+    max_new_tokens: int = option(
+        128, low=1, help="instruction tasks: bound on each generated answer for exact match"
+    )
+    exact_match_every: int = option(
+        0,
+        low=0,
+        metavar="STEPS",
+        help="instruction tasks: generate and score exact match every STEPS steps (0: only before "
+        "and after, since generation costs far more than the response loss measured every E)",
+    )
     eval_every: int = option(
         50, low=0, metavar="E", help="evaluate every E steps (0: only at the end)"
     )
@@ -136,6 +201,20 @@ class TuneConfig:
                 "TuneConfig.circuit_forward needs a circuit: method 'circuit' or 'random'"
             )
 
+    def sft_format(self):
+        """How an instruction task's examples become tokens (``circuitviz.tasks.SFTFormat``)."""
+        from circuitviz.tasks.sft import SFTFormat
+
+        return SFTFormat(chat_template=self.chat_template, max_length=self.max_length)
+
+    def sft_fields(self):
+        """Which columns of an ``hf:`` dataset hold prompt, response and answer."""
+        from circuitviz.tasks.sft_sources import SFTFields
+
+        return SFTFields(
+            prompt=self.prompt_field, response=self.response_field, answer=self.answer_field
+        )
+
     @property
     def discovers(self) -> bool:
         """Whether the run picks a subgraph (circuit or random) rather than training everything."""
@@ -143,6 +222,23 @@ class TuneConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def defaults_for(cls, task: str, model_spec: str, *, runs_dir=None) -> list[dict]:
+        """The layers of defaults between the fields' own and a user's values, in order: the
+        pretrained-model defaults (unless ``model_spec`` is the demo or a random shape), the task
+        kind's (instruction tasks score with their own loss, mean-ablated) and the task's own
+        (``circuitviz.tasks.catalog``). Nested dicts (``attribution``) merge key by key."""
+        from circuitviz.models.spec import is_pretrained_spec
+        from circuitviz.tasks.catalog import CATALOG, KIND_TUNE_DEFAULTS, task_kind
+
+        layers = [PRETRAINED_DEFAULTS] if is_pretrained_spec(model_spec, runs_dir) else []
+        # An unknown task is reported, with the choices, when its data loads.
+        with contextlib.suppress(ValueError):
+            layers.append(KIND_TUNE_DEFAULTS[task_kind(task)])
+        if task in CATALOG:
+            layers.append(dict(CATALOG[task].tune_defaults))
+        return layers
 
     @classmethod
     def from_dict(cls, values: dict) -> TuneConfig:

@@ -132,7 +132,7 @@ class Tuner:
 
     def __init__(self, model, task, config: TuneConfig, writer: RunWriter, data) -> None:
         self.model, self.task, self.config, self.writer = model, task, config, writer
-        self.graph = graph_for(model.info, paper=config.paper_graph)
+        self.graph = graph_for(model.info, paper=config.paper_graph, mlp_groups=config.mlp_groups)
         check_sizes(config, self.graph.n_edges)
         self.pmap = build_param_map(model, self.graph)
         self.bank = build_mask_bank(self.pmap, self.graph)
@@ -162,6 +162,7 @@ class Tuner:
         self.last_eval: dict | None = None
         self.started = time.perf_counter()
         self.seconds_before = 0.0  # wall time of earlier segments of a resumed run
+        self.touched: set[str] = set()  # tensors some step has updated (all a checkpoint needs)
 
     def _seconds(self) -> float:
         """Wall time of the whole run so far, every resumed segment included."""
@@ -188,10 +189,13 @@ class Tuner:
         return TuneResult(run_id=self.writer.run_id, run_dir=self.writer.dir, summary=summary)
 
     def _begin(self) -> None:
-        self.base = evaluate(self.model, self.data)
+        self.base = evaluate(self.model, self.data, self.config)
         self.last_eval = self.base
         self.writer.log_eval(0, **self.base)
-        self.writer.set_summary({f"base_{key}": value for key, value in self.base.items()})
+        self.writer.set_summary(
+            {f"base_{key}": value for key, value in self.base.items()}
+            | {"heldout_text": self.data.heldout_source.get("name", "demo-filler")}
+        )
         n = top_n_at(1, self.config)
         scores, selected = snapshot_scores(
             self.model, self.graph, self.data.probe_original, n, self.config
@@ -266,6 +270,7 @@ class Tuner:
             norm = self.optimizer.clip_grad_norm(self.masks, self.config.grad_clip)
             check_finite(norm, "the gradient norm", step)
         self.optimizer.step(self.masks, lr_at(step, self.config))
+        self.touched.update(self.masks)
         return float(parts.total.detach())
 
     def _periodic(self, step: int) -> None:
@@ -277,7 +282,11 @@ class Tuner:
             self._checkpoint(step)
 
     def _evaluate(self, step: int) -> dict:
-        self.last_eval = evaluate(self.model, self.data)
+        """Dev figures and the held-out loss; an instruction task's exact match (a generation per
+        example) only at the end and every ``exact_match_every`` steps."""
+        every = self.config.exact_match_every
+        exact = step == self.total or (every > 0 and step % every == 0)
+        self.last_eval = evaluate(self.model, self.data, self.config, exact_match=exact)
         self.writer.log_eval(step, **self.last_eval)
         return self.last_eval
 
@@ -318,9 +327,11 @@ class Tuner:
             extra_nodes=None if self.extra is None else indices_of(self.extra),
             torch_rng=torch.get_rng_state(),
             seconds=self._seconds(),
+            touched=tuple(sorted(self.touched)),
         )
         try:
             self.writer.save_checkpoint(step, tensors, state.to_dict())
+            self._slim_old_checkpoints()
         except Exception as exc:  # safetensors, torch.save and the OS each raise their own type
             message = (
                 f"could not write the checkpoint of step {step} ({type(exc).__name__}: {exc}); "
@@ -328,6 +339,29 @@ class Tuner:
             )
             self.writer.set_status("failed", message)
             raise CheckpointError(message) from exc
+
+    def _slim_old_checkpoints(self, keep: int = 2) -> None:
+        """Every checkpoint but the newest ``keep`` (which stay resumable) keeps only the tensors
+        that had changed by its step, in the model's dtype, and no optimizer state: what loading
+        a checkpoint's weights (``run:RUN@STEP``, rescoring, analyses) needs. On SmolLM2 a full
+        checkpoint with AdamW state is about 1.6 GB; a slim one holds only the circuit's tensors."""
+        from circuitviz.runs.checkpoints import load_resume_state, load_tensors
+
+        for step, path, state_path in self.writer.checkpoint_files()[:-keep]:
+            if not (path.is_file() and state_path.is_file()):
+                continue
+            stored = load_resume_state(state_path)
+            if stored.get("slim"):
+                continue
+            names = [f"param/{name}" for name in stored.get("touched", ())]
+            tensors = load_tensors(path)
+            kept = {name: tensors[name] for name in names if name in tensors}
+            if not kept:  # nothing had changed yet: the untouched model is this step's weights
+                first = next(iter(tensors))
+                kept = {first: tensors[first]}
+            self.writer.save_checkpoint(
+                step, kept, {"step": step, "slim": True, "touched": list(stored.get("touched", ()))}
+            )
 
     def _restore(self) -> int | None:
         """Load the newest checkpoint, if any; returns the first step still to run."""
@@ -361,6 +395,7 @@ class Tuner:
             )
         torch.set_rng_state(state.torch_rng)
         self.seconds_before = state.seconds
+        self.touched = set(state.touched)
         run = Run(self.writer.dir)
         self.base = {
             key.removeprefix("base_"): value

@@ -5,7 +5,9 @@
 2. ``lm``: mean next-token cross-entropy over every real token (the paper's ``weighted`` objective
    with p = 1). ``weighted``: the answer token's loss counts ``target_weight`` times (the paper's
    1/p), normalised by the total weight.
-3. ``debias_beta > 0`` adds ``beta * |mean_b logit(answer) - logit(wrong)|`` at the target position
+3. An instruction (SFT) batch: the mean next-token cross-entropy over its response tokens only
+   (labels are masked on the prompt), as in ordinary supervised fine-tuning.
+4. ``debias_beta > 0`` adds ``beta * |mean_b logit(answer) - logit(wrong)|`` at the target position
    (the paper's regulariser for its gender task), read from the same forward pass.
 """
 
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 import torch
 
 from circuitviz.tasks import TaskBatch
+from circuitviz.tasks.sft import is_sft_batch
+from circuitviz.tasks.sft_metrics import sft_loss
 from circuitviz.tuning.config import TuneConfig
 
 
@@ -30,7 +34,7 @@ def training_ids(batch: TaskBatch, config: TuneConfig, step: int) -> torch.Tenso
     """``train_ids`` with the answer token swapped for the wrong one in a seeded random subset of
     rows (probability ``answer_swap``; the subset depends only on ``seed`` and ``step``)."""
     ids = batch.train_ids
-    if config.answer_swap <= 0:
+    if config.answer_swap <= 0 or is_sft_batch(batch):
         return ids
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     swap = (torch.rand(len(batch), generator=generator) < config.answer_swap).to(ids.device)
@@ -56,7 +60,12 @@ def token_weights(batch: TaskBatch, config: TuneConfig) -> torch.Tensor:
 def training_loss(
     logits: torch.Tensor, ids: torch.Tensor, batch: TaskBatch, config: TuneConfig
 ) -> LossParts:
-    """The objective on ``logits [batch, pos_t, d_vocab]`` of ``ids [batch, pos_t]``."""
+    """The objective on ``logits [batch, pos_t, d_vocab]`` of ``ids [batch, pos_t]``. An
+    instruction (SFT) batch is trained on its response tokens only (``tasks.sft_loss``: the prompt
+    is context, not a target)."""
+    if is_sft_batch(batch):
+        lm = sft_loss(logits, batch)
+        return LossParts(total=lm, lm=float(lm.detach()), debias=0.0)
     logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     nll = -logprobs.gather(2, ids[:, 1:, None])[..., 0]  # [batch, pos_t - 1]
     weights = token_weights(batch, config).to(nll.device)

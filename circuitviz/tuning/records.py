@@ -27,8 +27,23 @@ from circuitviz.tuning.masks import NodeMaskBank
 _REPORT_SKIP = ("task", "split", "n_examples", "n_dropped_multitoken", "n_dropped_identical")
 
 
-def evaluate(model, data: TuningData, *, batch_size: int = 128) -> dict[str, float]:
-    """``accuracy``, ``task_metric`` (mean logit difference), ``lm_loss`` and the task's extras."""
+def evaluate(
+    model,
+    data: TuningData,
+    config: TuneConfig | None = None,
+    *,
+    exact_match: bool = True,
+    batch_size: int = 128,
+) -> dict[str, float | None]:
+    """``accuracy``, ``task_metric``, ``lm_loss`` (held-out text) and the task's extras.
+
+    Pair tasks: accuracy and the mean logit difference on the dev examples. Instruction tasks:
+    ``task_metric`` is the dev response loss (nats per response token, lower is better) and
+    ``accuracy`` the exact match of greedy answers, which costs a generation per example and so
+    runs only when ``exact_match`` is asked for (None otherwise).
+    """
+    if data.kind == "sft":
+        return _evaluate_sft(model, data, config or TuneConfig(), exact_match=exact_match)
     report = no_report if is_task_file(data.task) else get_task(data.task).report
     with hook_flags(model.bridge, False):
         scored = score_task(model.bridge, data.dev, report=report, batch_size=batch_size)
@@ -44,6 +59,27 @@ def evaluate(model, data: TuningData, *, batch_size: int = 128) -> dict[str, flo
             continue
         if isinstance(value, (int, float)):
             out[key] = float(value)
+    return out
+
+
+def _evaluate_sft(model, data: TuningData, config: TuneConfig, *, exact_match: bool) -> dict:
+    from circuitviz.tasks.sft_evaluate import SFTEvalConfig, exact_match_report, response_loss
+
+    with hook_flags(model.bridge, False):
+        loss = response_loss(model, data.dev, batch_size=16)
+        heldout = lm_loss(model, list(data.heldout), batch_size=32)
+    out: dict[str, float | None] = {
+        "accuracy": None,
+        "task_metric": loss,
+        "lm_loss": heldout,
+        "response_loss": loss,
+        "n_dev_examples": len(data.dev),
+    }
+    if exact_match:
+        eval_config = SFTEvalConfig(max_new_tokens=config.max_new_tokens, n_samples=0)
+        report = exact_match_report(model, data.dev, eval_config)
+        out["accuracy"] = report.get("exact_match")
+        out.update({k: v for k, v in report.items() if isinstance(v, int | float)})
     return out
 
 

@@ -44,7 +44,7 @@ def rescore_run(
     n = probe_size if probe_size is not None else config.n_probe
     if n < 1 or resamples < 0:
         raise ValueError(f"probe size must be >= 1 and resamples >= 0, got {n}, {resamples}")
-    graph = graph_for(model.info, paper=config.paper_graph)
+    graph = graph_for(model.info, paper=config.paper_graph, mlp_groups=config.mlp_groups)
     if graph.edge_names() != run.edge_names():
         raise ValueError(f"run {run.id} was recorded on a different graph than {model.spec}'s")
     params = build_param_map(model, graph).params

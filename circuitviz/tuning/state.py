@@ -44,6 +44,8 @@ class ResumeState:
     torch_rng: the CPU generator's state, so dropout-free training and random draws continue.
     seconds: wall time the run had spent up to ``step``, over every segment so far (a resumed
         run's ``summary.seconds`` adds its own segment to this).
+    touched: the tensors any optimizer step has updated so far: all that can differ from the
+        untouched model, so all that a slimmed checkpoint keeps.
     """
 
     step: int
@@ -52,6 +54,7 @@ class ResumeState:
     extra_nodes: tuple[int, ...] | None
     torch_rng: torch.Tensor = field(repr=False)
     seconds: float = 0.0
+    touched: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         circuit = self.circuit
@@ -64,13 +67,20 @@ class ResumeState:
             "extra_nodes": None if self.extra_nodes is None else list(self.extra_nodes),
             "torch_rng": self.torch_rng,
             "seconds": self.seconds,
+            "touched": list(self.touched),
         }
 
     @classmethod
     def from_dict(cls, stored: dict) -> ResumeState:
-        keys = {f.name for f in fields(cls)} - {"circuit", "seconds"}
+        keys = {f.name for f in fields(cls)} - {"circuit", "seconds", "touched"}
         keys |= {"circuit_nodes", "circuit_edges", "circuit_top_n"}
         missing = sorted(keys - set(stored))
+        if stored.get("slim"):
+            raise ValueError(
+                f"the checkpoint of step {stored.get('step')} was slimmed to the tensors that "
+                "changed (no optimizer state), so it cannot be resumed from; the newest two "
+                "checkpoints of a run keep everything"
+            )
         if missing:
             raise ValueError(
                 f"the checkpoint's resume state lacks {missing}; it was not written by this "
@@ -91,6 +101,7 @@ class ResumeState:
             extra_nodes=None if extra is None else tuple(extra),
             torch_rng=stored["torch_rng"],
             seconds=float(stored.get("seconds", 0.0)),  # absent in runs of earlier versions
+            touched=tuple(stored.get("touched", ())),
         )
 
 

@@ -48,7 +48,7 @@ def create_run(
     sweep_id: str | None = None,
 ) -> RunWriter:
     """Check the inputs against the model, then create the run's record (status "running")."""
-    graph = graph_for(model.info, paper=config.paper_graph)
+    graph = graph_for(model.info, paper=config.paper_graph, mlp_groups=config.mlp_groups)
     check_sizes(config, graph.n_edges)
     pmap = build_param_map(model, graph)
     return RunWriter.create(

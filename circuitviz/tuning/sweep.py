@@ -51,7 +51,7 @@ def run_sweep(
     if not top_ns:
         raise ValueError("a sweep needs at least one N")
     configs = [dataclasses.replace(config, top_n=n) for n in top_ns]  # validates every N first
-    n_edges = graph_for(model.info, paper=config.paper_graph).n_edges
+    n_edges = graph_for(model.info, paper=config.paper_graph, mlp_groups=config.mlp_groups).n_edges
     for run_config in configs:
         check_sizes(run_config, n_edges)
     sweep_id = sweep_id or new_sweep_id(task)

@@ -1,0 +1,170 @@
+"""Circuit-tuning on instruction (SFT) data, end to end through the command line, on the bundled
+demo model (whose word-level vocabulary the examples below use): defaults that follow the model
+and the task kind, response-only training loss, response loss and exact match in the records,
+the held-out text named, MLP neuron groups, slimmed checkpoints that still load as run: models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+
+import pytest
+import torch
+
+from circuitviz.cli import main
+from circuitviz.runs import Run, RunStore
+from circuitviz.tuning.config import PRETRAINED_DEFAULTS, TuneConfig
+
+NAMES = ["Mary", "John", "Emma", "Tom", "Lucy", "Peter", "Sarah", "Paul", "Anna", "Ben"]
+PLACES = ["box", "cabinet", "table", "drawer", "bag"]
+
+
+def write_sft(path, n: int, seed: int) -> str:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        name, other, place = rng.choice(NAMES), rng.choice(NAMES), rng.choice(PLACES)
+        rows.append(
+            {
+                "prompt": f"{name} gave a drink to {other} . The key is in the {place} .",
+                "response": f"{other} has the drink and the key is in the {place} .",
+                "answer": place,
+            }
+        )
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return f"sft:{path}"
+
+
+SMALL = [
+    *("--model", "demo", "--batch-size", "4", "--n-train", "200", "--n-dev", "8"),
+    *("--n-probe", "4", "--n-heldout", "8", "--top-n", "30", "--no-progress"),
+]
+
+
+def tune(capsys, tmp_path, *argv) -> Run:
+    assert main(["tune", *SMALL, "--runs-dir", str(tmp_path / "runs"), *argv, "--json"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    return RunStore([tmp_path / "runs"]).open(run_id)
+
+
+def test_an_instruction_run_records_response_loss_exact_match_and_its_held_out_text(
+    capsys, tmp_path
+):
+    task = write_sft(tmp_path / "train.jsonl", 240, seed=0)
+    run = tune(capsys, tmp_path, "--task", task, "--steps", "4", "--eval-every", "2")
+    assert run.status == "finished"
+    stored = run.config["attribution"]
+    assert (stored["metric"], stored["baseline"], stored["positions"]) == ("process", "mean", "all")
+    evals = run.evals()
+    assert evals["step"].tolist() == [0, 2, 4]
+    assert evals["task_metric"].notna().all()  # the dev response loss at every evaluation
+    # Exact match (a generation per example) before and after only, unless asked for more often.
+    assert evals["accuracy"].isna().tolist() == [False, True, False]
+    assert run.summary["heldout_text"] == "demo-filler"  # the demo model reads its own filler
+    assert run.summary["final_response_loss"] < run.summary["base_response_loss"]
+    snapshots = run.snapshots()
+    assert set(snapshots["label"]) == {"before", "during", "after"}
+    assert set(snapshots["task"]) == {task}
+
+
+def test_eval_takes_the_dev_examples_of_another_file(capsys, tmp_path):
+    train = write_sft(tmp_path / "train.jsonl", 120, seed=1)
+    dev = write_sft(tmp_path / "dev.jsonl", 5, seed=2)
+    argv = ["--task", train, "--eval", dev, "--steps", "2", "--eval-every", "0"]
+    run = tune(capsys, tmp_path, *argv)
+    assert run.config["eval_task"] == dev
+    assert run.summary["final_n_dev_examples"] == 5  # all of the --eval file, not a split of it
+
+
+def test_pair_only_options_are_refused_for_instruction_tasks(capsys, tmp_path):
+    task = write_sft(tmp_path / "train.jsonl", 40, seed=3)
+    runs = str(tmp_path / "runs")
+    code = main(["tune", *SMALL, "--task", task, "--debias-beta", "0.5", "--runs-dir", runs])
+    assert code == 2
+    assert "--debias-beta read a pair task's answer token" in capsys.readouterr().err
+    code = main(["tune", *SMALL, "--task", "sv-agreement", "--eval", task, "--runs-dir", runs])
+    assert code == 2 and "--eval takes an instruction task" in capsys.readouterr().err
+
+
+def config_for(task: str, model: str, *argv) -> TuneConfig:
+    from circuitviz.cli.tune import build_config, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["tune", "--task", task, "--model", model, *argv])
+    return build_config(args, task)
+
+
+def test_defaults_follow_the_model_and_the_task():
+    demo = config_for("sv-disagreement", "demo")
+    assert (demo.optimizer, demo.lr, demo.steps) == ("sgd", 1e-2, 800)
+    real = config_for("sv-disagreement", "smollm2-135m")
+    for key, value in PRETRAINED_DEFAULTS.items():
+        assert getattr(real, key) == value, key
+    arithmetic = config_for("arithmetic", "smollm2-135m")
+    assert (arithmetic.attribution.metric, arithmetic.attribution.baseline) == ("process", "mean")
+    assert arithmetic.every == 10 and arithmetic.optimizer == "adamw"
+    mine = config_for("arithmetic", "smollm2-135m", "--lr", "3e-5", "--metric", "outcome")
+    assert mine.lr == 3e-5 and mine.attribution.metric == "outcome"
+    gender = config_for("gender-pronoun", "demo")
+    assert (gender.lr, gender.top_n) == (0.003, 50)  # the task's own over the general ones
+
+
+def test_mlp_groups_tune_at_neuron_group_granularity(capsys, tmp_path):
+    task = write_sft(tmp_path / "train.jsonl", 120, seed=4)
+    whole = tune(capsys, tmp_path, "--task", task, "--steps", "2", "--eval-every", "0")
+    grouped = tune(
+        capsys, tmp_path, "--task", task, "--steps", "2", "--eval-every", "0", "--mlp-groups", "4"
+    )
+    assert grouped.config["mlp_groups"] == 4
+    names = grouped.graph().dst_names
+    assert "m0.g3" in names and "m0" not in names
+    assert grouped.steps()["tuned_params_exact"].max() < whole.steps()["tuned_params_exact"].max()
+
+
+def test_old_checkpoints_are_slimmed_and_still_load_as_run_models(capsys, tmp_path):
+    from circuitviz.models import load_model
+
+    task = write_sft(tmp_path / "train.jsonl", 120, seed=5)
+    common = ["--task", task, "--eval-every", "0", "--snapshot-every", "0", "--seed", "3"]
+    long = tune(capsys, tmp_path, *common, "--steps", "8", "--checkpoint-every", "2")
+    short = tune(capsys, tmp_path, *common, "--steps", "4", "--checkpoint-every", "2")
+    files = {step: path for step, path in long.checkpoints()}
+    assert sorted(files) == [2, 4, 6, 8]
+    sizes = {step: path.stat().st_size for step, path in files.items()}
+    assert sizes[2] < sizes[6] and sizes[4] < sizes[8]  # no optimizer state, changed tensors only
+    from circuitviz.runs.checkpoints import load_tensors
+
+    assert not any(name.startswith("optim/") for name in load_tensors(files[4]))
+    assert any(name.startswith("optim/") for name in load_tensors(files[6]))
+    runs = str(tmp_path / "runs")
+    at_four = load_model(f"run:{long.id}@4", runs_dir=runs)
+    final_of_short = load_model(f"run:{short.id}", runs_dir=runs)
+    for (name, a), b in zip(
+        at_four.bridge.named_parameters(), final_of_short.bridge.parameters(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_smollm2_tunes_arithmetic_for_a_few_steps(capsys, tmp_path):
+    argv = [
+        *("--model", "smollm2-135m", "--task", "arithmetic", "--steps", "2", "--top-n", "300"),
+        *("--n-train", "16", "--n-dev", "4", "--n-probe", "2", "--n-heldout", "4"),
+        *("--batch-size", "2", "--max-new-tokens", "24", "--checkpoint-every", "0"),
+    ]
+    assert main(["tune", *argv, "--runs-dir", str(tmp_path), "--no-progress", "--json"]) == 0
+    run = RunStore([tmp_path]).open(json.loads(capsys.readouterr().out)["run_id"])
+    assert run.status == "finished" and run.config["optimizer"] == "adamw"
+    assert run.summary["heldout_text"].startswith("python-docs")
+    assert run.summary["final_response_loss"] > 0
+
+
+def test_evaluate_reports_the_held_out_text_loss(capsys):
+    argv = ["evaluate", "--model", "demo", "--task", "sv-agreement", "-n", "8", "--heldout", "8"]
+    assert main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["heldout_text"] == "demo-filler" and result["n_heldout"] == 8
+    assert 0 < result["heldout_loss"] < 5
