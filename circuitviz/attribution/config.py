@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 
+from circuitviz.graph.sign import SIGN_CONVENTION  # noqa: F401  (re-exported)
 from circuitviz.graph.topology import Graph, edge_name
 
 Method = Literal["eap", "eap-ig-inputs", "eap-ig-activations"]
@@ -18,15 +19,6 @@ METHOD_NAMES: tuple[str, ...] = ("eap", "eap-ig-inputs", "eap-ig-activations")
 BASELINES: tuple[str, ...] = ("corrupted", "mean", "zero")
 POSITIONS: tuple[str, ...] = ("all", "target")
 METRIC_NAMES: tuple[str, ...] = ("logit_diff", "logprob_diff", "answer_loss")
-
-SIGN_CONVENTION = (
-    "score(u->d) = mean over examples of the sum over scored positions of "
-    "(a_u(baseline) - a_u(clean)) . dm/dx_d, with the gradient taken on the clean input (EAP) or "
-    "averaged along the interpolation path (EAP-IG): a first-order estimate of "
-    "m(edge u->d patched to its baseline) - m(clean). Negative means the edge raises the metric on "
-    "clean inputs (for logit_diff: it helps the correct answer); positive means it lowers it. "
-    "Selection ranks edges by |score| unless told otherwise."
-)
 
 
 def _check_choice(owner: str, name: str, value: object, choices: tuple[str, ...]) -> None:
