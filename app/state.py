@@ -158,10 +158,13 @@ def load(run_id: str, task: str | None = None) -> RunFrames:
 
 def as_text(value: object, limit: int = 120) -> str:
     """``value`` as literal text inside Streamlit markdown: an inline code span (no formatting,
-    HTML, LaTeX, emoji or icons apply inside one), on one line, at most ``limit`` characters."""
+    HTML, LaTeX or emoji apply inside one), on one line, at most ``limit`` characters. Streamlit
+    turns ``:material/name:`` into an icon even there, so every colon is followed by an invisible
+    zero-width space."""
     text = " ".join(str(value).split())
     if len(text) > limit:
         text = text[: limit - 1] + "…"
+    text = text.replace(":", ":\u200b")
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * (longest + 1)
     pad = " " if text.startswith("`") or text.endswith("`") or not text else ""
