@@ -199,6 +199,17 @@ def current_run() -> RunFrames | None:
     return None
 
 
+def quiet_run() -> RunFrames | None:
+    """The view's run, or None (without a message) when it cannot be read."""
+    run_id = view().run
+    if run_id is None:
+        return None
+    try:
+        return load(run_id, view().task)
+    except RunStoreError:
+        return None
+
+
 def check_view(frames: RunFrames, layout: Layout) -> None:
     """Steps and boxes the link named that this run lacks: warn, naming the value and the nearest
     valid one, and show that instead (never a traceback, never a silent switch)."""

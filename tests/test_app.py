@@ -34,6 +34,7 @@ def root(tmp_path_factory):
     write_synthetic_run(root, run_id="svd-full", method="full", seed=1, **common)
     live = _live_run(root, "svd-live")  # its writer stays open: a process is writing it
     _two_task_run(root, "gender-two-tasks")
+    _tuned_task_run(root, "svd-tracks")
     _empty_run(root, "svd-empty")
     _sweep(root)
     broken = root / "svd-broken"
@@ -77,7 +78,21 @@ def _two_task_run(root, run_id):
     writer.close()
 
 
-def _empty_run(root, run_id, *, close=True, task="sv-disagreement"):
+def _tuned_task_run(root, run_id):
+    """As the demo's sv-disagreement runs store it: "before" is the original task's circuit
+    (sv-agreement) on the untouched model; the tuned task's own circuits start at step 0."""
+    writer = _empty_run(root, run_id, close=False, method="random")  # not the default run
+    rng = np.random.default_rng(5)
+    rows = [(0, "before", "sv-agreement"), (0, "during", "sv-disagreement")]
+    rows += [(40, "during", "sv-disagreement"), (80, "after", "sv-disagreement")]
+    for step, label, task in rows:
+        scores = rng.standard_normal(GRAPH.n_edges).astype(np.float32)
+        writer.add_snapshot(step, label, task, scores, np.abs(scores) > 1.5)
+    writer.set_status("finished")
+    writer.close()
+
+
+def _empty_run(root, run_id, *, close=True, task="sv-disagreement", method="circuit"):
     """A run that has started but stored no circuit yet."""
     writer = RunWriter.create(
         root,
@@ -85,7 +100,7 @@ def _empty_run(root, run_id, *, close=True, task="sv-disagreement"):
         config={"n_steps": 50},
         model_spec="synthetic",
         task=task,
-        method="circuit",
+        method=method,
         seed=0,
         graph_meta=_graph_meta(),
     )
@@ -461,16 +476,19 @@ def test_tour_page(app):
     assert at.query_params.get("step") == "before"
 
 
-def test_tour_step_four_compares_before_with_after(app):
-    """The tour's scrubbing step used to compare "after" with "after" (IoU 1.00)."""
-    at = app("tour", run="svd-circuit")
+@pytest.mark.parametrize(("run", "first"), [("svd-circuit", "before"), ("svd-tracks", "0")])
+def test_tour_step_four_compares_before_with_after(app, run, first):
+    """The tour's scrubbing step used to compare "after" with "after" (IoU 1.00): on a run whose
+    "before" belongs to the original task, "before" was not a step of the shown task and silently
+    became "after". It now compares the shown task's first circuit with its last."""
+    at = app("tour", run=run)
     for _ in range(3):
         tour_button(at, "Next").click().run()
     tour_button(at, "Show me").click().run()
     assert not at.exception
-    assert (at.query_params["compare"], at.query_params["step"]) == ("before", "after")
+    assert (at.query_params["compare"], at.query_params["step"]) == (first, "after")
     header, _ = graph_payload(at)
-    assert (header["view"]["compare"], header["view"]["step"]) == ("before", "after")
+    assert (header["view"]["compare"], header["view"]["step"]) == (first, "after")
     view = at.session_state["cv_view"]
     frames = load_run_frames(RunStore([RunStore.default().roots[0]]).open(view.run))
     layout = layout_for(*frames.graph_shape[:3])

@@ -49,7 +49,7 @@ STEPS = [
         "and held-out loss. **Compare with** *before* colours the edges that were added, removed, "
         "strengthened or weakened between *before* and *after*, with the node and edge overlap "
         "(IoU). Click a box to see its edges and its score across all steps.",
-        {"step": "after", "compare": "before", "node": None, "top_n": 100},
+        {"step": "last", "compare": "first", "node": None, "top_n": 100},
         "views/circuit.py",
     ),
     (
@@ -81,5 +81,15 @@ if forward.button(
     st.session_state[STEP_KEY] = index + 1
     st.rerun()
 if show:
+    if changes.get("compare") == "first":
+        # Compare the first circuit of the run's own task with its last one. (A run that tunes a
+        # task stores the original task's "before" apart: sv-disagreement's first circuit of its
+        # own is at step 0. Naming "before" here compared "after" with "after".)
+        frames = state.quiet_run()
+        tokens = frames.tokens if frames is not None else []
+        if len(tokens) >= 2:
+            changes = {**changes, "compare": tokens[0], "step": tokens[-1]}
+        else:
+            changes = {**changes, "compare": None, "step": None}
     state.set_view(**changes)
     st.switch_page(page)
