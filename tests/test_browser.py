@@ -290,6 +290,27 @@ def test_clicking_a_box_shows_its_details_at_once(server, browser):
     page.close()
 
 
+def test_hovering_an_edge_names_it_with_its_score_and_rank(server, browser, root):
+    page, _, _ = open_graph(browser, f"{server}/?run=svd-circuit&step=after&top_n=10")
+    x, y = page.evaluate(
+        """() => { const s = window.__circuitviz.main.state, p = s.drawn[0], e = p.scene.edges[0];
+          const P = s.m.style.curve_points, off = e * P * 2 + (P / 2 - 1) * 2;
+          const rect = s.dom.canvas.getBoundingClientRect();
+          return [rect.left + p.frame.sx((s.m.points[off] + s.m.points[off + 2]) / 2),
+                  rect.top + p.frame.sy((s.m.points[off + 1] + s.m.points[off + 3]) / 2)]; }"""
+    )
+    page.mouse.move(x, y)
+    tip = page.locator(".cvz-tip")
+    tip.wait_for(state="visible", timeout=5_000)
+    name, score, rank = tip.inner_text().splitlines()
+    ((scene, _),), layout = python_scene(root, ViewState(run="svd-circuit", step="after", top_n=10))
+    e = layout.edge_names.index(name.replace(" → ", "->"))
+    assert e in scene.edges.tolist()  # a drawn edge
+    assert float(score.split()[1]) == pytest.approx(float(scene.scores[e]), rel=1e-3)
+    assert rank == f"rank {scene.ranks[e]} of {layout.n_edges}"
+    page.close()
+
+
 def test_compare_side_by_side_shares_one_frame(server, browser):
     page, _, _ = open_graph(
         browser, f"{server}/?run=svd-circuit&compare=before&compare_mode=side&top_n=40"
