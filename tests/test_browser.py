@@ -311,6 +311,26 @@ def test_hovering_an_edge_names_it_with_its_score_and_rank(server, browser, root
     page.close()
 
 
+def test_the_strip_gives_the_steps_numbers(server, browser, root):
+    """Above the graph: accuracy, task metric and held-out loss of the step shown (the latest
+    evaluation at or before it), following the slider."""
+    page, _, _ = open_graph(browser, f"{server}/?run=svd-circuit&step=40&top_n=20")
+    evals = RunStore([root]).open("svd-circuit").evals()
+    row = evals[evals["step"] <= 40].iloc[-1]
+    strip = page.locator(".cvz-strip").inner_text()
+    assert f"{float(f'{row.accuracy:.3g}'):g} accuracy" in strip
+    assert f"{float(f'{row.lm_loss:.4g}'):g} held-out LM loss" in strip
+    page.locator(".cvz-step").focus()
+    page.keyboard.press("ArrowRight")
+    row = evals[evals["step"] <= 60].iloc[-1]
+    page.wait_for_function(
+        "(text) => document.querySelector('.cvz-strip').innerText.includes(text)",
+        arg=f"{float(f'{row.accuracy:.3g}'):g} accuracy",
+        timeout=5_000,
+    )
+    page.close()
+
+
 def test_compare_side_by_side_shares_one_frame(server, browser):
     page, _, _ = open_graph(
         browser, f"{server}/?run=svd-circuit&compare=before&compare_mode=side&top_n=40"
