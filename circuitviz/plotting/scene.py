@@ -11,8 +11,8 @@ module) only draw it. Steps:
 2. Focus: with a box highlighted, its edges stay coloured and the rest fade; in focus mode only the
    edges on some shown path through the box remain, across the whole depth.
 3. Edge styles: colour by sign (or by reader, dotted when the score is positive; or by diff
-   category), width and opacity by |score| relative to the strongest shown edge (four bins), all
-   thinner when many edges are shown. Groups are ordered weakest first so strong edges end on top.
+   category), width and opacity by |score| relative to the strongest shown edge (four bins on a
+   square-root scale), all thinner when many edges are shown. Groups are ordered weakest first so strong edges end on top.
 4. Boxes: filled in their kind's colour, paler the less attribution flows through them at this step
    (Σ|score| of their shown edges); idle boxes white; boxes the run's circuit trains outlined.
 5. Layers that no shown edge touches may collapse to a thin band (``collapse``), so a sparse circuit
@@ -37,7 +37,7 @@ from circuitviz.plotting.edges import (
 )
 from circuitviz.plotting.layout import TARGET_CODES, Layout
 
-WIDTH_BINS = (0.15, 0.35, 0.65)  # |score| / max |score| shown
+WIDTH_BINS = (0.15, 0.35, 0.65)  # sqrt(|score| / max |score| shown): scores are heavy-tailed
 WIDTHS = (0.8, 1.6, 2.8, 4.5)
 OPACITIES = (0.45, 0.6, 0.75, 0.9)
 FADED_WIDTH, FADED_OPACITY, FADED_LABEL = 0.7, 0.5, "other edges"
@@ -356,9 +356,11 @@ def density_scale(n_shown: int) -> float:
 
 
 def width_bins(strength: np.ndarray) -> np.ndarray:
-    """Bin (0..3) of each |score| relative to the largest one."""
+    """Bin (0..3) of each |score| relative to the largest one, on a square-root scale (attribution
+    scores are heavy-tailed: on a linear one nearly every edge of a large model is in the thinnest
+    bin)."""
     top = float(strength.max()) if len(strength) else 1.0
-    return np.digitize(strength / (top or 1.0), WIDTH_BINS)
+    return np.digitize(np.sqrt(strength / (top or 1.0)), WIDTH_BINS)
 
 
 def _groups(layout, scores, edges, strength, dim, diff, options) -> list[EdgeGroup]:

@@ -319,7 +319,7 @@ function computeScene(m, view, rowB, rowA) {
   let top = 0;
   for (const s of strength) if (s > top) top = s;
   top = top || 1;
-  const bins = strength.map((s) => widthBin(s / top, st.width_bins));
+  const bins = strength.map((s) => widthBin(Math.sqrt(s / top), st.width_bins));
   for (const cls of classesOf(m, view, scB, edges, diff)) {
     let first = true;
     for (let level = st.widths.length - 1; level >= 0; level--) {
