@@ -19,6 +19,7 @@ if len(frames.tasks) > 1:
         horizontal=True,
         to_widget=lambda t: t if t in frames.tasks else frames.snapshot_task,
         then=lambda: state.set_view(step=None, compare=None),
+        label_visibility="collapsed" if state.view().presentation else "visible",
     )
 if not frames.tokens:
     st.subheader(state.run_title(frames))

@@ -484,7 +484,11 @@ function buildDom(s) {
     el("span", { class: "cvz-group" }, el("label", { class: "cvz-lbl", text: "top-N" }), topN, topNBox),
     el("span", { class: "cvz-group" }, el("label", { class: "cvz-lbl", text: "|score| ≥" }), thr, thrLabel),
   );
+  if (s.m.header.presentation) row1.append(more);
   const row2 = el("div", { class: "cvz-controls cvz-secondary" });
+  // In presentation mode the secondary controls fold away behind "more", leaving the graph room.
+  const more = el("button", { class: "cvz-more", type: "button", text: "more ▾", title: "More controls" });
+  if (s.m.header.presentation) row2.classList.add("cvz-folded");
   const colorBy = el("select", { class: "cvz-color", "aria-label": "Colour edges by" });
   for (const [v, t] of [["sign", "colour: sign"], ["target", "colour: reader"]]) colorBy.append(el("option", { value: v, text: t }));
   const onlyCircuit = el("input", { type: "checkbox", class: "cvz-only" });
@@ -515,7 +519,7 @@ function buildDom(s) {
   const notices = el("div", { class: "cvz-notices" });
   root.append(title, notices, strip, row1, row2, summary, legend, body);
   return {
-    root, title, notices, strip, play, step, stepLabel, topN, topNBox, thr, thrLabel, colorBy,
+    root, title, notices, strip, play, more, row2, step, stepLabel, topN, topNBox, thr, thrLabel, colorBy,
     onlyCircuit, compare, mode, focus, collapse, find, reset, summary, legend, body, stage,
     canvas, tip, details,
   };
@@ -764,7 +768,7 @@ function updateText(s, list) {
     if (ev.accuracy) parts.push(["accuracy", fmt(ev.accuracy[i])]);
     if (ev.task_metric) parts.push(["task metric", fmt(ev.task_metric[i])]);
     if (ev.lm_loss) parts.push(["held-out LM loss", fmt(ev.lm_loss[i], 4)]);
-    parts.push(["evaluated at step", String(ev.step[i])]);
+    if (ev.step[i] !== m.run.token_steps[row]) parts.push(["evaluated at step", String(ev.step[i])]);
   } else {
     parts.push(["evaluation", "none yet"]);
   }
@@ -995,6 +999,11 @@ function wire(s) {
   });
   d.reset.addEventListener("click", () => { s.zoom = { k: 1, dx: 0, dy: 0 }; draw(s); });
   d.play.addEventListener("click", () => togglePlay(s));
+  d.more.addEventListener("click", () => {
+    d.row2.classList.toggle("cvz-folded");
+    s.height = 0;
+    draw(s);
+  });
   const c = d.canvas;
   c.addEventListener("dblclick", () => { s.zoom = { k: 1, dx: 0, dy: 0 }; draw(s); });
   c.addEventListener("wheel", (ev) => {
