@@ -171,6 +171,15 @@ def as_text(value: object, limit: int = 120) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def plain(value: object) -> str:
+    """A run's own text (its label, from the run store) in markdown, its markup characters
+    escaped; for what a user or a link typed use ``as_text``."""
+    return _MARKDOWN.sub(r"\\\1", " ".join(str(value).split()))
+
+
 def current_run() -> RunFrames | None:
     """The view's run, or None after telling the user, in plain words, why it cannot be shown."""
     run_id = view().run
@@ -246,4 +255,4 @@ def warn(message: str) -> None:
 def run_title(frames: RunFrames) -> str:
     status = frames.shown_status
     color = {"running": "green", "finished": "blue", "failed": "red"}.get(status, "gray")
-    return f"{as_text(frames.label())} :{color}-badge[{status}]"
+    return f"{plain(frames.label())} :{color}-badge[{status}]"

@@ -91,13 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     report["cpu_count"] = os.cpu_count()
     first = args.shapes.split(",")[0]
     # The canvas is drawn in the key's own event handler, but much of the drawing happens when the
-    # frame is painted: the headline figure runs from the key event to the next painted frame.
-    key = f"{first}_top{max(top_ns)}_painted_ms"
-    if key in report:
-        report["browser_redraw_ms"] = report[key]
-        base = report.get("baseline_server_roundtrip_ms")
-        if base:
-            report["redraw_over_roundtrip"] = round(report[key] / base, 3)
+    # frame is painted: the headline figures run from the key event to the next painted frame, on
+    # the first shape (GPT-2 small) at top-1,000 (goal <= 200 ms) and top-100 (goal <= 100 ms).
+    for top_n, name in ((1000, "browser_redraw_ms"), (100, "browser_redraw_top100_ms")):
+        key = f"{first}_top{top_n}_painted_ms"
+        if key in report:
+            report[name] = report[key]
+    base = report.get("baseline_server_roundtrip_ms")
+    if base and "browser_redraw_ms" in report:
+        report["redraw_over_roundtrip"] = round(report["browser_redraw_ms"] / base, 3)
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -372,7 +372,7 @@ def test_the_thirty_layer_graph_fits_the_window(server, browser):
 
 def test_presentation_mode_fits_a_projector(server, browser):
     """1280 x 720: the whole graph above the fold, the legend clear of the title."""
-    page, _, _ = open_graph(
+    page, _, errors = open_graph(
         browser, f"{server}/?run=deep&presentation=1&top_n=200", width=1280, height=720
     )
     settled = "() => document.querySelector('.cvz-canvas').getBoundingClientRect().bottom <= 720"
@@ -385,6 +385,7 @@ def test_presentation_mode_fits_a_projector(server, browser):
     title, legend, canvas = boxes["title"], boxes["legend"], boxes["canvas"]
     assert canvas[3] <= 720 and canvas[1] > 0
     assert legend[1] >= title[3]  # the legend starts below the title: they never overlap
+    assert errors == []
     page.screenshot(path=str(ARTIFACTS / "browser-presentation.png"))
     page.close()
 

@@ -25,9 +25,8 @@ PANELS = (
     ("steps", "tuned_ratio", "tuned-parameter ratio"),
     ("steps", "n_nodes", "nodes in the circuit"),
     ("steps", "n_edges", "edges in the circuit"),
-    ("steps", "lr", "learning rate"),
 )
-CURSOR = "#D55E00"
+CURSOR = "#444444"  # neutral: run colours are Okabe-Ito
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,7 +44,7 @@ def dynamics_figure(
     cursor: float | None = None,
     style: S.FigureStyle | None = None,
 ) -> go.Figure:
-    """A 4 x 2 grid of the panels in ``PANELS`` against step, one colour per run, with a vertical
+    """A grid (two columns) of the panels in ``PANELS`` against step, one colour per run, with a vertical
     cursor at step ``cursor`` (the step the Circuit page shows)."""
     style = style or S.FigureStyle()
     rows = -(-len(PANELS) // 2)

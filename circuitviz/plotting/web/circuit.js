@@ -471,6 +471,8 @@ function buildDom(s) {
   const title = el("div", { class: "cvz-title" });
   const strip = el("div", { class: "cvz-strip", "data-testid": "cvz-strip" });
   const row1 = el("div", { class: "cvz-controls" });
+  // In presentation mode the secondary controls fold away behind "more", leaving the graph room.
+  const more = el("button", { class: "cvz-more", type: "button", text: "more ▾", title: "More controls" });
   const play = el("button", { class: "cvz-play", type: "button", title: "Play / pause (one frame per snapshot)", text: "▶" });
   const step = el("input", { class: "cvz-step", type: "range", min: "0", step: "1", "aria-label": "Step" });
   const stepLabel = el("span", { class: "cvz-step-label" });
@@ -486,8 +488,6 @@ function buildDom(s) {
   );
   if (s.m.header.presentation) row1.append(more);
   const row2 = el("div", { class: "cvz-controls cvz-secondary" });
-  // In presentation mode the secondary controls fold away behind "more", leaving the graph room.
-  const more = el("button", { class: "cvz-more", type: "button", text: "more ▾", title: "More controls" });
   if (s.m.header.presentation) row2.classList.add("cvz-folded");
   const colorBy = el("select", { class: "cvz-color", "aria-label": "Colour edges by" });
   for (const [v, t] of [["sign", "colour: sign"], ["target", "colour: reader"]]) colorBy.append(el("option", { value: v, text: t }));
@@ -703,7 +703,9 @@ function drawScene(s, ctx, scene, f, width, height, title) {
     ctx.fillRect(r.x, r.y, r.w, r.h);
     const strong = scene.inCircuit[n];
     if (g.node_kind[n] === "kv" && r.h < 5) {
-      // a thin key/value bar: its fill says it all; a dark underline marks the circuit's
+      // a thin key/value bar: its fill says it all (an idle one is a hairline, so that it stays
+      // visible); a dark underline marks the circuit's
+      if (!scene.active[n]) { ctx.fillStyle = m.style.node_line; ctx.fillRect(r.x, r.y + r.h / 2, r.w, 0.7); }
       if (strong) { ctx.fillStyle = m.style.circuit_line; ctx.fillRect(r.x, r.y + r.h, r.w, 1); }
       continue;
     }
