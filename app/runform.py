@@ -44,7 +44,8 @@ TUNE_FIELDS = (
         flag="--snapshot-every",
         label="Circuit snapshot every S steps",
         key="snapshot_every",
-        help="what the step slider shows between before and after",
+        help="what the step slider shows between before and after: a run shorter than this "
+        "interval shows only its first and last circuit",
     ),
     Field(
         flag="--checkpoint-every",
