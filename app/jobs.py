@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
+from circuitviz.serving import jobs_allowed  # noqa: F401  (the Run page asks here)
+
 JOBS_DIR = ".jobs"
 # The CLI's entry point, run by this interpreter (the venv's), whatever PATH says.
 _ENTRY = "import sys; from circuitviz.cli import main; sys.exit(main())"
@@ -183,3 +185,7 @@ def _alive(pid: int) -> bool:
         except (OSError, IndexError):
             return True
     return True
+
+
+def exists(path: str) -> bool:
+    return Path(path).is_file()

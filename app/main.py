@@ -1,6 +1,6 @@
 """The circuitviz dashboard: ``circuitviz app`` (or ``./run.sh app``) serves this file.
 
-Each page in ``pages/`` is a thin layer over the run store (``circuitviz.runs``) and the pure
+Each page in ``views/`` is a thin layer over the run store (``circuitviz.runs``) and the pure
 figure functions (``circuitviz.plotting``); no model ever runs inside a page. The view (run, step,
 cut-off, selection) lives in the session and is mirrored into the URL.
 """
@@ -11,6 +11,10 @@ import widgets
 
 st.set_page_config(page_title="circuitviz", page_icon=":material/hub:", layout="wide")
 state.init_view()
+# Less empty space above the page, so the graph (which fills the window below its controls) is
+# large; presentation mode leaves even less, for a 1280 x 720 projector.
+TOP = "0.6rem" if state.view().presentation else "2.2rem"
+st.html(f"<style>[data-testid='stMainBlockContainer'] {{ padding-top: {TOP}; }}</style>")
 
 PAGES = [
     st.Page(

@@ -1,23 +1,26 @@
 """What every page shares: the view (kept in session state and mirrored into the URL), the run
-store, and cached loading of runs, graphs and layouts.
+store, and cached loading of runs and layouts.
 
-Loaded runs are cached on (run directory, database file stamps), so a slider move never re-reads
-SQLite, while a run that is still being written is re-read as soon as a new row lands.
+Loaded runs are cached on (run directory, database file stamps), so a redraw never re-reads SQLite,
+while a run that is still being written is re-read as soon as a new row lands. A run is opened only
+by its id, among the runs the store lists: a link cannot point the dashboard at any other directory.
+Messages never show server paths, and anything that came from the user is shown as plain text.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import streamlit as st
 
-from circuitviz.graph.topology import build_graph
-from circuitviz.plotting.layout import Layout, build_layout
+from circuitviz.plotting.layout import Layout, layout_for
 from circuitviz.plotting.rundata import RunFrames, load_run_frames
 from circuitviz.plotting.style import FigureStyle
-from circuitviz.plotting.view import ViewState
+from circuitviz.plotting.view import ViewState, nearest_token, token_label
 from circuitviz.runs import Run, RunCorrupt, RunNotFound, RunStore, RunStoreError, RunSummary
+from circuitviz.runs.store import is_run_id
 
 VIEW_KEY = "cv_view"
 PROBLEMS_KEY = "cv_url_problems"
@@ -68,7 +71,7 @@ def bound(field: str, widget, label: str, *, to_widget=None, from_widget=None, t
         try:
             set_view(**{field: from_widget(st.session_state[key])})
         except ValueError as exc:
-            st.session_state[PROBLEMS_KEY] = [str(exc)]
+            st.session_state[PROBLEMS_KEY] = [as_text(exc, 200)]
             return
         if then is not None:
             then()
@@ -133,22 +136,48 @@ def _frames(run_dir: str, stamp: tuple, task: str | None) -> RunFrames:
 
 
 @st.cache_resource(max_entries=6, show_spinner=False)
-def layout_for(shape: tuple[int, int, int, bool]) -> Layout:
+def layout_of(shape: tuple[int, int, int, bool]) -> Layout:
     n_layers, n_heads, n_kv_heads, paper = shape
-    return build_layout(build_graph(n_layers, n_heads, n_kv_heads, paper=paper))
+    return layout_for(n_layers, n_heads, n_kv_heads, paper=paper)
+
+
+def run_dir_of(run_id: str) -> Path:
+    """The directory of a listed run; RunNotFound for anything else (a path, ``..``, a typo)."""
+    run_dir = store().run_dirs().get(run_id) if is_run_id(run_id) else None
+    if run_dir is None:
+        raise RunNotFound(f"no run {run_id!r}")
+    return run_dir
 
 
 def load(run_id: str, task: str | None = None) -> RunFrames:
     """The run's data (cached); raises RunNotFound / RunCorrupt / RunStoreError. ``task`` picks
     which task's circuits, for runs that stored several."""
-    run_dir = store().run_dirs().get(run_id)
-    if run_dir is None:
-        candidate = Path(run_id)
-        if (candidate / "run.sqlite").is_file():
-            run_dir = candidate
-        else:
-            raise RunNotFound(store().not_found_message(run_id))
+    run_dir = run_dir_of(run_id)
     return _frames(str(run_dir), run_stamp(run_dir), task)
+
+
+def as_text(value: object, limit: int = 120) -> str:
+    """``value`` as literal text inside Streamlit markdown: an inline code span (no formatting,
+    HTML, LaTeX or emoji apply inside one), on one line, at most ``limit`` characters. Streamlit
+    turns ``:material/name:`` into an icon even there, so every colon is followed by an invisible
+    zero-width space."""
+    text = " ".join(str(value).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    text = text.replace(":", ":\u200b")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def plain(value: object) -> str:
+    """A run's own text (its label, from the run store) in markdown, its markup characters
+    escaped; for what a user or a link typed use ``as_text``."""
+    return _MARKDOWN.sub(r"\\\1", " ".join(str(value).split()))
 
 
 def current_run() -> RunFrames | None:
@@ -160,20 +189,70 @@ def current_run() -> RunFrames | None:
             "--task sv-disagreement` in a terminal; runs appear here as soon as they start."
         )
         return None
+    shown = as_text(run_id)
     try:
         return load(run_id, view().task)
-    except RunNotFound as exc:
-        st.error(f"Run **{run_id}** was not found. {exc}. Pick another run in the sidebar.")
-    except RunCorrupt as exc:
+    except RunNotFound:
+        n_runs = len(all_runs())
         st.error(
-            f"Run **{run_id}** cannot be read: its files are damaged or not a circuitviz run "
-            f"({exc}). Pick another run in the sidebar, or delete that run's directory."
+            f"Run {shown} was not found among the {n_runs} runs this dashboard lists. "
+            "Pick a run in the sidebar."
         )
-    except RunStoreError as exc:
-        st.warning(f"Run **{run_id}** is busy right now ({exc}); this page retries on reload.")
+    except RunCorrupt:
+        st.error(
+            f"Run {shown} cannot be read: its files are damaged or not a circuitviz run. Pick "
+            "another run in the sidebar, or delete that run's directory."
+        )
+    except RunStoreError:
+        st.warning(f"Run {shown} is busy right now; this page retries on reload.")
     return None
 
 
+def quiet_run() -> RunFrames | None:
+    """The view's run, or None (without a message) when it cannot be read."""
+    run_id = view().run
+    if run_id is None:
+        return None
+    try:
+        return load(run_id, view().task)
+    except RunStoreError:
+        return None
+
+
+def check_view(frames: RunFrames, layout: Layout) -> None:
+    """Steps and boxes the link named that this run lacks: warn, naming the value and the nearest
+    valid one, and show that instead (never a traceback, never a silent switch)."""
+    current = view()
+    tokens = frames.tokens
+    changes: dict = {}
+    if current.step is None and tokens and frames.status != "running":
+        changes["step"] = tokens[-1]  # a finished run's newest step, by name (it stays in the URL)
+    for field in ("step", "compare"):
+        token = getattr(current, field)
+        if token is None or not tokens or token in tokens:
+            continue
+        nearest = nearest_token(frames.snapshots, token)
+        warn(
+            f"This run has no snapshot at {field} {as_text(token)}; showing the nearest, "
+            f"{token_label(nearest, frames.snapshots)}."
+        )
+        changes[field] = nearest
+    if current.node is not None and current.node not in layout.node_index():
+        warn(
+            f"{as_text(current.node)} is not a box of this graph "
+            f"({layout.n_layers} layers × {layout.n_heads} heads); the nearest is "
+            f"{layout.nearest_node(current.node)}. No box is selected."
+        )
+        changes["node"] = None
+    if changes:
+        set_view(**changes)
+
+
+def warn(message: str) -> None:
+    st.warning(message, icon=":material/warning:")
+
+
 def run_title(frames: RunFrames) -> str:
-    color = {"running": "green", "finished": "blue", "failed": "red"}.get(frames.status, "gray")
-    return f"{frames.label()} :{color}-badge[{frames.status}]"
+    status = frames.shown_status
+    color = {"running": "green", "finished": "blue", "failed": "red"}.get(status, "gray")
+    return f"{plain(frames.label())} :{color}-badge[{status}]"

@@ -52,15 +52,26 @@ def sidebar() -> None:
             help="Larger text and thicker lines, for a projector.",
         )
         for problem in st.session_state.get(state.PROBLEMS_KEY) or []:
-            st.warning(f"The link had a problem and was partly ignored: {problem}")
+            st.warning(
+                f"The link had a problem and was partly ignored: {state.as_text(problem, 200)}"
+            )
 
 
 def describe_run(run) -> str:
-    """One line naming a run in pickers: task / method · date, and its status when notable."""
-    what = " / ".join(p for p in (run.task, run.method) if p) or run.kind or "run"
-    when = (run.created or "")[5:19].replace("T", " ")
-    flag = {"running": " · running", "failed": " · failed", "corrupt": " · damaged"}
-    return f"{what} · {when or run.id[-4:]}{flag.get(run.status, '')}"
+    """One line naming a run in pickers: its id, method, N (top-N) and K (re-discovery interval),
+    and its status when notable, so runs of one task and method are told apart."""
+    config = getattr(run, "config", None) or {}
+    parts = [run.id, run.method or run.kind or "run"]
+    if run.method != "full":
+        if config.get("top_n") is not None:
+            parts.append(f"N={config['top_n']}")
+        if config.get("every") is not None:
+            parts.append(f"K={config['every']}")
+    status = getattr(run, "shown_status", run.status)
+    flag = {"running": "running", "failed": "failed", "corrupt": "damaged", "stopped": "stopped"}
+    if status in flag:
+        parts.append(flag[status])
+    return " · ".join(str(p) for p in parts)
 
 
 def on_run_change() -> None:
@@ -69,7 +80,8 @@ def on_run_change() -> None:
 
 
 def step_slider(frames: RunFrames, *, field: str = "step", label: str = "Step") -> str:
-    """A slider over the run's snapshots (before, each during step, after); returns the token."""
+    """A slider over the run's snapshots (before, each during step, after); returns the token.
+    (A step the run lacks was reported and replaced by ``state.check_view``; None is the newest.)"""
     tokens = frames.tokens
     current = getattr(state.view(), field)
     if current not in tokens:

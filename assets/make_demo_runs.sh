@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 CV=".venv/bin/circuitviz"
 D=assets/demo-runs
-rm -rf "$D"
 mkdir -p "$D"
+# Everything but the SmolLM2 run (assets/make_smollm2_run.sh makes that one).
+find "$D" -mindepth 1 -maxdepth 1 ! -name 'smollm2-*' -exec rm -rf {} +
 $CV tune --model demo --task sv-disagreement --method circuit --top-n 200 --every 1 --steps 800 \
     --checkpoint-every 400 --run-id sv-disagreement-circuit --runs-dir $D --no-progress
 $CV tune --model demo --task sv-disagreement --method full --steps 800 --checkpoint-every 0 \
@@ -24,7 +25,9 @@ $CV sweep --model demo --task sv-disagreement --top-n 10,25,50,100,200,400 --ste
 import shutil, sqlite3
 from pathlib import Path
 for run_dir in sorted(Path("assets/demo-runs").iterdir()):
-    if run_dir.name == "sv-disagreement-circuit" or not (run_dir / "run.sqlite").exists():
+    if run_dir.name in ("sv-disagreement-circuit",) or run_dir.name.startswith("smollm2-"):
+        continue
+    if not (run_dir / "run.sqlite").exists():
         continue
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     with sqlite3.connect(run_dir / "run.sqlite") as db:

@@ -1,18 +1,20 @@
-"""How long the dashboard takes to redraw the circuit when a slider moves, server side.
+"""What the dashboard's server does per run and per view, beside reading the run itself:
+``python benchmarks/dashboard.py [--json]``.
 
-A GPT-2-small-sized run (12 layers x 12 heads: 32,491 edges) is written with the synthetic run
-writer; then each "slider move" does exactly the page's per-move work on cached data: pick the
-step's scores, select the top-N edges (2,000 shown), build the plotly figure, and serialise it the
-way ``st.plotly_chart`` does (figure check, JSON, and the hash that names the element).
+Scrubbing costs the server nothing (``benchmarks/browser.py`` measures the browser's side). What is
+left on the server, for a synthetic run of GPT-2 small's shape (12 x 12, 32,491 edges) and of
+SmolLM2-135M's (30 x 9 heads, 3 key/value heads, 70,651 edges), 11 snapshots each:
 
-    python benchmarks/dashboard.py            # a table
-    python benchmarks/dashboard.py --json     # {"redraw_ms": ..., ...}
+1. once per run: read it (``load_run_frames``, the baseline), build the layout from names, and pack
+   the browser's payload (its size is what goes over the network, once);
+2. per exported view: the Python scene at top-2,000, the plotly figure serialised as
+   ``st.plotly_chart`` would, and the matplotlib SVG.
+Each is the median of ``--repeats`` runs; ratios are against reading the run.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import sys
@@ -20,86 +22,73 @@ import tempfile
 import time
 
 import plotly.io as pio
-import plotly.tools
 
 from circuitviz.graph.topology import build_graph
 from circuitviz.plotting.circuit import circuit_figure
-from circuitviz.plotting.layout import build_layout
-from circuitviz.plotting.rundata import load_run_frames, resolve_view
+from circuitviz.plotting.layout import layout_for
+from circuitviz.plotting.rundata import load_run_frames, view_scenes
+from circuitviz.plotting.static import circuit_static_figure, static_bytes
 from circuitviz.plotting.view import ViewState
+from circuitviz.plotting.web import payload_parts, run_payload
 from circuitviz.runs import RunStore
 from circuitviz.runs.synthetic import write_synthetic_run
 
+SHAPES = {"gpt2-small": (12, 12, 12), "smollm2-135m": (30, 9, 3)}
 
-def redraw(frames, layout, view: ViewState) -> int:
-    """One slider move; returns the size of the JSON sent to the browser."""
-    resolved = resolve_view(frames, view)
-    fig = circuit_figure(
-        layout,
-        resolved.scores,
-        resolved.selected,
-        threshold=view.threshold,
-        top_n=view.top_n,
-        highlight=view.node,
-        compare=resolved.compare,
-        title=resolved.title,
+
+def timed(function, repeats: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function()
+        times.append(1000 * (time.perf_counter() - start))
+    return round(statistics.median(times), 1), result
+
+
+def measure(shape: str, top_n: int, repeats: int) -> dict:
+    n_layers, n_heads, n_kv = SHAPES[shape]
+    with tempfile.TemporaryDirectory() as root:
+        run_id = write_synthetic_run(
+            root, n_steps=200, graph=build_graph(n_layers, n_heads, n_kv), snapshot_every=20
+        )
+        run = RunStore([root]).open(run_id)
+        load_ms, frames = timed(lambda: load_run_frames(run), repeats)
+    layout_ms, layout = timed(lambda: layout_for(n_layers, n_heads, n_kv), repeats)
+    view = ViewState(run=run_id, top_n=top_n, step="after")
+    payload_ms, payload = timed(
+        lambda: run_payload(frames, layout, view, base=payload_parts(frames, layout)), repeats
     )
-    checked = plotly.tools.return_figure_from_figure_or_data(fig, validate_figure=True)
-    spec = pio.to_json(checked, validate=False)
-    hashlib.md5(spec.encode(), usedforsecurity=False).hexdigest()
-    return len(spec)
+    scene_ms, scenes = timed(lambda: view_scenes(frames, layout, view), repeats)
+    ((scene, title),) = scenes
+    plotly_ms, _ = timed(lambda: pio.to_json(circuit_figure(scene, title=title)), repeats)
+    svg_ms, _ = timed(lambda: static_bytes(circuit_static_figure(scene, title=title), "svg"), 3)
+    return {
+        f"{shape}_load_run_ms": load_ms,
+        f"{shape}_layout_ms": layout_ms,
+        f"{shape}_payload_ms": payload_ms,
+        f"{shape}_payload_mb": round(len(payload) / 1e6, 2),
+        f"{shape}_payload_over_load": round(payload_ms / load_ms, 2),
+        f"{shape}_scene_top{top_n}_ms": scene_ms,
+        f"{shape}_plotly_top{top_n}_ms": plotly_ms,
+        f"{shape}_svg_top{top_n}_ms": svg_ms,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--top-n", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=21)
-    parser.add_argument("--compare", action="store_true", help="time compare (diff) mode too")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-
-    graph = build_graph(args.layers, args.heads)
-    with tempfile.TemporaryDirectory() as root:
-        run_id = write_synthetic_run(root, n_steps=200, graph=graph, snapshot_every=20, seed=0)
-        start = time.perf_counter()
-        frames = load_run_frames(RunStore([root]).open(run_id))
-        load_ms = 1000 * (time.perf_counter() - start)
-    start = time.perf_counter()
-    layout = build_layout(graph)
-    layout_ms = 1000 * (time.perf_counter() - start)
-
-    tokens = frames.tokens
-    base = ViewState(run=run_id, top_n=args.top_n)
-    redraw(frames, layout, base.with_(step=tokens[0]))  # warm-up (imports, caches)
-    results = {}
-    modes = [("redraw_ms", None)] + ([("compare_redraw_ms", tokens[0])] if args.compare else [])
-    for name, compare in modes:
-        times, size = [], 0
-        for i in range(args.repeats):
-            view = base.with_(step=tokens[i % len(tokens)], compare=compare)
-            start = time.perf_counter()
-            size = redraw(frames, layout, view)
-            times.append(1000 * (time.perf_counter() - start))
-        results[name] = round(statistics.median(times), 1)
-        results[f"{name}_max"] = round(max(times), 1)
-        results[f"{name.removesuffix('_ms')}_spec_bytes"] = size
-    report = {
-        **results,
-        "n_edges": layout.n_edges,
-        "shown": args.top_n,
-        "repeats": args.repeats,
-        "layout_ms": round(layout_ms, 1),
-        "load_run_ms": round(load_ms, 1),
-        "n_snapshots": len(tokens),
-    }
+    report: dict = {"repeats": args.repeats}
+    for shape in SHAPES:
+        report.update(measure(shape, args.top_n, args.repeats))
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         for key, value in report.items():
-            print(f"{key:>24}  {value}")
+            print(f"{key:>34}  {value}")
     return 0
 
 

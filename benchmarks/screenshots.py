@@ -1,9 +1,10 @@
 """Regenerate the README's dashboard screenshots (``assets/screenshots/*.png``) with the same
-headless Chromium the browser test drives: ``python benchmarks/screenshots.py``.
+headless Chromium the browser tests drive: ``python benchmarks/screenshots.py``.
 
-It serves the dashboard on the bundled demo runs (``assets/demo-runs``) and photographs the first
-screen, a before/after comparison, the dynamics and the heads pages. ``--runs-dir`` adds runs of
-your own; ``--out`` writes elsewhere.
+It serves the dashboard on the bundled demo runs (``assets/demo-runs``, the SmolLM2-135M run
+included) plus a synthetic run of GPT-2 small's shape (12 x 12 heads: no GPT-2 weights ship offline),
+and photographs the first screen, a before/after comparison, the two large graphs, presentation
+mode at 1280 x 720, the dynamics and the heads pages. ``--only NAME`` retakes one picture.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -30,74 +32,100 @@ FLAGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
 ]
-# (file name, URL path and query after the run, viewport height)
+SMOL = "smollm2-sv-disagreement"
+# (file name, URL path and query, viewport width, height)
 SHOTS = (
-    ("circuit.png", "/?step=after", 1050),
-    ("compare.png", "/?step=after&compare=0", 1250),
-    ("dynamics.png", "/dynamics?", 1500),
-    ("heads.png", "/heads?", 1250),
+    ("circuit.png", "/?run=sv-disagreement-circuit&step=after&top_n=100", 1400, 950),
+    ("compare.png", "/?run=sv-disagreement-circuit&step=after&compare=before&top_n=100", 1400, 950),
+    ("gpt2-small.png", "/?run=gpt2-small-shape&step=after&top_n=400", 1400, 1000),
+    ("smollm2.png", f"/?run={SMOL}&step=after&top_n=300", 1400, 1000),
+    (
+        "smollm2-focus.png",
+        f"/?run={SMOL}&step=after&top_n=1000&node=m12&focus=1&collapse=1",
+        1400,
+        1000,
+    ),
+    ("presentation.png", f"/?run={SMOL}&step=after&top_n=200&presentation=1", 1280, 720),
+    (
+        "dynamics.png",
+        "/dynamics?run=sv-disagreement-circuit&step=400&overlay=sv-disagreement-full",
+        1400,
+        1500,
+    ),
+    ("heads.png", "/heads?run=sv-disagreement-circuit", 1400, 1250),
 )
 READY = """() => {
-  const plots = document.querySelectorAll('.js-plotly-plot');
   const running = document.querySelector('[data-testid="stStatusWidget"]');
-  return plots.length > 0 && !running;
+  const graph = document.querySelector('.cvz');
+  const plots = document.querySelectorAll('.js-plotly-plot');
+  return !running && ((graph && graph.dataset.renderCount) || plots.length > 0);
 }"""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs-dir", default=None, help="runs besides the bundled demo runs")
-    parser.add_argument("--run", default=None, help="run id to show (default: the app's choice)")
     parser.add_argument("--out", default=str(ROOT / "assets" / "screenshots"))
+    parser.add_argument("--only", default=None, help="one file name from the list")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [
-        sys.executable,
-        "-c",
-        "import sys; from circuitviz.cli import main; sys.exit(main())",
-    ]
-    command += ["app", "--port", str(port), "--no-browser"]
-    if args.runs_dir:
-        command += ["--runs-dir", args.runs_dir]
-    env = {**os.environ, "CIRCUITVIZ_RUNS": os.environ.get("CIRCUITVIZ_RUNS", "/nonexistent")}
-    server = subprocess.Popen(command, env=env, start_new_session=True)
-    url = f"http://localhost:{port}"
-    try:
-        _wait_healthy(url)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            for name, path, height in SHOTS:
-                page = browser.new_page(viewport={"width": 1400, "height": height})
-                query = f"&run={args.run}" if args.run else ""
-                page.goto(f"{url}{path}{query}")
-                page.wait_for_function(READY, timeout=60_000)
-                page.wait_for_timeout(2000)  # plotly's last paint
-                page.screenshot(path=str(out / name))
-                print(f"wrote {out / name}")
-                page.close()
-            browser.close()
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=20)
+    with tempfile.TemporaryDirectory() as runs:
+        _gpt2_shaped_run(runs)
+        server, url = _serve(runs)
+        try:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+                for name, path, width, height in SHOTS:
+                    if args.only and name != args.only:
+                        continue
+                    page = browser.new_page(viewport={"width": width, "height": height})
+                    page.goto(f"{url}{path}")
+                    page.wait_for_function(READY, timeout=120_000)
+                    page.wait_for_timeout(3000)  # the graph fits itself; plotly's last paint
+                    page.screenshot(path=str(out / name))
+                    print(f"wrote {out / name}")
+                    page.close()
+                browser.close()
+        finally:
+            os.killpg(server.pid, 15)
+            server.wait(timeout=20)
     return 0
 
 
-def _wait_healthy(url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
+def _gpt2_shaped_run(runs: str) -> None:
+    from circuitviz.graph.topology import build_graph
+    from circuitviz.runs.synthetic import write_synthetic_run
+
+    write_synthetic_run(
+        runs,
+        run_id="gpt2-small-shape",
+        graph=build_graph(12, 12),
+        n_steps=200,
+        snapshot_every=20,
+        task="sv-disagreement",
+    )
+
+
+def _serve(runs: str) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    entry = "import sys; from circuitviz.cli import main; sys.exit(main())"
+    command = [sys.executable, "-c", entry, "app", "--port", str(port), "--no-browser"]
+    server = subprocess.Popen(command + ["--runs-dir", runs], start_new_session=True)
+    url = f"http://localhost:{port}"
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
                 if reply.read() == b"ok":
-                    return
+                    return server, url
         except OSError:
             time.sleep(0.3)
-    raise RuntimeError(f"the dashboard did not answer at {url} within {timeout_s:.0f} s")
+    os.killpg(server.pid, 15)
+    raise RuntimeError(f"the dashboard did not answer at {url} within 60 s")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
 """An AppTest for every dashboard page, on runs written by the run store into a temporary root:
 finished runs, a run still being written, a run with no snapshot yet, a damaged run, a missing one.
+
+The Circuit page's graph is drawn in the browser from one payload; here the payload is decoded and
+the edges the browser draws are computed with the scene the browser's renderer is tested against
+(tests/test_browser.py). A view the browser reports is simulated by setting the component's state.
 """
 
 import base64
+import itertools
 import json
 from pathlib import Path
 
@@ -11,7 +16,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from circuitviz.graph.topology import build_graph
-from circuitviz.runs import RunWriter
+from circuitviz.plotting.layout import layout_for
+from circuitviz.plotting.rundata import load_run_frames, view_scenes
+from circuitviz.plotting.web import decode, view_dict
+from circuitviz.runs import RunStore, RunWriter
 from circuitviz.runs.synthetic import write_synthetic_run
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
@@ -24,14 +32,16 @@ def root(tmp_path_factory):
     common = {"n_steps": 80, "graph": GRAPH, "snapshot_every": 20, "task": "sv-disagreement"}
     write_synthetic_run(root, run_id="svd-circuit", noise_floor=True, **common)
     write_synthetic_run(root, run_id="svd-full", method="full", seed=1, **common)
-    _live_run(root, "svd-live")
+    live = _live_run(root, "svd-live")  # its writer stays open: a process is writing it
     _two_task_run(root, "gender-two-tasks")
+    _tuned_task_run(root, "svd-tracks")
     _empty_run(root, "svd-empty")
     _sweep(root)
     broken = root / "svd-broken"
     broken.mkdir()
     (broken / "run.sqlite").write_bytes(b"this is not a database" * 100)
-    return root
+    yield root
+    live.close()
 
 
 def _graph_meta():
@@ -52,7 +62,7 @@ def _live_run(root, run_id):
     for step, label in ((0, "before"), (1, "during")):
         scores = rng.standard_normal(GRAPH.n_edges).astype(np.float32)
         writer.add_snapshot(step, label, "sv-disagreement", scores, np.abs(scores) > 1.5)
-    writer.close()
+    return writer
 
 
 def _two_task_run(root, run_id):
@@ -68,7 +78,21 @@ def _two_task_run(root, run_id):
     writer.close()
 
 
-def _empty_run(root, run_id, *, close=True, task="sv-disagreement"):
+def _tuned_task_run(root, run_id):
+    """As the demo's sv-disagreement runs store it: "before" is the original task's circuit
+    (sv-agreement) on the untouched model; the tuned task's own circuits start at step 0."""
+    writer = _empty_run(root, run_id, close=False, method="random")  # not the default run
+    rng = np.random.default_rng(5)
+    rows = [(0, "before", "sv-agreement"), (0, "during", "sv-disagreement")]
+    rows += [(40, "during", "sv-disagreement"), (80, "after", "sv-disagreement")]
+    for step, label, task in rows:
+        scores = rng.standard_normal(GRAPH.n_edges).astype(np.float32)
+        writer.add_snapshot(step, label, task, scores, np.abs(scores) > 1.5)
+    writer.set_status("finished")
+    writer.close()
+
+
+def _empty_run(root, run_id, *, close=True, task="sv-disagreement", method="circuit"):
     """A run that has started but stored no circuit yet."""
     writer = RunWriter.create(
         root,
@@ -76,7 +100,7 @@ def _empty_run(root, run_id, *, close=True, task="sv-disagreement"):
         config={"n_steps": 50},
         model_spec="synthetic",
         task=task,
-        method="circuit",
+        method=method,
         seed=0,
         graph_meta=_graph_meta(),
     )
@@ -161,9 +185,34 @@ def values(array) -> list:
     return list(array)
 
 
-def shown_edges(spec: dict) -> list[str]:
-    hover = next(t for t in spec["data"] if t.get("name") == "edges")
-    return [text.split("<br>")[0] for text in hover.get("hovertext", [])]
+def graph_payload(at) -> tuple[dict, dict]:
+    """(header, arrays) of the Circuit page's graph."""
+    (element,) = at.get("bidi_component")
+    return decode(element.proto.bytes)
+
+
+def shown_edges(at) -> list[str]:
+    """The edges the browser draws for the page's current view (the last panel when side by
+    side), strongest first."""
+    view = at.session_state["cv_view"]
+    root = RunStore.default().roots[0]
+    frames = load_run_frames(RunStore([root]).open(view.run), task=view.task)
+    layout = layout_for(*frames.graph_shape[:3], paper=frames.graph_shape[3])
+    scene, _ = view_scenes(frames, layout, view)[-1]
+    return [layout.edge_names[e] for e in scene.edges.tolist()]
+
+
+SEQ = itertools.count(1)
+
+
+def report(at, **changes) -> AppTest:
+    """What the browser sends once the user pauses: its whole view, numbered."""
+    view = at.session_state["cv_view"]
+    sent = {**view_dict(view), "run": view.run, **changes, "seq": next(SEQ)}
+    at.session_state["circuit"] = {"view": sent}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
 
 
 def texts(at) -> str:
@@ -180,51 +229,130 @@ def texts(at) -> str:
 
 def test_first_screen_shows_a_circuit_and_puts_the_view_in_the_url(app):
     at = app()
-    assert charts(at), "no circuit on the first screen"
+    header, arrays = graph_payload(at)  # the graph is on the first screen
     assert at.query_params["run"] == "svd-circuit"  # the sv-disagreement circuit run is preferred
     assert at.query_params["step"] == "after"
-    assert len(shown_edges(charts(at)[0])) == 100
+    assert len(shown_edges(at)) == 100
+    assert header["run"]["tokens"] == ["before", "20", "40", "60", "after"]
+    n_edges = GRAPH.n_edges
+    assert arrays["scores"].size == 5 * n_edges  # every snapshot goes to the browser once
 
 
 def test_view_from_the_url(app):
     at = app(run="svd-circuit", step="before", top_n="7", node="a1.h0")
-    assert len(shown_edges(charts(at)[0])) == 7
-    assert at.select_slider(key="w_step").value == "before"
-    assert at.selectbox(key="w_node").value == "a1.h0"
-    assert len(charts(at)) == 2  # the circuit and the selected box's history
-    assert at.dataframe, "the selected box's edges are listed"
+    assert len(shown_edges(at)) == 7
+    header, _ = graph_payload(at)
+    assert (header["view"]["step"], header["view"]["node"]) == ("before", "a1.h0")
+    assert header["view"]["top_n"] == 7
 
 
 def test_moving_the_step_slider_redraws_and_updates_the_url(app):
     at = app(run="svd-circuit", step="before", top_n="30")
-    before = shown_edges(charts(at)[0])
-    at.select_slider(key="w_step").set_value("after").run()
+    before = shown_edges(at)
+    sent = at.get("bidi_component")[0].proto.bytes
+    report(at, step="after")
     assert at.query_params["step"] == "after"
-    after = shown_edges(charts(at)[0])
+    after = shown_edges(at)
     assert before != after and len(after) == 30
+    # The browser already drew it: the server sends the same payload, so nothing is resent.
+    assert at.get("bidi_component")[0].proto.bytes == sent
 
 
 def test_threshold_and_top_n_sliders(app):
     at = app(run="svd-circuit", top_n="50")
-    at.slider(key="w_top_n").set_value(12).run()
-    assert len(shown_edges(charts(at)[0])) == 12
+    report(at, top_n=12)
+    assert len(shown_edges(at)) == 12
     assert at.query_params["top_n"] == "12"
-    top = at.slider(key="w_threshold").max
-    at.slider(key="w_threshold").set_value(top * 0.999).run()
-    assert len(shown_edges(charts(at)[0])) <= 2
+    header, arrays = graph_payload(at)
+    top = float(np.abs(np.nan_to_num(load_scores(at))).max())
+    report(at, threshold=top * 0.999)
+    assert len(shown_edges(at)) <= 2
+    report(at, top_n=None)
+    assert at.query_params["top_n"] == "all"
+
+
+def load_scores(at) -> np.ndarray:
+    view = at.session_state["cv_view"]
+    frames = load_run_frames(RunStore([RunStore.default().roots[0]]).open(view.run))
+    return frames.scores
 
 
 def test_compare_two_steps(app):
     at = app(run="svd-circuit", top_n="40")
-    at.toggle(key="w_comparing").set_value(True).run()
+    report(at, compare="before")
     assert at.query_params["compare"] == "before"
-    labels = {m.label for m in at.metric}
-    assert {"edge IoU", "node IoU", "added", "removed"} <= labels
-    legend = {t.get("name") for t in charts(at)[0]["data"] if t.get("showlegend")}
+    view = at.session_state["cv_view"]
+    root = RunStore.default().roots[0]
+    frames = load_run_frames(RunStore([root]).open(view.run))
+    layout = layout_for(*frames.graph_shape[:3])
+    ((scene, title),) = view_scenes(frames, layout, view)
+    assert scene.diff is not None and 0 <= scene.diff.edge_iou < 1  # before vs after differ
+    legend = {entry.label for entry in scene.legend}
     assert "unchanged" in legend or "added (only in B)" in legend
-    assert "noise floor" in texts(at)
-    at.radio(key="w_compare_mode").set_value("side").run()
-    assert len(charts(at)) == 2
+    assert graph_payload(at)[0]["run"]["has_noise"]  # the browser greys noise-floor changes
+    report(at, compare_mode="side")
+    assert at.query_params["compare_mode"] == "side"
+    assert len(view_scenes(frames, layout, at.session_state["cv_view"])) == 2
+
+
+def test_a_report_about_another_run_or_with_bad_values_changes_nothing(app):
+    at = app(run="svd-circuit", top_n="40")
+    report(at, run="svd-full", step="before")  # a late report from the run shown before
+    assert at.query_params.get("step") == "after"
+    report(at, top_n=-5)
+    assert at.query_params["top_n"] == "40"
+
+
+def test_a_link_to_a_box_the_graph_lacks_names_the_nearest(app):
+    """?node=a9.h9 on a 3 x 4 graph: a warning with the value and the nearest box, no traceback."""
+    at = app(run="svd-circuit", node="a9.h9")
+    warning = " ".join(w.value for w in at.warning)
+    assert "`a9.h9`" in warning and "the nearest is a2.h3" in warning
+    assert at.session_state["cv_view"].node is None
+    assert graph_payload(at)
+
+
+def test_a_link_to_a_step_the_run_lacks_names_the_nearest(app):
+    """?step=12345 used to become "after" silently: now a warning names both."""
+    at = app(run="svd-circuit", step="12345")
+    warning = " ".join(w.value for w in at.warning)
+    assert "`12345`" in warning and "the nearest, after (step 80)" in warning
+    assert at.query_params["step"] == "after"
+    at = app(run="svd-circuit", step="45")
+    assert "step 40" in " ".join(w.value for w in at.warning)
+    assert at.query_params["step"] == "40"
+
+
+@pytest.mark.parametrize(
+    "bad", ["../svd-circuit", "/etc", "svd-circuit/../svd-full", "**bold** <b>x</b> $x$ :smile:"]
+)
+def test_run_links_open_only_listed_runs_and_say_so_plainly(app, root, bad):
+    """?run= takes run ids inside the runs directory only; the message shows no server path, no
+    list of every run, and the id as plain text (every markdown character escaped)."""
+    at = app(run=bad)
+    message = " ".join(e.value for e in at.error).replace("\u200b", "")  # (keeps icons out)
+    assert "was not found" in message
+    assert str(root) not in message and "svd-full" not in message.replace(bad, "")
+    if "<b>" in bad:  # shown inside a code span, where no markup applies
+        assert f"`{bad}`" in message
+    assert not at.get("bidi_component")
+
+
+def test_a_run_whose_process_is_gone_shows_stopped(app, root):
+    """A run recorded as running that no process writes any more (stopped from the Run page, or
+    killed) is shown as stopped, in the sidebar and on the page."""
+    at = app(run="svd-empty")
+    labels = at.sidebar.selectbox[0].options
+    assert any(label.startswith("svd-empty") and "stopped" in label for label in labels)
+    assert "stopped" in texts(at)
+
+
+def test_runs_are_labelled_by_id_method_n_and_k(app):
+    at = app()
+    labels = at.sidebar.selectbox[0].options
+    assert len(set(labels)) == len(labels)  # every run told apart
+    assert any(label.startswith("sweep-20 · circuit · N=20") for label in labels)
+    assert any(label.startswith("svd-full · full") for label in labels)
 
 
 def test_missing_run_is_a_clear_message(app):
@@ -241,21 +369,21 @@ def test_corrupt_run_is_a_clear_message(app):
 
 def test_run_still_being_written_renders(app):
     at = app(run="svd-live")
-    assert charts(at)
+    header, _ = graph_payload(at)
     assert "still being written" in texts(at)
-    assert at.select_slider(key="w_step").options == ["before", "step 1"]
-    assert at.select_slider(key="w_step").value == "1"  # the newest circuit: the "during" view
+    assert header["run"]["token_labels"] == ["before", "step 1"]
+    assert header["view"]["step"] is None  # follows the newest circuit: the "during" view
 
 
 def test_run_with_circuits_of_two_tasks(app):
     at = app(run="gender-two-tasks", top_n="20")
     picker = at.radio(key="w_task")
     assert picker.options == ["gender-pronoun", "sv-agreement"]
-    assert at.select_slider(key="w_step").options == ["before", "after (step 5)"]
-    first = shown_edges(charts(at)[0])
+    assert graph_payload(at)[0]["run"]["token_labels"] == ["before", "after (step 5)"]
+    first = shown_edges(at)
     picker.set_value("sv-agreement").run()
     assert at.query_params["task"] == "sv-agreement"
-    assert shown_edges(charts(at)[0]) != first
+    assert shown_edges(at) != first
 
 
 def test_run_without_snapshots_says_so(app):
@@ -265,7 +393,7 @@ def test_run_without_snapshots_says_so(app):
 
 def test_bad_url_parameter_is_reported_not_fatal(app):
     at = app(run="svd-circuit", top_n="lots", step="middle")
-    assert charts(at)
+    assert graph_payload(at)
     warnings = " ".join(w.value for w in at.warning)
     assert "top_n" in warnings and "step" in warnings
 
@@ -303,12 +431,12 @@ def test_heads_page_on_a_damaged_run(app):
 def test_export_page(app):
     at = app("export", run="svd-circuit", step="before", top_n="9")
     downloads = at.get("download_button")
-    assert len(downloads) == 7
+    assert len(downloads) == 8  # 7 files and, new, the whole run as an offline player
     assert "top 9" in texts(at)
     gif = next(b for b in at.button if b.label == "Make the GIF")
     gif.click().run()
     assert not at.exception
-    assert len(at.get("download_button")) == 8, "the GIF is offered for download"
+    assert len(at.get("download_button")) == 9, "the GIF is offered for download"
     assert at.get("image"), "the GIF is shown"
 
 
@@ -325,12 +453,47 @@ def test_run_page_lists_commands(app):
     assert "Start a run" in " ".join(h.value for h in at.subheader)
 
 
+def tour_button(at, label):
+    return next(b for b in at.button if b.label == label)
+
+
 def test_tour_page(app):
     at = app("tour", run="svd-circuit")
-    assert len([b for b in at.button if b.label == "Show me"]) == 5
-    next(b for b in at.button if b.label == "Show me").click().run()
+    titles = []
+    for _ in range(5):  # five steps, one at a time, with Next
+        assert len([b for b in at.button if b.label == "Show me"]) == 1
+        titles.append(next(m.value for m in at.markdown if m.value.startswith("####")))
+        if len(titles) < 5:
+            tour_button(at, "Next").click().run()
+    assert len(set(titles)) == 5 and tour_button(at, "Next").disabled
+    tour_button(at, "Back").click().run()
+    assert next(m.value for m in at.markdown if m.value.startswith("####")) == titles[3]
+    for _ in range(3):
+        tour_button(at, "Back").click().run()
+    assert tour_button(at, "Back").disabled
+    tour_button(at, "Show me").click().run()
     assert not at.exception
     assert at.query_params.get("step") == "before"
+
+
+@pytest.mark.parametrize(("run", "first"), [("svd-circuit", "before"), ("svd-tracks", "0")])
+def test_tour_step_four_compares_before_with_after(app, run, first):
+    """The tour's scrubbing step used to compare "after" with "after" (IoU 1.00): on a run whose
+    "before" belongs to the original task, "before" was not a step of the shown task and silently
+    became "after". It now compares the shown task's first circuit with its last."""
+    at = app("tour", run=run)
+    for _ in range(3):
+        tour_button(at, "Next").click().run()
+    tour_button(at, "Show me").click().run()
+    assert not at.exception
+    assert (at.query_params["compare"], at.query_params["step"]) == (first, "after")
+    header, _ = graph_payload(at)
+    assert (header["view"]["compare"], header["view"]["step"]) == (first, "after")
+    view = at.session_state["cv_view"]
+    frames = load_run_frames(RunStore([RunStore.default().roots[0]]).open(view.run))
+    layout = layout_for(*frames.graph_shape[:3])
+    ((scene, _),) = view_scenes(frames, layout, view)
+    assert scene.diff.edge_iou < 1.0
 
 
 # ---- the `circuitviz app` command (the browser test starts the real server through it) ----------

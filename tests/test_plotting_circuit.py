@@ -8,9 +8,19 @@ import pytest
 
 from circuitviz.graph.topology import build_graph
 from circuitviz.plotting import style as S
-from circuitviz.plotting.circuit import circuit_figure, circuit_view
+from circuitviz.plotting.circuit import circuit_figure as draw
 from circuitviz.plotting.edges import select_edges
 from circuitviz.plotting.layout import N_CURVE_POINTS, build_layout
+from circuitviz.plotting.scene import SceneOptions, build_scene
+
+
+def circuit_figure(layout, scores, selected=None, *, compare=None, **options):
+    """The figure of one view (the scene's options as keywords)."""
+    return draw(build_scene(layout, scores, selected, SceneOptions(**options), compare=compare))
+
+
+def circuit_view(layout, scores, selected=None, *, compare=None, **options):
+    return build_scene(layout, scores, selected, SceneOptions(**options), compare=compare)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +84,7 @@ def test_edges_are_batched_into_few_traces():
     rng = np.random.default_rng(1)
     scores = rng.standard_normal(layout.n_edges)
     fig = circuit_figure(layout, scores, top_n=2000)
-    assert len(fig.data) < 40  # never one trace per edge
+    assert len(fig.data) < 60  # never one trace per edge (nor per box)
     hover = next(t for t in fig.data if t.name == "edges")
     assert len(hover.hovertext) == 2000
 

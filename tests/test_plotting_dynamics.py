@@ -129,3 +129,39 @@ def test_node_history_figure():
         np.array([0, 1, 2]), ["before", "1", "after"], np.ones(3), changes, node="a0.h1"
     )
     assert len(fig.data) == 5
+
+
+def test_trends_are_judged_on_magnitude_and_flips_stand_apart():
+    """m3->logits going from +3.2 to -2.5 becomes the strongest helper: it is a sign flip, not a
+    "weakened" edge; an edge falling from -1 to -4 grows stronger; the colours are the Circuit
+    page's compare legend."""
+    from circuitviz.plotting import style as S
+    from circuitviz.plotting.dynamics import trend_groups
+
+    steps = np.array([0, 10, 20, 30])
+    matrix = np.zeros((4, 4))
+    matrix[:, 0] = [3.2, 1.0, -1.0, -2.5]  # flips sign
+    matrix[:, 1] = [-1.0, -2.0, -3.0, -4.0]  # |score| grows: strengthened
+    matrix[:, 2] = [2.0, 1.5, 1.0, 0.5]  # |score| falls: weakened
+    matrix[:, 3] = [1.0, 1.1, 0.9, 1.0]  # no trend
+    group, _, _ = trend_groups(matrix, steps)
+    assert group.tolist() == [2, 0, 1, -1]
+    fig = edge_trend_figure(steps, matrix, ["m3->logits", "e1", "e2", "e3"])
+    by_name = {t.name.split()[0]: t for t in fig.data}
+    assert by_name["m3->logits"].legendgroup == "flipped"
+    assert by_name["e1"].legendgroup == "strengthened"
+    assert by_name["e2"].legendgroup == "weakened"
+    assert "e3" not in by_name
+    for name, trace in by_name.items():
+        assert trace.line.color == S.DIFF_COLORS[trace.legendgroup], name
+
+
+def test_dynamics_figure_leads_with_accuracy_and_marks_the_step():
+    steps = pd.DataFrame({"step": [1, 2, 3], "loss": [3.0, 2.0, 1.0]})
+    evals = pd.DataFrame({"step": [0, 2], "accuracy": [0.1, 0.9], "task_metric": [0.0, 2.0]})
+    fig = dynamics_figure([RunSeries(label="run", steps=steps, evals=evals)], cursor=2)
+    first = fig.data[0]
+    assert list(first.y) == [0.1, 0.9] and first.xaxis == "x"  # accuracy, top-left panel
+    cursors = [s for s in fig.layout.shapes if s.type == "line" and s.x0 == 2 and s.x1 == 2]
+    panels = {t.xaxis for t in fig.data}
+    assert {s.xref for s in cursors} == panels  # one in every panel that has data

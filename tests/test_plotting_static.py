@@ -10,12 +10,21 @@ from PIL import Image
 from circuitviz.graph.topology import build_graph
 from circuitviz.plotting.edges import select_edges
 from circuitviz.plotting.layout import build_layout
+from circuitviz.plotting.scene import SceneOptions, build_scene
 from circuitviz.plotting.static import (
-    circuit_static_figure,
+    circuit_static_figure as draw,
+)
+from circuitviz.plotting.static import (
     gif_bytes,
     save_static,
     static_bytes,
 )
+
+
+def circuit_static_figure(layout, scores, selected=None, *, compare=None, title=None, **options):
+    """The matplotlib figure of one view (the scene's options as keywords)."""
+    scene = build_scene(layout, scores, selected, SceneOptions(**options), compare=compare)
+    return draw(scene, title=title)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,14 @@ runs = [r for r in state.all_runs() if r.status != "corrupt" and r.kind in (None
 ids = [r.id for r in runs]
 labels = {r.id: widgets.describe_run(r) for r in runs}
 
+cursor = None
+if frames.tokens:
+    state.check_view(frames, state.layout_of(frames.graph_shape))
+    token = widgets.step_slider(
+        frames, label="Step (the cursor on every curve; the Circuit page shows it)"
+    )
+    cursor = float(frames.snapshots["step"].iloc[frames.tokens.index(token)])
+
 st.markdown("#### Training curves")
 overlay = state.bound(
     "overlay",
@@ -49,15 +57,21 @@ for run_id in overlay:
 if all(s.steps.empty and s.evals.empty for s in series):
     st.info("No steps logged yet.")
 else:
-    st.plotly_chart(dynamics_figure(series, style=style), theme=None, width="stretch")
+    st.plotly_chart(
+        dynamics_figure(series, cursor=cursor, style=style), theme=None, width="stretch"
+    )
 
 if len(frames.tokens) >= 2:
-    st.markdown("#### Strengthened and weakened edges")
+    st.markdown("#### Strengthened, weakened and sign-flipped edges")
+    st.caption(
+        "Judged on |score| (how strongly an edge matters, whichever way), coloured as the "
+        "Circuit page's compare legend; a score that changed sign is listed as flipped."
+    )
     c1, c2, c3 = st.columns(3)
     min_r = c1.slider("Minimum |r| of the trend", 0.0, 0.95, 0.5, 0.05)
     n_show = c2.slider("Edges per panel", 1, 30, 10)
     heads_only = c3.checkbox("Only head → head edges", value=False)
-    layout = state.layout_for(frames.graph_shape)
+    layout = state.layout_of(frames.graph_shape)
     candidates = None
     if heads_only:
         kinds = pd.Series(layout.node_kind)

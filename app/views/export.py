@@ -14,15 +14,13 @@ st.subheader(state.run_title(frames))
 if not frames.tokens:
     st.info("This run has no circuit snapshot yet, so there is nothing to export.")
     st.stop()
+layout = state.layout_of(frames.graph_shape)
+state.check_view(frames, layout)  # a step or box the run lacks: warned about and replaced
 view = state.view()
-try:
-    resolved = resolve_view(frames, view)
-except KeyError as exc:
-    st.error(f"The view's step does not exist in this run: {exc.args[0]}")
-    st.stop()
-layout = state.layout_for(frames.graph_shape)
+resolved = resolve_view(frames, view)
 st.markdown(
-    f"**The current view:** {resolved.title}" + (f", box {view.node} selected" if view.node else "")
+    f"**The current view:** {state.as_text(resolved.title, 300)}"
+    + (f", box {view.node} selected" if view.node else "")
 )
 st.caption("Change it on the Circuit page; everything below exports exactly that view.")
 
@@ -30,7 +28,13 @@ FILES = [
     ("svg", "Figure as SVG", "vector, for papers and slides"),
     ("pdf", "Figure as PDF", "vector, for LaTeX"),
     ("png", "Figure as PNG", "150 dpi raster"),
-    ("html", "Interactive HTML", "self-contained: hover and zoom offline"),
+    ("html", "Interactive HTML of this step", "self-contained plotly page: hover and zoom offline"),
+    (
+        "player",
+        "Interactive HTML of the whole run",
+        "the dashboard's own renderer with every snapshot: step slider, top-N, compare and node "
+        "details, offline",
+    ),
     ("json", "Circuit as JSON", "EAP-IG's format: every edge's score and whether it is shown"),
     ("csv", "Circuit as CSV", "one row per shown edge"),
     ("view", "View state as JSON", "reopens this exact view (here or with `circuitviz export`)"),

@@ -1,134 +1,118 @@
-"""Run: start a discovery, a tuning run or a sweep in a background process, and watch it."""
+"""Run: start a discovery, a tuning run or a sweep in a background process, and watch it.
 
-import importlib.util
-from pathlib import Path
+Starting and stopping jobs is allowed only when the dashboard is served on this machine alone
+(loopback), or when ``circuitviz app --allow-remote-jobs`` said so.
+"""
 
 import jobs
+import runform
 import state
 import streamlit as st
 
-from circuitviz.graph.io import load_json
 from circuitviz.plotting.circuit import circuit_figure
+from circuitviz.plotting.export import read_circuit_json
+from circuitviz.plotting.scene import SceneOptions, build_scene
 from circuitviz.runs import RunStoreError, new_run_id
+from circuitviz.tasks.catalog import task_info, task_names
 
-COMMANDS = {"tune": "a tuning run", "sweep": "a top-N sweep", "discover": "a circuit discovery"}
 root = state.runs_dir()
-available = [c for c in COMMANDS if importlib.util.find_spec(f"circuitviz.cli.{c}") is not None]
+allowed = jobs.jobs_allowed(st.get_option("server.address"))
 
 st.subheader("Start a run")
 st.caption(
-    f"Runs are written under `{root}` by a separate process (`circuitviz tune ...`); this page never "
-    "runs a model itself, so the dashboard stays responsive."
+    "Runs are written by a separate process (`circuitviz tune ...`) into the dashboard's runs "
+    "directory; this page never runs a model itself, so the dashboard stays responsive. Leave a "
+    "field empty to use the task's own default (shown) or the engine's."
 )
-if not available:
-    st.warning("This installation has no `tune`, `sweep` or `discover` command yet.")
-else:
-    from circuitviz.tasks.registry import TASKS
+if not allowed:
+    st.warning(
+        "Starting and stopping jobs is off: this dashboard is served on a network address, and "
+        "anyone who can reach it could start processes on this machine. Restart it with "
+        "`circuitviz app --allow-remote-jobs` to allow it, or serve it on 127.0.0.1."
+    )
 
-    with st.form("start"):
-        kind = st.radio("What", available, format_func=lambda c: COMMANDS[c], horizontal=True)
-        c1, c2 = st.columns(2)
-        model = c1.text_input(
-            "Model",
-            "demo",
-            help="demo, smollm2-135m, random:gpt2, a .gguf file, a local "
-            "Hugging Face directory or a hub id",
+top_left, top_right = st.columns([3, 3])
+kind = top_left.radio(
+    "What", list(runform.COMMANDS), format_func=runform.COMMANDS.get, horizontal=True, key="rk"
+)
+tasks = task_names()
+task = top_right.selectbox("Task", tasks, index=tasks.index("sv-disagreement"), key="rtask")
+st.caption(task_info(task).description)
+with st.form("start"):
+    c1, c2 = st.columns([3, 1])
+    model = c1.text_input(
+        "Model",
+        "demo",
+        help="demo, smollm2-135m, random:gpt2, a .gguf file, a local Hugging Face directory or "
+        "a hub id",
+    )
+    method = c2.selectbox("Method", runform.METHODS[kind])
+    values = {}
+    columns = st.columns(4)
+    for i, field in enumerate(runform.fields_of(kind)):
+        values[field.key] = columns[i % 4].text_input(
+            field.label,
+            "",
+            placeholder=runform.placeholder(field, task),
+            help=field.help or None,
+            key=f"field-{kind}-{task}-{field.key}",
         )
-        task = c2.selectbox("Task", sorted(TASKS), index=sorted(TASKS).index("sv-disagreement"))
-        c3, c4, c5, c6 = st.columns(4)
-        method = c3.selectbox(
-            "Method", ["eap", "eap-ig"] if kind == "discover" else ["circuit", "full", "random"]
+    submitted = st.form_submit_button("Start", type="primary", disabled=not allowed)
+
+if submitted and allowed:
+    job_id = new_run_id(task, "sweep" if kind == "sweep" else method)
+    output = str(jobs.jobs_dir(root) / f"{job_id}.circuit.json") if kind == "discover" else None
+    try:
+        argv = runform.build_argv(
+            kind,
+            model=model,
+            task=task,
+            method=method,
+            values=values,
+            run_id=job_id,
+            runs_dir=str(root),
+            output=output,
         )
-        top_n = c4.text_input(
-            "Top-N edges" + (" (comma-separated)" if kind == "sweep" else ""),
-            "10,25,50,100" if kind == "sweep" else "100",
-        )
-        every = c5.number_input("Re-discover every K steps", 1, 10_000, 10)
-        steps = c6.number_input("Steps", 1, 1_000_000, 200)
-        submitted = st.form_submit_button("Start", type="primary")
-    if submitted:
-        job_id = new_run_id(task, method)
-        sizes = [s.strip() for s in top_n.split(",") if s.strip()]
-        if not sizes or not all(s.isdigit() and int(s) > 0 for s in sizes):
-            st.error(f"Top-N must be a positive whole number (a list for a sweep), got {top_n!r}.")
-            st.stop()
-        if kind == "discover":
-            output = str(jobs.jobs_dir(root) / f"{job_id}.circuit.json")
-            argv = [
-                "discover",
-                "--model",
-                model,
-                "--task",
-                task,
-                "--method",
-                method,
-                "--top-n",
-                sizes[0],
-                "--out",
-                output,
-                "--json",
-            ]
-        else:
-            output = None
-            argv = [
-                kind,
-                "--model",
-                model,
-                "--task",
-                task,
-                "--method",
-                method,
-                "--top-n",
-                ",".join(sizes),
-                "--every",
-                str(every),
-                "--steps",
-                str(steps),
-                "--runs-dir",
-                str(root),
-            ]
-            if kind == "tune":
-                argv += ["--run-id", job_id]
-        job = jobs.start_job(
-            argv, root=root, job_id=job_id, kind=kind, total_steps=int(steps), output=output
-        )
-        if kind == "tune":
-            state.set_view(run=job_id, step=None, compare=None, node=None)
-        st.success(f"Started {COMMANDS[kind]} ({job.job_id}).")
+    except ValueError as exc:
+        st.error(f"Nothing was started: {state.as_text(exc, 200)}")
+        st.stop()
+    job = jobs.start_job(
+        argv,
+        root=root,
+        job_id=job_id,
+        kind=kind,
+        total_steps=runform.total_steps(argv),
+        output=output,
+    )
+    if kind == "tune":
+        state.set_view(run=job_id, step=None, compare=None, node=None)
+    st.success(f"Started {runform.COMMANDS[kind]} ({job.job_id}).")
 
 
 def show_discovered(path: str) -> None:
     """Draw a circuit file written by `circuitviz discover --out` (EAP-IG JSON layout)."""
     try:
-        scored = load_json(path)
-    except ValueError as exc:
-        st.error(f"The discovered circuit could not be read: {exc}")
+        layout, scores, in_graph = read_circuit_json(path)
+    except ValueError:
+        st.error("The discovered circuit could not be read (see the log).")
         return
-    graph = scored.graph
-    valid = graph.valid_mask
-    scores = scored.scores[valid].numpy()
-    selected = scored.circuit.edge_mask[valid].numpy()
-    layout = state.layout_for((graph.n_layers, graph.n_heads, graph.n_kv_heads, graph.paper))
-    fig = circuit_figure(
-        layout,
-        scores,
-        selected,
-        only_selected=True,
-        title=Path(path).name,
-        style=state.figure_style(),
-    )
+    scene = build_scene(layout, scores, in_graph, SceneOptions(only_selected=True))
+    fig = circuit_figure(scene, title="the discovered circuit", style=state.figure_style())
     st.plotly_chart(fig, theme=None, width="stretch", key=f"discovered-{path}")
 
 
-def job_progress(job: jobs.Job) -> float | None:
-    if job.kind != "tune" or not job.total_steps:
+def job_progress(job: jobs.Job) -> tuple[float, int] | None:
+    if job.kind != "tune":
         return None
     try:
         frames = state.load(job.job_id)
     except RunStoreError:
         return None
+    total = job.total_steps or frames.config.get("steps")
+    if not total:
+        return None
     done = int(frames.steps["step"].max()) if len(frames.steps) else 0
-    return min(1.0, done / job.total_steps)
+    return min(1.0, done / total), int(total)
 
 
 @st.fragment(run_every=2.0)
@@ -142,11 +126,14 @@ def job_list() -> None:
         with st.container(border=True):
             head, stop, watch = st.columns([6, 1, 1])
             status = jobs.status_word(rc)
-            head.markdown(f"**{COMMANDS.get(job.kind, job.kind)}** `{job.job_id}` · {status}")
+            head.markdown(
+                f"**{runform.COMMANDS.get(job.kind, job.kind)}** `{job.job_id}` · {status}"
+            )
             progress = job_progress(job)
             if progress is not None:
-                head.progress(progress, text=f"{progress:.0%} of {job.total_steps} steps")
-            if rc is None and stop.button("Stop", key=f"stop-{job.job_id}"):
+                share, total = progress
+                head.progress(share, text=f"{share:.0%} of {total} steps")
+            if rc is None and stop.button("Stop", key=f"stop-{job.job_id}", disabled=not allowed):
                 jobs.stop_job(job)
                 st.rerun()
             if job.kind == "tune" and watch.button("Watch", key=f"watch-{job.job_id}"):
@@ -155,8 +142,8 @@ def job_list() -> None:
             if status == "stopped":
                 st.info("Stopped. A stopped tuning run keeps every step it recorded.")
             elif status == "failed":
-                st.error(jobs.plain_failure(job, rc))
-            if job.kind == "discover" and rc == 0 and job.output and Path(job.output).is_file():
+                st.error(state.as_text(jobs.plain_failure(job, rc), 300))
+            if job.kind == "discover" and rc == 0 and job.output and jobs.exists(job.output):
                 with st.expander("The discovered circuit", expanded=True):
                     show_discovered(job.output)
             with st.expander("log"):

@@ -1,7 +1,10 @@
-"""Tour: five short steps for newcomers, each opening the right page in the right state."""
+"""Tour: five short steps for newcomers, one at a time with Back and Next; each opens the page it
+talks about in the right state."""
 
 import state
 import streamlit as st
+
+STEP_KEY = "cv_tour_step"
 
 st.subheader("A five-minute tour")
 st.caption("Each step opens the page it talks about, on the current run. Come back here any time.")
@@ -42,10 +45,11 @@ STEPS = [
     (
         "4. Scrub through training",
         "Drag the **Step** slider (or press ▶ Play): the layout never moves, so any motion is the "
-        "circuit changing. Turn on **Compare two steps** to colour edges that were added, removed, "
+        "circuit changing, and the strip above the graph gives the step's accuracy, task metric "
+        "and held-out loss. **Compare with** *before* colours the edges that were added, removed, "
         "strengthened or weakened between *before* and *after*, with the node and edge overlap "
         "(IoU). Click a box to see its edges and its score across all steps.",
-        {"step": "before", "compare": "before", "node": None, "top_n": 100},
+        {"step": "last", "compare": "first", "node": None, "top_n": 100},
         "views/circuit.py",
     ),
     (
@@ -59,12 +63,33 @@ STEPS = [
     ),
 ]
 
-for i, (title, text, changes, page) in enumerate(STEPS):
-    with st.container(border=True):
-        st.markdown(f"#### {title}")
-        st.markdown(text)
-        if st.button("Show me", key=f"tour-{i}"):
-            if "compare" in changes and changes["compare"] is not None:
-                changes = {**changes, "step": "after"}
-            state.set_view(**changes)
-            st.switch_page(page)
+
+index = min(max(int(st.session_state.get(STEP_KEY, 0)), 0), len(STEPS) - 1)
+title, text, changes, page = STEPS[index]
+st.progress((index + 1) / len(STEPS), text=f"Step {index + 1} of {len(STEPS)}")
+with st.container(border=True):
+    st.markdown(f"#### {title}")
+    st.markdown(text)
+    show = st.button("Show me", key=f"tour-{index}", type="primary")
+back, forward, _ = st.columns([1, 1, 6])
+if back.button("Back", icon=":material/arrow_back:", disabled=index == 0, key="tour-back"):
+    st.session_state[STEP_KEY] = index - 1
+    st.rerun()
+if forward.button(
+    "Next", icon=":material/arrow_forward:", disabled=index == len(STEPS) - 1, key="tour-next"
+):
+    st.session_state[STEP_KEY] = index + 1
+    st.rerun()
+if show:
+    if changes.get("compare") == "first":
+        # Compare the first circuit of the run's own task with its last one. (A run that tunes a
+        # task stores the original task's "before" apart: sv-disagreement's first circuit of its
+        # own is at step 0. Naming "before" here compared "after" with "after".)
+        frames = state.quiet_run()
+        tokens = frames.tokens if frames is not None else []
+        if len(tokens) >= 2:
+            changes = {**changes, "compare": tokens[0], "step": tokens[-1]}
+        else:
+            changes = {**changes, "compare": None, "step": None}
+    state.set_view(**changes)
+    st.switch_page(page)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from circuitviz.graph.selection import SelectionConfig
+from circuitviz.graph.sign import SIGN_CONVENTION  # noqa: F401  (re-exported: the sign in words)
 from circuitviz.options import check_options, normalise_choices, option, option_specs
 
 Method = Literal["eap", "eap-ig-inputs", "eap-ig-activations"]
@@ -18,15 +19,6 @@ Positions = Literal["all", "target"]
 IGRule = Literal["left", "right"]
 MetricName = Literal["logit_diff", "logprob_diff", "answer_loss", "process", "outcome"]
 SFT_METRIC_NAMES: tuple[str, ...] = ("process", "outcome")
-
-SIGN_CONVENTION = (
-    "score(u->d) = mean over examples of the sum over scored positions of "
-    "(a_u(baseline) - a_u(clean)) . dm/dx_d, with the gradient taken on the clean input (EAP) or "
-    "averaged along the interpolation path (EAP-IG): a first-order estimate of "
-    "m(edge u->d patched to its baseline) - m(clean). Negative means the edge raises the metric on "
-    "clean inputs (for logit_diff: it helps the correct answer); positive means it lowers it. "
-    "Selection ranks edges by |score| unless told otherwise."
-)
 
 
 def check_sft_choices(owner: str, metric: str, baseline: str, positions: str) -> None:

@@ -3,6 +3,9 @@
 circuitviz export --run RUN --step after --top-n 100 --out circuit.svg
 circuitviz export --view saved.view.json --out circuit.pdf
 circuitviz export --run RUN --out slider.gif
+circuitviz export --run RUN --out run.player.html   # the dashboard's renderer, offline
+
+Nothing here imports torch: a run is drawn from its stored scores and its graph's names.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from circuitviz.cli.common import UserError, print_json, require_app_extra
 
 # The export formats (``circuitviz.plotting.export.FORMATS``), listed here so that ``--help`` does
 # not import the plotting stack; a test keeps the two equal.
-FORMATS = ("svg", "pdf", "png", "html", "gif", "json", "csv", "view")
+FORMATS = ("svg", "pdf", "png", "html", "player", "gif", "json", "csv", "view")
 
 
 def register(subparsers) -> None:
@@ -35,6 +38,12 @@ def register(subparsers) -> None:
     parser.add_argument("--color-by", choices=["sign", "target"])
     parser.add_argument(
         "--only-circuit", action="store_true", help="only edges of the run's own circuit"
+    )
+    parser.add_argument(
+        "--focus", action="store_true", help="with --node: only the paths through that box"
+    )
+    parser.add_argument(
+        "--collapse", action="store_true", help="shrink layers that no shown edge touches"
     )
     parser.add_argument("--presentation", action="store_true", help="large text, thick lines")
     parser.add_argument(
@@ -71,8 +80,9 @@ def build_view(args):
         if args.top_n != "all" and not args.top_n.isdigit():
             raise UserError(f"--top-n must be a whole number or 'all', got {args.top_n!r}")
         changes["top_n"] = None if args.top_n == "all" else int(args.top_n)
-    if args.only_circuit:
-        changes["only_circuit"] = True
+    for flag in ("only_circuit", "focus", "collapse"):
+        if getattr(args, flag):
+            changes[flag] = True
     if args.presentation:
         changes["presentation"] = True
     try:
@@ -87,7 +97,7 @@ def build_view(args):
 def export_command(args) -> int:
     require_app_extra("circuitviz export")
     from circuitviz.plotting.export import export_view, format_for_path, save_export
-    from circuitviz.plotting.layout import build_layout
+    from circuitviz.plotting.layout import layout_for
     from circuitviz.plotting.rundata import load_run_frames
     from circuitviz.runs import RunCorrupt, RunNotFound, RunStore, RunStoreError
     from circuitviz.runs.store import DEMO_RUNS, default_roots
@@ -103,7 +113,11 @@ def export_command(args) -> int:
     try:
         run = RunStore(roots).open(view.run)
         frames = load_run_frames(run)
-        layout = build_layout(run.graph())
+        layout = layout_for(*frames.graph_shape[:3], paper=frames.graph_shape[3])
+        if list(layout.edge_names) != run.edge_names():
+            raise RunCorrupt(
+                f"its recorded edge names do not match the graph of shape {frames.graph_shape}"
+            )
     except RunNotFound as exc:
         raise UserError(str(exc)) from exc
     except (RunCorrupt, RunStoreError) as exc:

@@ -15,15 +15,18 @@ from plotly.subplots import make_subplots
 
 from circuitviz.plotting import style as S
 
-# (table, column, panel title) of the dynamics grid, in reading order.
+# (table, column, panel title) of the dynamics grid, in reading order: the task first (accuracy is
+# the headline figure), then what it cost.
 PANELS = (
-    ("steps", "loss", "training loss"),
+    ("evals", "accuracy", "task accuracy (dev)"),
     ("evals", "task_metric", "task metric (logit difference, dev)"),
     ("evals", "lm_loss", "held-out language-model loss"),
+    ("steps", "loss", "training loss"),
     ("steps", "tuned_ratio", "tuned-parameter ratio"),
     ("steps", "n_nodes", "nodes in the circuit"),
     ("steps", "n_edges", "edges in the circuit"),
 )
+CURSOR = "#444444"  # neutral: run colours are Okabe-Ito
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,15 +38,22 @@ class RunSeries:
     evals: pd.DataFrame
 
 
-def dynamics_figure(runs: list[RunSeries], *, style: S.FigureStyle | None = None) -> go.Figure:
-    """A 3 x 2 grid of the panels in ``PANELS`` against step, one colour per run."""
+def dynamics_figure(
+    runs: list[RunSeries],
+    *,
+    cursor: float | None = None,
+    style: S.FigureStyle | None = None,
+) -> go.Figure:
+    """A grid (two columns) of the panels in ``PANELS`` against step, one colour per run, with a vertical
+    cursor at step ``cursor`` (the step the Circuit page shows)."""
     style = style or S.FigureStyle()
+    rows = -(-len(PANELS) // 2)
     fig = make_subplots(
-        rows=3,
+        rows=rows,
         cols=2,
         shared_xaxes=True,
         subplot_titles=[title for _, _, title in PANELS],
-        vertical_spacing=0.09,
+        vertical_spacing=0.07,
         horizontal_spacing=0.08,
     )
     for i, run in enumerate(runs):
@@ -61,19 +71,32 @@ def dynamics_figure(runs: list[RunSeries], *, style: S.FigureStyle | None = None
                     marker={"size": 5},
                     name=run.label,
                     legendgroup=run.label,
-                    showlegend=p == 0 or not _has_panel0(run),
+                    showlegend=p == _first_panel(run),  # one legend entry per run
                     hovertemplate=f"{run.label}<br>step %{{x}}<br>{column} %{{y:.4g}}<extra></extra>",
                 ),
                 row=p // 2 + 1,
                 col=p % 2 + 1,
             )
-    fig.update_xaxes(title_text="step", row=3)
-    _finish(fig, style, height=3 * 260 + 120)
+    if cursor is not None:
+        for p in range(len(PANELS)):
+            fig.add_vline(
+                x=float(cursor),
+                line={"color": CURSOR, "width": 1.5 * style.line_scale, "dash": "dot"},
+                row=p // 2 + 1,
+                col=p % 2 + 1,
+            )
+    fig.update_xaxes(title_text="step", row=rows)
+    _finish(fig, style, height=rows * 240 + 120)
     return fig
 
 
-def _has_panel0(run: RunSeries) -> bool:
-    return "loss" in run.steps and not run.steps["loss"].isna().all()
+def _first_panel(run: RunSeries) -> int:
+    """The first panel the run has data for (its legend entry goes there)."""
+    for p, (table, column, _) in enumerate(PANELS):
+        frame = run.steps if table == "steps" else run.evals
+        if column in frame and not frame[column].isna().all():
+            return p
+    return -1
 
 
 def intrinsic_dimension_figure(
@@ -138,6 +161,27 @@ def edge_trends(steps: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.n
     return slope, r
 
 
+TREND_GROUPS = ("strengthened", "weakened", "flipped")
+
+
+def trend_groups(
+    matrix: np.ndarray, steps: np.ndarray, *, min_r: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(group, slope, r) per edge, judged on |score| as the Circuit page's legend is:
+    ``flipped`` (2) when the score changes sign between the first and the last snapshot,
+    ``strengthened`` (0) when |score| rises (r > min_r), ``weakened`` (1) when it falls
+    (r < -min_r), -1 otherwise. ``slope`` and ``r`` are of |score| against step."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    slope, r = edge_trends(steps, np.abs(matrix))
+    group = np.full(len(slope), -1)
+    group[(r > min_r) & (slope > 0)] = 0
+    group[(r < -min_r) & (slope < 0)] = 1
+    if len(matrix):
+        first, last = np.nan_to_num(matrix[0]), np.nan_to_num(matrix[-1])
+        group[np.sign(first) * np.sign(last) < 0] = 2
+    return group, slope, r
+
+
 def edge_trend_figure(
     steps: np.ndarray,
     matrix: np.ndarray,
@@ -148,45 +192,52 @@ def edge_trend_figure(
     candidates: np.ndarray | None = None,
     style: S.FigureStyle | None = None,
 ) -> go.Figure:
-    """Strengthened (r > min_r, slope > 0) and weakened (r < -min_r, slope < 0) edges, the
-    ``n_show`` steepest of each, as score-against-step lines (the paper's "Hebbian" analysis).
+    """Edges whose |score| rose (strengthened), fell (weakened) or whose sign flipped, the
+    ``n_show`` steepest of each (flips: the largest swing), as score-against-step lines (the
+    paper's "Hebbian" analysis), coloured as in the Circuit page's compare legend.
     ``candidates``: optional boolean mask restricting which edges may be shown."""
     style = style or S.FigureStyle()
     if not 0 <= min_r < 1:
         raise ValueError(f"min_r must be in [0, 1), got {min_r!r}")
-    slope, r = edge_trends(steps, matrix)
+    matrix = np.asarray(matrix, dtype=np.float64)
+    group, slope, r = trend_groups(matrix, steps, min_r=min_r)
     allowed = np.ones(len(slope), bool) if candidates is None else np.asarray(candidates, bool)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["strengthened", "weakened"])
-    panels = (
-        (1, "strengthened", "Blues", (r > min_r) & (slope > 0)),
-        (2, "weakened", "Oranges", (r < -min_r) & (slope < 0)),
-    )
-    for col, group, scale, chosen in panels:
-        idx = np.flatnonzero(chosen & allowed)
-        idx = idx[np.argsort(-np.abs(slope[idx]), kind="stable")][:n_show]
-        colors = _shades(scale, len(idx))
+    swing = np.abs(np.nan_to_num(matrix[-1] - matrix[0])) if len(matrix) else np.zeros(len(slope))
+    titles = ["|score| rose (strengthened)", "|score| fell (weakened)", "sign flipped"]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=titles)
+    for col, name in enumerate(TREND_GROUPS, start=1):
+        idx = np.flatnonzero((group == col - 1) & allowed)
+        key = swing[idx] if name == "flipped" else np.abs(slope[idx])
+        idx = idx[np.argsort(-key, kind="stable")][:n_show]
+        color = S.DIFF_COLORS[name]
         for k, e in enumerate(idx.tolist()):
             fig.add_trace(
                 go.Scatter(
                     x=steps,
                     y=matrix[:, e],
                     mode="lines+markers",
-                    line={"color": colors[k], "dash": "dash", "width": 1.5 * style.line_scale},
+                    line={
+                        "color": color,
+                        "dash": "solid" if k < 3 else "dash",
+                        "width": (2.2 if k < 3 else 1.3) * style.line_scale,
+                    },
+                    opacity=1.0 if k < 3 else 0.75,
                     marker={"size": 5},
                     name=f"{edge_names[e]} (r={r[e]:.2f})",
-                    legendgroup=group,
-                    legendgrouptitle_text=group,
+                    legendgroup=name,
+                    legendgrouptitle_text=S.DIFF_LABELS[name],
                     hovertemplate=f"{edge_names[e]}<br>step %{{x}}<br>score %{{y:.4g}}<extra></extra>",
                 ),
                 row=1,
                 col=col,
             )
         if not len(idx):
+            suffix = col if col > 1 else ""
             fig.add_annotation(
-                text=f"no edge with |r| > {min_r:g}",
+                text="none" if name == "flipped" else f"no edge with |r| > {min_r:g}",
                 showarrow=False,
-                xref=f"x{col if col > 1 else ''} domain",
-                yref=f"y{col if col > 1 else ''} domain",
+                xref=f"x{suffix} domain",
+                yref=f"y{suffix} domain",
                 x=0.5,
                 y=0.5,
             )

@@ -1,6 +1,8 @@
 """Everything a view can be exported as, shared by the dashboard's Export page and ``circuitviz
-export``: SVG/PDF/PNG (matplotlib, no browser), self-contained interactive HTML, an animated GIF of
-the step slider, the circuit as JSON (EAP-IG's format) and CSV, and the view state as JSON.
+export``: SVG/PDF/PNG (matplotlib, no browser), self-contained interactive HTML of the step (plotly)
+or of the whole run with its step slider (``.player.html``: the dashboard's own renderer, offline),
+an animated GIF of the step slider, the circuit as JSON (EAP-IG's format) and CSV, and the view
+state as JSON.
 
 ``export_view`` returns bytes; only ``save_export`` writes a file.
 """
@@ -15,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 
-from circuitviz.attribution.config import SIGN_CONVENTION
+from circuitviz.graph.sign import SIGN_CONVENTION
 from circuitviz.plotting import style as S
-from circuitviz.plotting.circuit import circuit_figure, circuit_view
+from circuitviz.plotting.circuit import circuit_figure
+from circuitviz.plotting.edges import select_edges
 from circuitviz.plotting.layout import Layout
-from circuitviz.plotting.rundata import RunFrames, resolve_view
+from circuitviz.plotting.rundata import RunFrames, resolve_view, view_scenes
 from circuitviz.plotting.static import (
     STATIC_FORMATS,
     circuit_static_figure,
@@ -27,23 +30,25 @@ from circuitviz.plotting.static import (
     static_bytes,
 )
 from circuitviz.plotting.view import ViewState, token_label
+from circuitviz.plotting.web import interactive_html
 
-FORMATS = (*STATIC_FORMATS, "html", "gif", "json", "csv", "view")
+FORMATS = (*STATIC_FORMATS, "html", "player", "gif", "json", "csv", "view")
 MIME = {
     "svg": "image/svg+xml",
     "pdf": "application/pdf",
     "png": "image/png",
     "html": "text/html",
+    "player": "text/html",
     "gif": "image/gif",
     "json": "application/json",
     "csv": "text/csv",
     "view": "application/json",
 }
-SUFFIX = {fmt: fmt for fmt in FORMATS} | {"view": "view.json"}
+SUFFIX = {fmt: fmt for fmt in FORMATS} | {"view": "view.json", "player": "player.html"}
 
 
 def figure_html(fig: go.Figure) -> str:
-    """A self-contained interactive HTML page (plotly.js inlined: opens offline)."""
+    """A plotly figure as a self-contained HTML page (plotly.js inlined: opens offline)."""
     return fig.to_html(include_plotlyjs=True, full_html=True, config={"displaylogo": False})
 
 
@@ -74,6 +79,34 @@ def circuit_json(
         },
         "metadata": metadata or {},
     }
+
+
+def read_circuit_json(path: str | Path) -> tuple[Layout, np.ndarray, np.ndarray]:
+    """(layout, scores, in_graph) of a circuit file in EAP-IG's JSON layout (what ``circuitviz
+    discover --out`` and ``circuit_json`` write), without torch. ValueError naming the file for
+    anything else."""
+    from circuitviz.plotting.layout import layout_for
+
+    name = Path(path).name
+    try:
+        payload = json.loads(Path(path).read_text())
+        cfg = payload["cfg"]
+        n_layers, n_heads = int(cfg["n_layers"]), int(cfg["n_heads"])
+        n_kv = int(cfg.get("n_kv_heads") or n_heads)
+        edges = payload["edges"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{name}: not a circuit file ({exc.__class__.__name__})") from exc
+    paper = bool(cfg.get("paper_graph", "input" not in payload.get("nodes", {"input": True})))
+    layout = layout_for(n_layers, n_heads, n_kv, paper=paper)
+    index = {edge: i for i, edge in enumerate(layout.edge_names)}
+    scores = np.zeros(layout.n_edges, np.float32)
+    in_graph = np.zeros(layout.n_edges, bool)
+    for edge, entry in edges.items():
+        if edge not in index or not isinstance(entry, dict):
+            raise ValueError(f"{name}: {edge!r} is not an edge of the graph its cfg describes")
+        scores[index[edge]] = float(entry.get("score") or 0.0)
+        in_graph[index[edge]] = bool(entry.get("in_graph"))
+    return layout, scores, in_graph
 
 
 def circuit_csv(
@@ -114,33 +147,27 @@ def export_view(
         return view.to_json().encode()
     if fmt == "gif":
         return _gif(frames, layout, view, style, max_gif_frames)
+    if fmt == "player":
+        return interactive_html(frames, layout, view, style=style).encode()
     resolved = resolve_view(frames, view)
-    kwargs = _figure_kwargs(frames, view, resolved)
+    ((scene, title),) = view_scenes(frames, layout, view, style=style, side_by_side=False)
     if fmt in STATIC_FORMATS:
-        fig = circuit_static_figure(
-            layout, resolved.scores, resolved.selected, style=style, **kwargs
-        )
-        return static_bytes(fig, fmt)
+        return static_bytes(circuit_static_figure(scene, title=title, style=style), fmt)
     if fmt == "html":
-        fig = circuit_figure(layout, resolved.scores, resolved.selected, style=style, **kwargs)
-        return figure_html(fig).encode()
-    shown = circuit_view(
-        layout,
-        resolved.scores,
-        resolved.selected,
-        threshold=view.threshold,
-        top_n=view.top_n,
-        only_selected=view.only_circuit,
-    )
+        return figure_html(circuit_figure(scene, title=title, style=style)).encode()
+    # Files list the step's own shown edges (a comparison draws the union of two steps; focus
+    # mode draws only the paths through one box).
+    within = resolved.selected if view.only_circuit else None
+    shown = select_edges(resolved.scores, threshold=view.threshold, top_n=view.top_n, within=within)
     if fmt == "csv":
         return circuit_csv(
-            layout, resolved.scores, shown.edges, shown.ranks, selected=resolved.selected
+            layout, resolved.scores, shown, scene.ranks, selected=resolved.selected
         ).encode()
     n_layers, n_heads, n_kv_heads, paper = frames.graph_shape
     payload = circuit_json(
         layout,
         resolved.scores,
-        shown.edges,
+        shown,
         graph_meta={
             "n_layers": n_layers,
             "n_heads": n_heads,
@@ -173,6 +200,8 @@ def format_for_path(path: str | Path) -> str:
     name = Path(path).name.lower()
     if name.endswith(".view.json"):
         return "view"
+    if name.endswith(".player.html"):
+        return "player"
     suffix = Path(name).suffix.lstrip(".")
     if suffix not in FORMATS:
         raise ValueError(
@@ -181,19 +210,6 @@ def format_for_path(path: str | Path) -> str:
             + " or pass --format"
         )
     return suffix
-
-
-def _figure_kwargs(frames: RunFrames, view: ViewState, resolved) -> dict:
-    return {
-        "threshold": view.threshold,
-        "top_n": view.top_n,
-        "highlight": view.node,
-        "compare": resolved.compare,
-        "noise_floor": frames.noise_std if resolved.compare is not None else None,
-        "only_selected": view.only_circuit,
-        "color_by": view.color_by,
-        "title": resolved.title,
-    }
 
 
 def _gif(frames: RunFrames, layout, view, style, max_frames: int) -> bytes:
@@ -208,11 +224,8 @@ def _gif(frames: RunFrames, layout, view, style, max_frames: int) -> bytes:
     def figures():
         for row in keep.tolist():
             frame_view = view.with_(step=tokens[row], compare=None)
-            resolved = resolve_view(frames, frame_view)
-            kwargs = _figure_kwargs(frames, frame_view, resolved)
-            kwargs["title"] = f"{frames.label()}: {token_label(tokens[row], frames.snapshots)}"
-            yield circuit_static_figure(
-                layout, resolved.scores, resolved.selected, style=style, **kwargs
-            )
+            ((scene, _),) = view_scenes(frames, layout, frame_view, style=style)
+            title = f"{frames.label()}: {token_label(tokens[row], frames.snapshots)}"
+            yield circuit_static_figure(scene, title=title, style=style)
 
     return gif_bytes(figures())

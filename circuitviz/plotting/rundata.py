@@ -2,7 +2,9 @@
 
 ``load_run_frames`` reads everything a dashboard page or an export needs from a
 ``circuitviz.runs.Run`` in a handful of queries; the dashboard caches the result, so moving a slider
-never touches the database. ``resolve_view`` turns a ``ViewState`` into rows of that data.
+never touches the database. ``resolve_view`` turns a ``ViewState`` into rows of that data and
+``view_scenes`` into the scenes to draw: the one mapping from a view to a picture, shared by the
+dashboard, the exports and ``circuitviz export``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from circuitviz.plotting.layout import Layout
+from circuitviz.plotting.scene import Scene, SceneOptions, build_scene
+from circuitviz.plotting.style import FigureStyle
 from circuitviz.plotting.view import ViewState, resolve_token, step_tokens, token_label
 
 
@@ -42,10 +47,19 @@ class RunFrames:
     evals: pd.DataFrame = field(repr=False)
     head_changes: pd.DataFrame = field(repr=False)
     noise_std: np.ndarray | None = field(repr=False)
+    live: bool | None = None  # a process holds the run's writer lock (None: unknown)
 
     @property
     def tokens(self) -> list[str]:
         return step_tokens(self.snapshots)
+
+    @property
+    def shown_status(self) -> str:
+        """The status to show: a run recorded as running whose writer is gone (stopped from the
+        Run page, killed, crashed) is "stopped"; ``circuitviz tune --resume`` continues it."""
+        if self.status == "running" and self.live is False:
+            return "stopped"
+        return self.status
 
     @property
     def n_edges(self) -> int:
@@ -76,7 +90,10 @@ def load_run_frames(run, *, task: str | None = None) -> RunFrames:
         # One circuit per step token: a step stored twice (e.g. around a resume) keeps the last.
         keep = ~pd.Series(step_tokens(snapshots)).duplicated(keep="last").to_numpy()
         snapshots, scores = snapshots[keep].reset_index(drop=True), scores[keep]
-        selected = np.stack([run.snapshot(int(i)).selected for i in snapshots["snapshot_id"]])
+        # A live run may store a snapshot between the two queries: match rows by id.
+        ids, masks = run.selected_matrix(task=task)
+        position = pd.Index(ids["snapshot_id"]).get_indexer(snapshots["snapshot_id"])
+        selected = masks[position]
     for array in (scores, selected):
         array.setflags(write=False)
     return RunFrames(
@@ -107,6 +124,7 @@ def load_run_frames(run, *, task: str | None = None) -> RunFrames:
         evals=run.evals(),
         head_changes=run.head_changes(),
         noise_std=run.noise_floor_std(),
+        live=run.is_live() if run.status == "running" else None,
     )
 
 
@@ -149,3 +167,53 @@ def resolve_view(frames: RunFrames, view: ViewState) -> ResolvedView:
         compare=None if row_a is None else frames.scores[row_a],
         title=f"{frames.label()}: {what} ({shown}{cut})",
     )
+
+
+def scene_options(view: ViewState, style: FigureStyle | None = None) -> SceneOptions:
+    """The drawing options a view asks for."""
+    return SceneOptions(
+        threshold=view.threshold,
+        top_n=view.top_n,
+        only_selected=view.only_circuit,
+        color_by=view.color_by,
+        highlight=view.node,
+        focus=view.focus and view.node is not None,
+        collapse=view.collapse,
+        line_scale=(style or FigureStyle()).line_scale,
+    )
+
+
+def view_scenes(
+    frames: RunFrames,
+    layout: Layout,
+    view: ViewState,
+    *,
+    style: FigureStyle | None = None,
+    side_by_side: bool | None = None,
+) -> list[tuple[Scene, str]]:
+    """(scene, title) of each picture the view shows: one, or A and B side by side when comparing
+    in "side" mode (``side_by_side=False`` asks for the overlay whatever the mode). KeyError for a
+    step the run lacks; ValueError for a box it lacks."""
+    resolved = resolve_view(frames, view)
+    options = scene_options(view, style)
+    side = view.compare_mode == "side" if side_by_side is None else side_by_side
+    if resolved.compare is not None and side:
+        return [
+            (
+                build_scene(layout, resolved.compare, frames.selected[resolved.row_a], options),
+                f"A: {token_label(resolved.token_a, frames.snapshots)}",
+            ),
+            (
+                build_scene(layout, resolved.scores, resolved.selected, options),
+                f"B: {token_label(resolved.token_b, frames.snapshots)}",
+            ),
+        ]
+    scene = build_scene(
+        layout,
+        resolved.scores,
+        resolved.selected,
+        options,
+        compare=resolved.compare,
+        noise_std=frames.noise_std if resolved.compare is not None else None,
+    )
+    return [(scene, resolved.title)]

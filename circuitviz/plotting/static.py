@@ -1,7 +1,7 @@
-"""Circuit figures rendered without a browser (matplotlib): SVG, PDF and PNG, and animated GIFs.
+"""Circuit scenes rendered without a browser (matplotlib): SVG, PDF and PNG, and animated GIFs.
 
-The drawing follows ``circuit.py`` exactly (same layout, same edge choice, same colours), so a file
-exported for a paper matches what the dashboard showed. Figures are built with
+It draws the same ``Scene`` as the plotly and browser renderers (same layout, same edges, same
+colours), so a file exported for a paper matches what the dashboard showed. Figures are built with
 ``matplotlib.figure.Figure`` directly, never through pyplot's global state.
 """
 
@@ -18,94 +18,55 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from circuitviz.graph.topology import Graph
 from circuitviz.plotting import style as S
-from circuitviz.plotting.circuit import (
-    LEGEND_ORDER,
-    circuit_nodes,
-    circuit_view,
-    edge_groups,
-    node_fill_groups,
-    node_label,
-)
-from circuitviz.plotting.layout import BOX_H, Layout, build_layout
+from circuitviz.plotting.scene import Scene, node_label
 
 STATIC_FORMATS = ("svg", "pdf", "png")
 _DASH = {"solid": "solid", "dot": (0, (1.5, 1.5))}
+_LEGEND_COLUMNS = 4
 
 
 def circuit_static_figure(
-    graph: Graph | Layout,
-    scores: np.ndarray,
-    selected_mask: np.ndarray | None = None,
+    scene: Scene,
     *,
-    threshold: float = 0.0,
-    top_n: int | None = None,
-    highlight: str | None = None,
-    compare: np.ndarray | None = None,
-    noise_floor: np.ndarray | None = None,
-    noise_k: float = 2.0,
-    only_selected: bool = False,
-    color_by: S.ColorBy = "sign",
     title: str | None = None,
     style: S.FigureStyle | None = None,
     width_in: float | None = None,
 ) -> Figure:
-    """The same picture as ``circuit_figure`` as a matplotlib Figure (arguments as there)."""
-    layout = graph if isinstance(graph, Layout) else build_layout(graph)
+    """The same picture of ``scene`` as ``circuit.circuit_figure``, as a matplotlib Figure."""
     style = style or S.FigureStyle()
-    view = circuit_view(
-        layout,
-        scores,
-        selected_mask,
-        threshold=threshold,
-        top_n=top_n,
-        only_selected=only_selected,
-        compare=compare,
-        noise_floor=noise_floor,
-        noise_k=noise_k,
-    )
-    index = layout.node_index()
-    if highlight is not None and highlight not in index:
-        raise ValueError(f"highlight {highlight!r} is not a box of this graph")
-    focus = None if highlight is None else index[highlight]
-    groups = edge_groups(
-        layout,
-        scores,
-        view,
-        compare=compare,
-        focus=focus,
-        color_by=color_by,
-        line_scale=style.line_scale,
-    )
-    edges = view.edges if view.diff is None else view.diff.edges
-
+    layout = scene.layout
     width_in = width_in or 11.0 * max(1.0, 0.85 * style.label_size / 10)
-    handles = _legend_handles(groups, selected_mask is not None)
+    handles = _legend_handles(scene)
     n_rows = -(-len(handles) // _LEGEND_COLUMNS)
+    low, high = scene.y_range()
     # Vertical budget in inches: title, legend rows, then the graph.
     head_in = (
         0.45 if title else 0.1
     ) * style.title_size / 16 + 0.3 * n_rows * style.label_size / 10
-    graph_in = max(3.5, (layout.n_layers + 2) * style.px_per_layer / 100)
+    graph_in = max(3.5, (high - low) * style.px_per_layer / 100)
     height_in = head_in + graph_in + 0.15
     fig = Figure(figsize=(width_in, height_in), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0.07, 0.15 / height_in, 0.92, graph_in / height_in))
-    for group in groups:
-        lines = LineCollection(
-            layout.edge_curves[group.edges],
-            colors=group.color,
-            linewidths=group.width * 0.75,  # plotly widths are px, matplotlib's are points
-            alpha=group.opacity,
-            linestyles=_DASH[group.dash],
-            zorder=1,
+    for group in scene.groups:
+        if not len(group.edges):
+            continue
+        ax.add_collection(
+            LineCollection(
+                scene.curves(group.edges),
+                colors=group.color,
+                linewidths=group.width * 0.75,  # plotly widths are px, matplotlib's are points
+                alpha=group.opacity,
+                linestyles=_DASH[group.dash],
+                zorder=1,
+            )
         )
-        ax.add_collection(lines)
-    _draw_nodes(ax, layout, edges, selected_mask, focus, style)
+    _draw_boxes(ax, scene, style)
     ax.set_xlim(*layout.x_range())
-    ax.set_ylim(*layout.y_range())
-    ax.set_yticks(range(layout.n_layers), [f"layer {layer}" for layer in range(layout.n_layers)])
+    ax.set_ylim(low, high)
+    ticks, labels = scene.layer_ticks()
+    ax.set_yticks(ticks, labels)
     ax.tick_params(axis="y", length=0, labelsize=style.label_size + 1)
     ax.set_xticks([])
     for spine in ax.spines.values():
@@ -127,32 +88,29 @@ def circuit_static_figure(
     return fig
 
 
-def _draw_nodes(ax, layout, edges, selected_mask, focus, style) -> None:
+def _draw_boxes(ax, scene: Scene, style: S.FigureStyle) -> None:
+    layout = scene.layout
+    xs, ys, ws, hs = scene.boxes()
     in_circuit = (
-        circuit_nodes(layout, selected_mask)
-        if selected_mask is not None
-        else np.zeros(layout.n_nodes, bool)
+        scene.in_circuit if scene.in_circuit is not None else np.zeros(layout.n_nodes, bool)
     )
-    for nodes, fill, _ in node_fill_groups(layout, edges):
-        for node in nodes.tolist():
-            strong = bool(in_circuit[node])
-            ax.add_patch(
-                Rectangle(
-                    (
-                        layout.node_x[node] - layout.node_w[node] / 2,
-                        layout.node_y[node] - BOX_H / 2,
-                    ),
-                    layout.node_w[node],
-                    BOX_H,
-                    facecolor=fill,
-                    edgecolor=S.CIRCUIT_LINE if strong else S.NODE_LINE,
-                    linewidth=(1.6 if strong else 0.7) * style.line_scale,
-                    zorder=2,
-                )
+    for node in range(layout.n_nodes):
+        strong = bool(in_circuit[node])
+        ax.add_patch(
+            Rectangle(
+                (xs[node] - ws[node] / 2, ys[node] - hs[node] / 2),
+                ws[node],
+                hs[node],
+                facecolor=scene.node_fill[node],
+                edgecolor=S.CIRCUIT_LINE if strong else S.NODE_LINE,
+                linewidth=(1.6 if strong else 0.7) * style.line_scale,
+                zorder=2,
             )
+        )
+        if hs[node] > 0.1:  # key/value bars and collapsed layers carry no label
             ax.text(
-                layout.node_x[node],
-                layout.node_y[node],
+                xs[node],
+                ys[node],
                 node_label(layout.node_kind[node], int(layout.node_head[node])),
                 ha="center",
                 va="center",
@@ -160,16 +118,13 @@ def _draw_nodes(ax, layout, edges, selected_mask, focus, style) -> None:
                 color="#333333",
                 zorder=3,
             )
-    if focus is not None:
-        pad = 0.06
+    if scene.focus is not None:
+        pad, f = 0.06, scene.focus
         ax.add_patch(
             Rectangle(
-                (
-                    layout.node_x[focus] - layout.node_w[focus] / 2 - pad,
-                    layout.node_y[focus] - BOX_H / 2 - pad,
-                ),
-                layout.node_w[focus] + 2 * pad,
-                BOX_H + 2 * pad,
+                (xs[f] - ws[f] / 2 - pad, ys[f] - hs[f] / 2 - pad),
+                ws[f] + 2 * pad,
+                hs[f] + 2 * pad,
                 facecolor="none",
                 edgecolor=S.HIGHLIGHT_LINE,
                 linewidth=2.5 * style.line_scale,
@@ -178,31 +133,32 @@ def _draw_nodes(ax, layout, edges, selected_mask, focus, style) -> None:
         )
 
 
-_LEGEND_COLUMNS = 4
-
-
-def _legend_handles(groups, with_circuit: bool) -> list:
-    seen: dict[str, object] = {}
-    for group in groups:
-        if group.legend and group.label not in seen:
-            seen[group.label] = group
-    ordered = sorted(seen.values(), key=lambda g: LEGEND_ORDER.get(g.label, 99))
-    handles = [
-        Line2D([], [], color=g.color, linewidth=2.5, linestyle=_DASH[g.dash], label=g.label)
-        for g in ordered
-    ]
-    if with_circuit:
-        handles.append(
-            Rectangle(
-                (0, 0),
-                1,
-                1,
-                facecolor="white",
-                edgecolor=S.CIRCUIT_LINE,
-                linewidth=1.6,
-                label="trained by the run's circuit",
+def _legend_handles(scene: Scene) -> list:
+    handles = []
+    for entry in scene.legend:
+        if entry.kind == "box":
+            handles.append(
+                Rectangle(
+                    (0, 0),
+                    1,
+                    1,
+                    facecolor="white",
+                    edgecolor=entry.color,
+                    linewidth=1.6,
+                    label=entry.label,
+                )
             )
-        )
+        else:
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color=entry.color,
+                    linewidth=2.5,
+                    linestyle=_DASH[entry.dash],
+                    label=entry.label,
+                )
+            )
     return handles
 
 

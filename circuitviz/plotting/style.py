@@ -12,6 +12,7 @@ from typing import Literal
 
 HEAD_FILL = "#f5daab"
 MLP_FILL = "#8ad088"
+KV_FILL = "#c9a66b"  # a key/value group shared by several query heads (grouped-query attention)
 END_FILL = "#d9d9d9"  # input and logits
 IDLE_FILL = "#ffffff"  # a node no visible edge touches
 NODE_LINE = "#7f7f7f"
@@ -26,6 +27,7 @@ HURTS = "#D55E00"
 HELPS_LABEL = "score < 0: helps the answer"
 HURTS_LABEL = "score > 0: works against it"
 FADED = "#c8c8c8"
+DOTTED_SAMPLE = "#555555"  # the legend's sample of a dotted edge
 
 # Edge colours by the kind of reader the edge enters.
 TARGET_COLORS = {

@@ -24,7 +24,9 @@ COMPARE_MODES = ("overlay", "side")
 @dataclass(frozen=True, kw_only=True)
 class ViewState:
     """``top_n=None`` shows every edge above ``threshold``; ``compare`` is step A when comparing
-    (``step`` is B); ``node`` is the selected box (``a3.h1``, ``m2``, ``input``, ``logits``)."""
+    (``step`` is B); ``node`` is the selected box (``a3.h1``, ``m2``, ``a3.kv0``, ``input``,
+    ``logits``); ``focus`` shows only the paths through it; ``collapse`` shrinks layers that no
+    shown edge touches."""
 
     run: str | None = None
     step: str | None = None
@@ -35,6 +37,8 @@ class ViewState:
     compare_mode: Literal["overlay", "side"] = "overlay"
     color_by: Literal["sign", "target"] = "sign"
     only_circuit: bool = False
+    focus: bool = False
+    collapse: bool = False
     task: str | None = None
     overlay: tuple[str, ...] = ()
     presentation: bool = False
@@ -142,7 +146,7 @@ def _parse_field(name: str, raw: str):
         if not raw.isdigit():
             raise ValueError("not a whole number or 'all'")
         return int(raw)
-    if name in ("only_circuit", "presentation"):
+    if name in ("only_circuit", "presentation", "focus", "collapse"):
         if raw not in ("0", "1", "true", "false"):
             raise ValueError("not 0 or 1")
         return raw in ("1", "true")
@@ -176,6 +180,22 @@ def token_label(token: str, snapshots: pd.DataFrame) -> str:
         steps = snapshots.loc[snapshots["label"] == "after", "step"]
         return f"after (step {int(steps.iloc[0])})" if len(steps) else "after"
     return f"step {token}"
+
+
+def nearest_token(snapshots: pd.DataFrame, token: str) -> str:
+    """The run's step token nearest ``token`` (by step number; "before"/"after" when the run has
+    them, else its first/last), for "showing the nearest" messages."""
+    tokens = step_tokens(snapshots)
+    if not tokens:
+        raise KeyError("this run has no circuit snapshots yet")
+    if token in tokens:
+        return token
+    if token == "before":
+        return tokens[0]
+    if token == "after" or not token.isdigit():
+        return tokens[-1]
+    steps = snapshots["step"].to_numpy(dtype=float)
+    return tokens[int(abs(steps - int(token)).argmin())]
 
 
 def resolve_token(snapshots: pd.DataFrame, token: str | None) -> int:

@@ -9,12 +9,13 @@ status "corrupt" and its problem as the message, so one bad run never hides the 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from circuitviz.runs import schema
 from circuitviz.runs.errors import RunCorrupt, RunNotFound, RunStoreError
+from circuitviz.runs.fields import RUN_ID_RE
 from circuitviz.runs.reader import Run
 
 ENV_VAR = "CIRCUITVIZ_RUNS"
@@ -39,6 +40,17 @@ class RunSummary:
     message: str | None = None
     updated: str | None = None
     live: bool | None = None
+    config: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def shown_status(self) -> str:
+        """ "stopped" for a run recorded as running whose writer is gone (stopped, killed)."""
+        return "stopped" if self.status == "running" and self.live is False else self.status
+
+
+def is_run_id(text: object) -> bool:
+    """Whether ``text`` has the form of a run id (a directory name: no separators, no ``..``)."""
+    return isinstance(text, str) and RUN_ID_RE.fullmatch(text) is not None and ".." not in text
 
 
 def default_roots(runs_dir: str | Path | None = None) -> list[Path]:
@@ -127,4 +139,5 @@ def _summarise(run_id: str, run_dir: Path) -> RunSummary:
         message=run.status_message,
         updated=run.updated,
         live=run.is_live() if run.status == "running" else False,
+        config=dict(run.config or {}),
     )
