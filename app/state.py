@@ -136,9 +136,13 @@ def _frames(run_dir: str, stamp: tuple, task: str | None) -> RunFrames:
 
 
 @st.cache_resource(max_entries=6, show_spinner=False)
-def layout_of(shape: tuple[int, int, int, bool]) -> Layout:
-    n_layers, n_heads, n_kv_heads, paper = shape
-    return layout_for(n_layers, n_heads, n_kv_heads, paper=paper)
+def layout_of(shape: tuple) -> Layout:
+    """The layout of (n_layers, n_heads, n_kv_heads, paper[, mlp_groups]): a run's
+    ``RunFrames.layout_key``."""
+    n_layers, n_heads, n_kv_heads, paper, *groups = shape
+    return layout_for(
+        n_layers, n_heads, n_kv_heads, paper=paper, mlp_groups=groups[0] if groups else None
+    )
 
 
 def run_dir_of(run_id: str) -> Path:

@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
 def _write_runs(root: str, shapes: list[str]) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from circuitviz.graph.topology import build_graph
-    from circuitviz.runs.synthetic import write_synthetic_run
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from support.synthetic import write_synthetic_run
 
     for name in shapes:
         graph = build_graph(*SHAPES[name])

@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import plotly.io as pio
 
@@ -31,7 +32,10 @@ from circuitviz.plotting.static import circuit_static_figure, static_bytes
 from circuitviz.plotting.view import ViewState
 from circuitviz.plotting.web import payload_parts, run_payload
 from circuitviz.runs import RunStore
-from circuitviz.runs.synthetic import write_synthetic_run
+
+# The synthetic runs are test support (tests/support), shared with the benchmarks.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.synthetic import write_synthetic_run  # noqa: E402
 
 SHAPES = {"gpt2-small": (12, 12, 12), "smollm2-135m": (30, 9, 3)}
 

@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _gpt2_shaped_run(runs: str) -> None:
     from circuitviz.graph.topology import build_graph
-    from circuitviz.runs.synthetic import write_synthetic_run
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from support.synthetic import write_synthetic_run
 
     write_synthetic_run(
         runs,

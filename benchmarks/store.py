@@ -14,6 +14,7 @@ import argparse
 import json
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +23,10 @@ import numpy as np
 
 from circuitviz.graph.topology import build_graph
 from circuitviz.runs import Run, RunWriter
-from circuitviz.runs.synthetic import write_synthetic_run
+
+# The synthetic runs are test support (tests/support), shared with the benchmarks.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.synthetic import write_synthetic_run  # noqa: E402
 
 GPT2_SMALL = (12, 12)  # n_layers, n_heads: 32,491 valid edges
 

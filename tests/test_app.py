@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
+from support.synthetic import write_synthetic_run
 
 from circuitviz.graph.topology import build_graph
 from circuitviz.plotting.layout import layout_for
 from circuitviz.plotting.rundata import load_run_frames, view_scenes
 from circuitviz.plotting.web import decode, view_dict
 from circuitviz.runs import RunStore, RunWriter
-from circuitviz.runs.synthetic import write_synthetic_run
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 GRAPH = build_graph(3, 4)

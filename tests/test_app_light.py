@@ -6,8 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from support.synthetic import write_synthetic_run
+
 from circuitviz.graph.topology import build_graph
-from circuitviz.runs.synthetic import write_synthetic_run
 
 APP = Path(__file__).resolve().parents[1] / "app"
 

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.synthetic import write_synthetic_run
 
 from circuitviz.graph.topology import build_graph
 from circuitviz.plotting.layout import layout_for
 from circuitviz.plotting.rundata import load_run_frames, view_scenes
 from circuitviz.plotting.view import ViewState
 from circuitviz.runs import RunStore, RunWriter
-from circuitviz.runs.synthetic import write_synthetic_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [

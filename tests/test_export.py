@@ -7,6 +7,7 @@ import re
 
 import pytest
 from PIL import Image
+from support.synthetic import write_synthetic_run
 
 from circuitviz.cli import main
 from circuitviz.graph.io import load_json
@@ -14,7 +15,6 @@ from circuitviz.graph.topology import build_graph
 from circuitviz.plotting.edges import select_edges
 from circuitviz.plotting.view import ViewState
 from circuitviz.runs import RunStore
-from circuitviz.runs.synthetic import write_synthetic_run
 
 
 @pytest.fixture(scope="module")

@@ -95,3 +95,22 @@ def test_discover_writes_a_network_file(tmp_path, capsys):
     residual = [d for _, _, d in read.edges(data=True) if d["kind"] == "residual"]
     assert len(residual) == result["n_selected"] == 40 - result["n_dead_ends_removed"]
     assert nx.has_path(read, "input", "logits")
+
+
+@pytest.mark.parametrize("suffix", [".graphml", ".gexf"])
+def test_export_writes_a_runs_view_as_a_network(tmp_path, capsys, suffix):
+    from circuitviz.cli import main
+    from circuitviz.runs import RunStore
+
+    out = tmp_path / f"view{suffix}"
+    argv = ["export", "--run", "sv-disagreement-circuit", "--step", "after", "--top-n", "40"]
+    assert main([*argv, "--out", str(out)]) == 0
+    read = nx.read_graphml(out) if suffix == ".graphml" else nx.read_gexf(out)
+    residual = [(u, v, d) for u, v, d in read.edges(data=True) if d["kind"] == "residual"]
+    assert len(residual) == 40
+    run = RunStore.default().open("sv-disagreement-circuit")
+    after = run.snapshots().query("label == 'after'")["snapshot_id"].iloc[0]
+    scores = dict(zip(run.edge_names(), run.snapshot(int(after)).scores))
+    for u, v, d in residual:
+        assert float(d["score"]) == pytest.approx(float(scores[f"{u}->{v}"]), rel=1e-3)
+    assert sorted(int(d["rank"]) for _, _, d in residual) == list(range(1, 41))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
+from support.synthetic import write_synthetic_run
+
 from circuitviz.cli import main
-from circuitviz.runs.synthetic import write_synthetic_run
 
 
 def make_runs(tmp_path) -> str:

@@ -9,11 +9,11 @@ import sqlite3
 import numpy as np
 import pytest
 import torch
+from support.synthetic import write_synthetic_run
 
 from circuitviz.graph.topology import build_graph
 from circuitviz.runs import Run, RunCorrupt, RunNotFound, RunStore, RunStoreError, RunWriter
 from circuitviz.runs.schema import FLOAT16_MAX, connect_read
-from circuitviz.runs.synthetic import write_synthetic_run
 
 GRAPH = build_graph(2, 4)  # 110 valid edges: not a multiple of 8, so the mask's padding is tested
 

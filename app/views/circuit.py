@@ -25,7 +25,7 @@ if not frames.tokens:
     st.subheader(state.run_title(frames))
     st.info("This run has not stored a circuit yet; the first one appears here once it lands.")
     st.stop()
-layout = state.layout_of(frames.graph_shape)
+layout = state.layout_of(frames.layout_key)
 state.check_view(frames, layout)
 if frames.shown_status != "finished":
     st.caption(f"Run status: {state.run_title(frames)}")

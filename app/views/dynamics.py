@@ -26,7 +26,7 @@ labels = {r.id: widgets.describe_run(r) for r in runs}
 
 cursor = None
 if frames.tokens:
-    state.check_view(frames, state.layout_of(frames.graph_shape))
+    state.check_view(frames, state.layout_of(frames.layout_key))
     token = widgets.step_slider(
         frames, label="Step (the cursor on every curve; the Circuit page shows it)"
     )
@@ -71,7 +71,7 @@ if len(frames.tokens) >= 2:
     min_r = c1.slider("Minimum |r| of the trend", 0.0, 0.95, 0.5, 0.05)
     n_show = c2.slider("Edges per panel", 1, 30, 10)
     heads_only = c3.checkbox("Only head → head edges", value=False)
-    layout = state.layout_of(frames.graph_shape)
+    layout = state.layout_of(frames.layout_key)
     candidates = None
     if heads_only:
         kinds = pd.Series(layout.node_kind)

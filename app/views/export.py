@@ -14,7 +14,7 @@ st.subheader(state.run_title(frames))
 if not frames.tokens:
     st.info("This run has no circuit snapshot yet, so there is nothing to export.")
     st.stop()
-layout = state.layout_of(frames.graph_shape)
+layout = state.layout_of(frames.layout_key)
 state.check_view(frames, layout)  # a step or box the run lacks: warned about and replaced
 view = state.view()
 resolved = resolve_view(frames, view)

@@ -17,7 +17,7 @@ n_layers, n_heads = frames.graph_shape[:2]
 
 st.markdown("#### Attribution through each head")
 if frames.tokens:
-    layout = state.layout_of(frames.graph_shape)
+    layout = state.layout_of(frames.layout_key)
     state.check_view(frames, layout)
     token = widgets.step_slider(frames)
     signed = st.checkbox("Signed (sum of scores) instead of Σ|score|", value=False)

@@ -16,16 +16,16 @@ from circuitviz.cli.common import UserError, print_json, require_app_extra
 
 # The export formats (``circuitviz.plotting.export.FORMATS``), listed here so that ``--help`` does
 # not import the plotting stack; a test keeps the two equal.
-FORMATS = ("svg", "pdf", "png", "html", "player", "gif", "json", "csv", "view")
+FORMATS = ("svg", "pdf", "png", "html", "player", "gif", "json", "csv", "graphml", "gexf", "view")
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="save a run's circuit view as SVG/PDF/PNG, HTML, GIF, JSON or CSV",
+        help="save a run's circuit view as SVG/PDF/PNG, HTML, GIF, JSON, CSV, GraphML or GEXF",
         description="Export one view of a run: the figure (SVG, PDF, PNG; drawn without a "
         "browser), an interactive HTML page, a GIF of every snapshot, the circuit as JSON "
-        "(EAP-IG's format) or CSV, or the view state (.view.json, which the dashboard reopens). "
+        "(EAP-IG's format), CSV, a GraphML or GEXF network (Gephi, Cytoscape, networkx), or the view state (.view.json, which the dashboard reopens). "
         "Start from a saved view (--view) or a run (--run); other options override the view.",
     )
     parser.add_argument("--run", help="a run id (see `circuitviz runs list`) or run directory")
@@ -113,7 +113,8 @@ def export_command(args) -> int:
     try:
         run = RunStore(roots).open(view.run)
         frames = load_run_frames(run)
-        layout = layout_for(*frames.graph_shape[:3], paper=frames.graph_shape[3])
+        n_layers, n_heads, n_kv_heads, paper, groups = frames.layout_key
+        layout = layout_for(n_layers, n_heads, n_kv_heads, paper=paper, mlp_groups=groups)
         if list(layout.edge_names) != run.edge_names():
             raise RunCorrupt(
                 f"its recorded edge names do not match the graph of shape {frames.graph_shape}"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from circuitviz.graph.names import parse_node
+from circuitviz.graph.names import parse_edge, parse_node
 from circuitviz.graph.selection import edge_ranking, rank_order
 
 FORMATS = {".graphml": "graphml", ".gexf": "gexf"}
@@ -40,26 +40,48 @@ def to_networkx(scored, *, only_circuit: bool = True):
     >>> nx.has_path(network, "input", "logits"), network.number_of_nodes()
     (True, 134)
     """
+    graph = scored.graph
+    return build_network(
+        graph.edge_names(),
+        scored.scores[graph.valid_mask].double().numpy(),
+        scored.circuit.edge_mask[graph.valid_mask].numpy(),
+        shape=(graph.n_layers, graph.n_heads, graph.n_kv_heads, graph.paper),
+        metadata=scored.metadata,
+        only_circuit=only_circuit,
+    )
+
+
+def build_network(
+    edge_names,
+    scores: np.ndarray,
+    in_circuit: np.ndarray,
+    *,
+    shape: tuple[int, int, int, bool],
+    metadata: dict | None = None,
+    only_circuit: bool = True,
+):
+    """The DiGraph from per-edge vectors in canonical edge order (no torch: the dashboard's export
+    calls this with a view's scores and shown edges). ``shape`` is (n_layers, n_heads, n_kv_heads,
+    paper_graph)."""
     import networkx as nx
 
-    graph = scored.graph
-    pairs = graph.edge_index().numpy()
-    scores = scored.scores[graph.valid_mask].double().numpy()
-    in_circuit = scored.circuit.edge_mask[graph.valid_mask].numpy()
+    n_layers, n_heads, n_kv_heads, paper = shape
+    scores = np.asarray(scores, dtype=np.float64)
+    in_circuit = np.asarray(in_circuit, dtype=bool)
     ranks = np.empty(len(scores), dtype=np.int64)
     ranks[rank_order(edge_ranking(scores))] = np.arange(1, len(scores) + 1)
     keep = np.flatnonzero(in_circuit) if only_circuit else np.arange(len(scores))
-    attributes = {key: value for key, value in scored.metadata.items() if _plain(value)}
+    attributes = {k: v for k, v in (metadata or {}).items() if _plain(v)}
     attributes |= {
-        "n_layers": graph.n_layers,
-        "n_heads": graph.n_heads,
-        "n_kv_heads": graph.n_kv_heads,
-        "paper_graph": graph.paper,
+        "n_layers": n_layers,
+        "n_heads": n_heads,
+        "n_kv_heads": n_kv_heads,
+        "paper_graph": bool(paper),
     }
     out = nx.DiGraph(**attributes)
-    used: set[str] = set()
+    touched: set[str] = set()
     for e in keep.tolist():
-        src, dst = graph.src_names[pairs[e, 0]], graph.dst_names[pairs[e, 1]]
+        src, dst = parse_edge(edge_names[e])
         out.add_edge(
             src,
             dst,
@@ -69,13 +91,13 @@ def to_networkx(scored, *, only_circuit: bool = True):
             kind="residual",
             in_circuit=bool(in_circuit[e]),
         )
-        used.update((src, dst))
-    for name in list(used):
-        out.nodes[name].update(_node_attributes(name, graph.n_layers))
-    _add_internal_edges(out, graph, used)
-    node_mask = scored.circuit.node_mask()
+        if in_circuit[e]:
+            touched.update(parse_node(name, n_layers).base for name in (src, dst))
+    for name in list(out.nodes):
+        out.nodes[name].update(_node_attributes(name, n_layers))
+    _add_internal_edges(out, n_layers, n_heads // n_kv_heads)
     for name in out.nodes:
-        out.nodes[name]["in_circuit"] = node_mask.get(parse_node(name, graph.n_layers).base, False)
+        out.nodes[name]["in_circuit"] = parse_node(name, n_layers).base in touched
     return out
 
 
@@ -94,32 +116,38 @@ def _node_attributes(name: str, n_layers: int) -> dict:
     }
 
 
-def _add_internal_edges(out, graph, readers: set[str]) -> None:
+def _add_internal_edges(out, n_layers: int, group: int) -> None:
     """Reader -> head edges for the readers present (a k/v group feeds its group's heads)."""
-    group = graph.n_heads // graph.n_kv_heads
-    for name in readers:
-        ref = parse_node(name, graph.n_layers)
+    for name in list(out.nodes):
+        ref = parse_node(name, n_layers)
         if ref.qkv is None:
             continue
         heads = [ref.head] if ref.qkv == "q" else range(ref.head * group, (ref.head + 1) * group)
         for head in heads:
             target = f"a{ref.layer}.h{head}"
             if target not in out:
-                out.add_node(target, **_node_attributes(target, graph.n_layers))
+                out.add_node(target, **_node_attributes(target, n_layers))
             out.add_edge(name, target, kind="internal", score=0.0, abs_score=0.0, rank=-1)
+
+
+def network_bytes(network, fmt: str) -> bytes:
+    """The network as a GraphML or GEXF file's bytes (``fmt``: ``graphml`` or ``gexf``)."""
+    import io
+
+    import networkx as nx
+
+    if fmt not in FORMATS.values():
+        raise ValueError(f"network format must be graphml or gexf, got {fmt!r}")
+    buffer = io.BytesIO()
+    (nx.write_graphml if fmt == "graphml" else nx.write_gexf)(network, buffer)
+    return buffer.getvalue()
 
 
 def save_network(path: str | Path, scored, *, only_circuit: bool = True) -> Path:
     """Write the circuit as GraphML or GEXF, chosen by the suffix (``.graphml``, ``.gexf``)."""
-    import networkx as nx
-
     path = Path(path)
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
         raise ValueError(f"{path}: use a .graphml or .gexf file for a network export")
-    network = to_networkx(scored, only_circuit=only_circuit)
-    if kind == "graphml":
-        nx.write_graphml(network, path)
-    else:
-        nx.write_gexf(network, path)
+    path.write_bytes(network_bytes(to_networkx(scored, only_circuit=only_circuit), kind))
     return path

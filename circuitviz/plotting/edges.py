@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from circuitviz.graph import selection
+
 DIFF_CATEGORIES = (
     "unchanged",
     "noise",
@@ -23,10 +25,9 @@ DIFF_CATEGORIES = (
 
 
 def rank_order(scores: np.ndarray) -> np.ndarray:
-    """Edge indices by decreasing ``|score|``; ties keep edge order; non-finite scores last."""
-    strength = np.abs(np.asarray(scores, dtype=np.float64))
-    strength = np.where(np.isfinite(strength), strength, -1.0)
-    return np.argsort(-strength, kind="stable")
+    """Edge indices by decreasing ``|score|``; ties keep edge order; non-finite scores last
+    (``circuitviz.graph.selection``'s order, which discovery and tuning use too)."""
+    return selection.rank_order(selection.edge_ranking(scores))
 
 
 def edge_ranks(order: np.ndarray) -> np.ndarray:
@@ -44,25 +45,25 @@ def select_edges(
     within: np.ndarray | None = None,
     order: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Indices of the edges a view shows, strongest first.
+    """Indices of the edges a view shows, strongest first: the one selection rule of discovery
+    and tuning (``circuitviz.graph.selection.select_edges``) with a view's leniency.
 
-    An edge is shown when ``|score| >= threshold`` (and ``score != 0`` when ``threshold`` is 0),
-    it is in ``within`` (a boolean mask, e.g. the run's stored circuit) when that is given, and it
-    is among the ``top_n`` strongest of those. ``order`` is ``rank_order(scores)`` if the caller
-    already has it.
+    An edge is shown when ``|score| >= threshold`` (and ``score != 0``: an edge with no score is
+    not drawn), it is in ``within`` (a boolean mask, e.g. the run's stored circuit) when that is
+    given, and it is among the ``top_n`` strongest of those (a ``top_n`` past the graph shows
+    every edge). ``order`` is ``rank_order(scores)`` if the caller already has it.
     """
-    if threshold < 0:
-        raise ValueError(f"threshold must be >= 0, got {threshold!r}")
     if top_n is not None and top_n < 0:
         raise ValueError(f"top_n must be >= 0 or None, got {top_n!r}")
     scores = np.asarray(scores)
-    order = rank_order(scores) if order is None else order
-    strength = np.abs(scores[order].astype(np.float64))
-    keep = np.isfinite(strength) & (strength >= threshold) & (strength > 0)
-    if within is not None:
-        keep &= np.asarray(within, dtype=bool)[order]
-    chosen = order[keep]
-    return chosen if top_n is None else chosen[:top_n]
+    return selection.select_edges(
+        scores,
+        top_n=None if top_n is None else min(int(top_n), len(scores)),
+        threshold=threshold,
+        within=within,
+        drop_zero=True,
+        order=order,
+    )
 
 
 @dataclass(frozen=True, eq=False)

@@ -32,7 +32,7 @@ from circuitviz.plotting.static import (
 from circuitviz.plotting.view import ViewState, token_label
 from circuitviz.plotting.web import interactive_html
 
-FORMATS = (*STATIC_FORMATS, "html", "player", "gif", "json", "csv", "view")
+FORMATS = (*STATIC_FORMATS, "html", "player", "gif", "json", "csv", "graphml", "gexf", "view")
 MIME = {
     "svg": "image/svg+xml",
     "pdf": "application/pdf",
@@ -42,6 +42,8 @@ MIME = {
     "gif": "image/gif",
     "json": "application/json",
     "csv": "text/csv",
+    "graphml": "application/xml",
+    "gexf": "application/xml",
     "view": "application/json",
 }
 SUFFIX = {fmt: fmt for fmt in FORMATS} | {"view": "view.json", "player": "player.html"}
@@ -60,8 +62,9 @@ def circuit_json(
     graph_meta: dict,
     metadata: dict | None = None,
 ) -> dict:
-    """The circuit in EAP-IG's JSON layout (``cfg``, ``nodes`` {name: in_graph}, ``edges`` {name:
-    {score, in_graph}}), which MIB and EAP-IG load; ``shown`` (edge indices) are ``in_graph``.
+    """The circuit in EAP-IG's JSON layout (``cfg``, ``nodes`` {name: {"in_graph": bool}},
+    ``edges`` {name: {score, in_graph}}), which MIB and EAP-IG's ``Graph.from_json`` load;
+    ``shown`` (edge indices) are ``in_graph``.
     ``metadata`` (run, step, cut-off, sign convention) goes under ``metadata``, as
     ``circuitviz.graph.io.save_json`` writes it, so ``load_json`` reads these files back."""
     in_graph = np.zeros(layout.n_edges, bool)
@@ -71,8 +74,10 @@ def circuit_json(
     nodes_in[layout.edge_dst_node[shown]] = True
     values = np.nan_to_num(np.asarray(scores, dtype=np.float64)).tolist()
     return {
-        "cfg": dict(graph_meta),
-        "nodes": {name: bool(on) for name, on in zip(layout.node_names, nodes_in.tolist())},
+        "cfg": {"parallel_attn_mlp": False, **graph_meta},
+        "nodes": {
+            name: {"in_graph": bool(on)} for name, on in zip(layout.node_names, nodes_in.tolist())
+        },
         "edges": {
             name: {"score": score, "in_graph": bool(on)}
             for name, score, on in zip(layout.edge_names, values, in_graph.tolist())
@@ -96,7 +101,8 @@ def read_circuit_json(path: str | Path) -> tuple[Layout, np.ndarray, np.ndarray]
         edges = payload["edges"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{name}: not a circuit file ({exc.__class__.__name__})") from exc
-    paper = bool(cfg.get("paper_graph", "input" not in payload.get("nodes", {"input": True})))
+    ends = any(e.startswith("input->") or e.endswith("->logits") for e in edges)
+    paper = bool(cfg.get("paper_graph", not ends and "input" not in payload.get("nodes", {})))
     layout = layout_for(n_layers, n_heads, n_kv, paper=paper)
     index = {edge: i for i, edge in enumerate(layout.edge_names)}
     scores = np.zeros(layout.n_edges, np.float32)
@@ -163,6 +169,19 @@ def export_view(
         return circuit_csv(
             layout, resolved.scores, shown, scene.ranks, selected=resolved.selected
         ).encode()
+    if fmt in ("graphml", "gexf"):
+        from circuitviz.graph.digraph import build_network, network_bytes
+
+        in_circuit = np.zeros(layout.n_edges, bool)
+        in_circuit[shown] = True
+        network = build_network(
+            layout.edge_names,
+            resolved.scores,
+            in_circuit,
+            shape=frames.graph_shape[:4],
+            metadata={"run": frames.run_id, "step": resolved.token_b, "task": frames.task},
+        )
+        return network_bytes(network, fmt)
     n_layers, n_heads, n_kv_heads, paper = frames.graph_shape
     payload = circuit_json(
         layout,

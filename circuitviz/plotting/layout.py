@@ -4,8 +4,9 @@ Built from node names alone (``circuitviz.graph.names``), so the dashboard never
 Coordinates are in layer units. Layer ``L`` occupies the band ``[L - 0.33, L + 0.67]``: its heads sit
 left to right at ``y = L`` (``x = 0 .. n_heads - 1``); under grouped-query attention each key/value
 group is a thin bar just below the heads it serves; the layer's MLP sits in a column of its own to the
-right, raised half a layer because it reads that layer's heads. ``input`` is a wide bar below layer 0
-and ``logits`` a wide bar above the last layer.
+right, raised half a layer because it reads that layer's heads; with MLP neuron groups (``m{L}.g{j}``)
+that box is a compact strip of G cells, one per group, left to right. ``input`` is a wide bar below
+layer 0 and ``logits`` a wide bar above the last layer.
 
 Edges leave the top of their writer's box and enter the bottom of their reader's box: a head's q, k
 and v readers at its left, middle and right (a key/value group's k and v at its bar). Routing, per edge:
@@ -68,6 +69,7 @@ class Layout:
     n_heads: int
     n_kv_heads: int
     paper: bool
+    mlp_groups: int | None
     node_names: tuple[str, ...]
     node_kind: tuple[str, ...]  # one of KINDS
     node_layer: np.ndarray = field(repr=False)  # [n_nodes] int; input -1, logits n_layers
@@ -97,6 +99,11 @@ class Layout:
     @property
     def shape(self) -> tuple[int, int, int, bool]:
         return (self.n_layers, self.n_heads, self.n_kv_heads, self.paper)
+
+    @property
+    def key(self) -> tuple[int, int, int, bool, int | None]:
+        """What decides the layout: the shape and the MLP groups."""
+        return (*self.shape, self.mlp_groups)
 
     @cached_property
     def edge_names(self) -> tuple[str, ...]:
@@ -144,6 +151,8 @@ class Layout:
             return self.node_names[0]
         layer = min(max(ref.layer, 0), self.n_layers - 1)
         if ref.kind == "mlp":
+            if self.mlp_groups is not None:
+                return f"m{layer}.g{min(max(ref.group or 0, 0), self.mlp_groups - 1)}"
             return f"m{layer}"
         if ref.kind == "head":
             return f"a{layer}.h{min(max(ref.head or 0, 0), self.n_heads - 1)}"
@@ -152,17 +161,29 @@ class Layout:
 
 def build_layout(graph) -> Layout:
     """The layout of a model shape: anything with ``n_layers``, ``n_heads``, ``n_kv_heads`` and
-    ``paper`` (a ``Graph``, a ``Layout``). Deterministic: the same shape gets the same positions."""
-    return layout_for(graph.n_layers, graph.n_heads, graph.n_kv_heads, paper=bool(graph.paper))
+    ``paper`` (and optionally ``mlp_groups``: a ``Graph``, a ``Layout``). Deterministic: the same
+    shape gets the same positions."""
+    return layout_for(
+        graph.n_layers,
+        graph.n_heads,
+        graph.n_kv_heads,
+        paper=bool(graph.paper),
+        mlp_groups=getattr(graph, "mlp_groups", None),
+    )
 
 
 def layout_for(
-    n_layers: int, n_heads: int, n_kv_heads: int | None = None, *, paper: bool = False
+    n_layers: int,
+    n_heads: int,
+    n_kv_heads: int | None = None,
+    *,
+    paper: bool = False,
+    mlp_groups: int | None = None,
 ) -> Layout:
     """The layout of a model shape, from node names only (no torch)."""
     n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-    lists = node_lists(n_layers, n_heads, n_kv_heads, paper=paper)
-    boxes = _Boxes(n_layers, n_heads, n_kv_heads, paper)
+    lists = node_lists(n_layers, n_heads, n_kv_heads, paper=paper, mlp_groups=mlp_groups)
+    boxes = _Boxes(n_layers, n_heads, n_kv_heads, paper, mlp_groups)
     index = {name: i for i, name in enumerate(boxes.names)}
     src_node = np.array([index[parse_node(n).base] for n in lists.src_names])
     dst_node, dst_target, dst_dx = [], [], []
@@ -190,6 +211,7 @@ def layout_for(
         n_heads=n_heads,
         n_kv_heads=n_kv_heads,
         paper=paper,
+        mlp_groups=mlp_groups,
         node_names=tuple(boxes.names),
         node_kind=tuple(boxes.kinds),
         node_layer=geometry["layer"],
@@ -217,8 +239,11 @@ def layout_for(
 class _Boxes:
     """Box positions of one shape, and which box (and where on it) each reader name enters."""
 
-    def __init__(self, n_layers: int, n_heads: int, n_kv_heads: int, paper: bool) -> None:
+    def __init__(
+        self, n_layers: int, n_heads: int, n_kv_heads: int, paper: bool, mlp_groups: int | None
+    ) -> None:
         self.n_layers, self.n_heads, self.n_kv_heads = n_layers, n_heads, n_kv_heads
+        self.mlp_groups = mlp_groups
         self.group = n_heads // n_kv_heads
         self.gqa = n_kv_heads < n_heads
         self.mlp_x = n_heads + MLP_DX
@@ -245,7 +270,16 @@ class _Boxes:
                         self.group - 1 + BOX_W,
                         KV_H,
                     )
-            self._add(f"m{layer}", "mlp", layer, -1, self.mlp_x, layer + MLP_RISE, BOX_W, MLP_H)
+            if mlp_groups is None:
+                self._add(f"m{layer}", "mlp", layer, -1, self.mlp_x, layer + MLP_RISE, BOX_W, MLP_H)
+                continue
+            # A compact strip: the MLP's box cut into one cell per neuron group.
+            cell = BOX_W / mlp_groups
+            for group in range(mlp_groups):
+                x = self.mlp_x - BOX_W / 2 + (group + 0.5) * cell
+                self._add(
+                    f"m{layer}.g{group}", "mlp", layer, group, x, layer + MLP_RISE, cell, MLP_H
+                )
         if not paper:
             self._add(
                 "logits", "logits", n_layers, -1, bar_centre, n_layers + LOGITS_DY, bar_w, BAR_H
@@ -275,11 +309,9 @@ class _Boxes:
                 return f"a{ref.layer}.h{ref.head}", ref.qkv, QKV_OFFSET[ref.qkv] * BOX_W
             return f"a{ref.layer}.kv{ref.head}", ref.qkv, KV_OFFSET[ref.qkv]
         if ref.kind == "mlp":
-            return f"m{ref.layer}", "mlp", 0.0
+            return ref.base, "mlp", 0.0  # m{L}, or the cell m{L}.g{j} of a neuron group
         if ref.kind == "logits":
             return "logits", "logits", 0.0
-        # Future reader kinds (e.g. MLP neuron groups m{L}.g{j}, drawn as a strip beside the heads)
-        # get their box here.
         raise ValueError(f"no box for reader {ref!r}")
 
     def gutters(self) -> np.ndarray:

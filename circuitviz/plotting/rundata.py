@@ -40,6 +40,7 @@ class RunFrames:
     snapshot_task: str | None  # the task whose circuits ``scores`` holds
     tasks: tuple[str, ...]  # every task the run stored circuits for
     n_model_params: int | None
+    mlp_groups: int | None  # neuron groups per MLP, None for whole MLPs
     snapshots: pd.DataFrame = field(repr=False)
     scores: np.ndarray = field(repr=False)
     selected: np.ndarray = field(repr=False)
@@ -64,6 +65,11 @@ class RunFrames:
     @property
     def n_edges(self) -> int:
         return self.scores.shape[1]
+
+    @property
+    def layout_key(self) -> tuple[int, int, int, bool, int | None]:
+        """What the run's layout depends on (``plotting.layout.layout_for``)."""
+        return (*self.graph_shape, self.mlp_groups)
 
     def label(self) -> str:
         """A short name for legends: task / method (model)."""
@@ -114,6 +120,7 @@ def load_run_frames(run, *, task: str | None = None) -> RunFrames:
             int(meta.get("n_kv_heads") or meta["n_heads"]),
             bool(meta.get("paper", False)),
         ),
+        mlp_groups=meta.get("mlp_groups"),
         n_model_params=meta.get("n_model_params"),
         snapshot_task=task,
         tasks=tasks,

@@ -67,6 +67,7 @@ def write_synthetic_run(
         "n_heads": graph.n_heads,
         "n_kv_heads": graph.n_kv_heads,
         "paper": graph.paper,
+        "mlp_groups": graph.mlp_groups,
         "edge_names": edge_names,
         "n_model_params": n_model_params,
     }
