@@ -32,3 +32,32 @@ def test_the_cli_runs_torch_with_the_threads_it_was_given():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("threads 1")
+
+
+def test_jobs_the_dashboard_starts_get_their_share_of_the_cpus(tmp_path, monkeypatch):
+    import sys
+    import time
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))
+    import jobs
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CIRCUITVIZ_THREADS"):
+        monkeypatch.delenv(name, raising=False)  # no user choice: the dashboard decides
+    argv = ["tune", "--model", "demo", "--task", "sv-disagreement", "--steps", "100000"]
+    argv += ["--runs-dir", str(tmp_path), "--no-progress"]
+    first = jobs.start_job(argv, root=tmp_path, job_id="first", kind="tune")
+    second = jobs.start_job(argv, root=tmp_path, job_id="second", kind="tune")
+    try:
+        time.sleep(0.5)
+        environ = {}
+        for job in (first, second):
+            raw = Path(f"/proc/{job.pid}/environ").read_bytes().split(b"\0")
+            environ[job.job_id] = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+        cpus = available_cpus()
+        assert environ["first"]["OMP_NUM_THREADS"] == environ["first"]["MKL_NUM_THREADS"]
+        assert environ["first"]["OMP_NUM_THREADS"] == str(cpus)  # alone on the machine
+        assert environ["second"]["OMP_NUM_THREADS"] == str(max(1, cpus // 2))  # shares it
+    finally:
+        for job in (first, second):
+            jobs.stop_job(job)
