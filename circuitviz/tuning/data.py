@@ -100,20 +100,7 @@ def _sft_data(model, task: str, config: TuneConfig) -> TuningData:
         )
     if config.attribution.metric == "outcome":
         train, dev = train.with_located_answers(), dev.with_located_answers()
-    _check_sizes(task, train, dev, config)
-    probe = dev.batch.select(torch.arange(min(config.n_probe, len(dev)), device=model.device))
-    corpus = heldout_corpus(model.tokenizer, config.n_heldout, seed=config.seed)
-    return TuningData(
-        task=task,
-        original_task=task,
-        train=train,
-        dev=dev,
-        probe=probe,
-        probe_original=probe,
-        heldout=corpus.texts,
-        heldout_source=corpus.describe(),
-        batch_size=config.batch_size,
-    )
+    return _assemble(model, task, task, train, dev, None, config)
 
 
 def _refuse_pair_options(config: TuneConfig) -> None:
@@ -153,14 +140,18 @@ def _pair_data(model, task: str, config: TuneConfig) -> TuningData:
     common = {"seed": config.seed, "device": device, "max_length": model.info.n_ctx or None}
     train = build_task_data(task, tokenizer, split="train", n=config.n_train, **common)
     dev = build_task_data(task, tokenizer, split="dev", n=config.n_dev, **common)
-    _check_sizes(task, train, dev, config)
-    n_probe = min(config.n_probe, len(dev))
-    probe = dev.batch.select(torch.arange(n_probe, device=device))
-    if original == task:
-        probe_original = probe
-    else:
+    original_probe = None
+    if original != task:
         original_dev = build_task_data(original, tokenizer, split="dev", n=config.n_probe, **common)
-        probe_original = original_dev.batch
+        original_probe = original_dev.batch
+    return _assemble(model, task, original, train, dev, original_probe, config)
+
+
+def _assemble(model, task, original, train, dev, original_probe, config: TuneConfig) -> TuningData:
+    """The run's data once its examples are drawn: the size check, the fixed probe batch (the
+    first ``n_probe`` dev examples) and the held-out text."""
+    _check_sizes(task, train, dev, config)
+    probe = dev.batch.select(torch.arange(min(config.n_probe, len(dev)), device=model.device))
     corpus = heldout_corpus(model.tokenizer, config.n_heldout, seed=config.seed)
     return TuningData(
         task=task,
@@ -168,7 +159,7 @@ def _pair_data(model, task: str, config: TuneConfig) -> TuningData:
         train=train,
         dev=dev,
         probe=probe,
-        probe_original=probe_original,
+        probe_original=probe if original_probe is None else original_probe,
         heldout=corpus.texts,
         heldout_source=corpus.describe(),
         batch_size=config.batch_size,
