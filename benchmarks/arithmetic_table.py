@@ -65,7 +65,7 @@ def tune(flags: tuple[str, ...], steps: int, runs_dir: str) -> dict:
     result = circuitviz(
         "tune",
         *("--model", "smollm2-135m", "--task", "arithmetic", *flags),
-        *("--steps", str(steps), "--runs-dir", runs_dir, "--no-progress"),
+        *("--steps", str(steps), "--n-dev", "32", "--runs-dir", runs_dir, "--no-progress"),
     )
     result["wall_seconds"] = time.perf_counter() - started
     return result
