@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import peft  # the lora extra: ./run.sh test installs it
 import pytest
 import torch
 
@@ -14,8 +15,6 @@ from circuitviz.cli import main
 from circuitviz.models import load_model, save_model
 from circuitviz.tuning import create_run, run_tuning
 from circuitviz.tuning.config import TuneConfig
-
-peft = pytest.importorskip("peft", reason="the lora extra (./run.sh test installs it)")
 
 TINY = TuneConfig(
     top_n=40,
