@@ -57,8 +57,8 @@ def _export(case, tmp_path_factory) -> dict:
     model = load_model(spec, device="cpu")
     base_dir = tmp_path_factory.mktemp("base")
     save_model(model, base_dir)  # the untouched model, as plain transformers will load it
-    writer = create_run(model, "sv-disagreement", config, root, run_id="tiny")
-    run_tuning(model, "sv-disagreement", config, writer)
+    with create_run(model, "sv-disagreement", config, root, run_id="tiny") as writer:
+        run_tuning(model, "sv-disagreement", config, writer)
     out = tmp_path_factory.mktemp("adapter")
     code = main(
         ["export-model", "tiny", "--runs-dir", str(root), "--out", str(out), "--adapter-only"]
@@ -135,12 +135,8 @@ def test_merged_export_and_adapter_refusals(exported, tmp_path, capsys):
 def test_adapter_only_refuses_runs_without_adapters(tmp_path, capsys):
     config = dataclasses.replace(TINY, method="circuit", steps=2)
     model = load_model("random:gpt2-tiny", device="cpu")
-    run_tuning(
-        model,
-        "sv-disagreement",
-        config,
-        create_run(model, "sv-disagreement", config, tmp_path, run_id="plain"),
-    )
+    with create_run(model, "sv-disagreement", config, tmp_path, run_id="plain") as writer:
+        run_tuning(model, "sv-disagreement", config, writer)
     code = main(
         [
             "export-model",

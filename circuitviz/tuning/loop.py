@@ -215,6 +215,7 @@ class Tuner:
 
     def step(self, step: int) -> float:
         """Optimizer step ``step``: discover if due, train, record; returns the loss."""
+        started = time.perf_counter()
         batch = self.data.batch_for_step(step, self.config.seed)
         ids = training_ids(batch, self.config, step)
         discovered = is_discovery_step(step, self.config)
@@ -232,6 +233,7 @@ class Tuner:
             tuned_params_exact=self.counts["exact"],
             tuned_ratio=self.counts["exact"] / self.bank.n_model_params,
             discovered=discovered,
+            seconds=time.perf_counter() - started,  # this step's discovery and update only
         )
         return loss
 
