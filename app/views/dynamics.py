@@ -1,5 +1,7 @@
 """Dynamics: metrics against step for several runs, edge trends, circuit size, a sweep's curve."""
 
+import contextlib
+
 import pandas as pd
 import state
 import streamlit as st
@@ -46,10 +48,8 @@ overlay = state.bound(
 # The runs side by side, as `circuitviz compare` prints them: final figures of each run.
 compared = []
 for run_id in (frames.run_id, *overlay):
-    try:
+    with contextlib.suppress(RunStoreError):  # unreadable now: the overlay below says so
         compared.append(Run(state.run_dir_of(run_id)))
-    except RunStoreError:
-        pass  # unreadable now: the overlay below says so
 if compared:
     st.dataframe(compare_frame(compare_rows(compared)), hide_index=True, width="stretch")
     st.caption(
