@@ -372,3 +372,22 @@ def test_bad_lora_options_name_the_field():
     model, _, bank, _ = _setup("random:gpt2-tiny")
     with pytest.raises(ValueError, match="names no projection"):
         AdapterSet(model, bank, TuneConfig(lora_targets="gate"), per_unit=False)
+
+
+def test_rescoring_applies_each_checkpoint_onto_the_untouched_weights(demo_tokenizer, tmp_path):
+    """Rescoring walks a LoRA run's checkpoints in order; each one's factors must be merged onto
+    the base weights, not onto the previous checkpoint's merged ones."""
+    from circuitviz.tuning.rescore import rescore_run
+
+    config = dataclasses.replace(SMALL, method="lora", steps=6, checkpoint_every=3)
+    model = _fresh()
+    with create_run(model, TASK, config, tmp_path) as writer:
+        result = run_tuning(model, TASK, config, writer)
+    rescored = _fresh()
+    steps = rescore_run(rescored, Run(result.run_dir), probe_size=4, resamples=0)
+    assert steps == [0, 3, 6]
+    ids = _ids(pos=6) % 300
+    with torch.no_grad():
+        torch.testing.assert_close(rescored.bridge(ids), model.bridge(ids), rtol=1e-5, atol=1e-5)
+    notes = Run(result.run_dir).snapshots()
+    assert (notes["note"] == "rescore").sum() == 3
