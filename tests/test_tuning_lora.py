@@ -246,8 +246,8 @@ def test_stored_factors_read_back_as_their_layout():
     for name, target in adapters.targets.items():
         read = layout_of(
             name,
-            adapters.params[name + B_SUFFIX],
             adapters.params[name + A_SUFFIX],
+            adapters.params[name + B_SUFFIX],
             pmap.params[name].shape,
             target.layout.transposed,
         )

@@ -100,9 +100,10 @@ class AdapterLayout:
         return out * scale
 
 
-def layout_of(name: str, b: torch.Tensor, a: torch.Tensor, weight, transposed: bool):
+def layout_of(name: str, a: torch.Tensor, b: torch.Tensor, weight, transposed: bool):
     """The layout of stored factors ``a`` ``[unit, rank, *]`` and ``b`` ``[unit, *, rank]`` for a
-    weight of shape ``weight`` (the side is read off the shapes; one unit has no side)."""
+    weight of shape ``weight`` (the side is read off the shapes; one unit has no side). Raises
+    ValueError when they do not factor the weight."""
     d0, d1 = tuple(weight)
     d_out, d_in = (d1, d0) if transposed else (d0, d1)
     n_units, rank = a.shape[0], a.shape[1]
@@ -387,7 +388,7 @@ class AdapterMerger:
                 raise ValueError(f"the checkpoint adapts {name}, which this model does not have")
             module = self.modules[name]
             weight = module.weight
-            layout = layout_of(name, b, a, weight.shape, is_transposed(module))
+            layout = layout_of(name, a, b, weight.shape, is_transposed(module))
             if name not in self.base:
                 self.base[name] = weight.detach().clone()
             if not bool(b.any()):  # never trained: W0 itself (W0 + 0 would turn -0.0 into 0.0)

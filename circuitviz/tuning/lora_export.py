@@ -78,7 +78,7 @@ def peft_factors(model, pairs: dict) -> dict[str, tuple[torch.Tensor, torch.Tens
     shapes: dict[str, tuple[int, int, bool]] = {}
     for name, (a, b) in pairs.items():
         module = bridge_modules[name]
-        layout = layout_of(name, b, a, module.weight.shape, is_transposed(module))
+        layout = layout_of(name, a, b, module.weight.shape, is_transposed(module))
         big_a, big_b = expand(layout, a.detach().cpu(), b.detach().cpu())
         target, slot = _hf_module(name, names)
         if slot is None:
