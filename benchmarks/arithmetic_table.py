@@ -3,7 +3,8 @@ fine-tuning, LoRA and circuit-LoRA on the built-in ``arithmetic`` word problems,
 learning rate, produced by ``circuitviz compare``.
 
     python benchmarks/arithmetic_table.py [--steps 300] [--n-eval 128] [--runs-dir runs/arithmetic]
-        [--only lora,circuit-lora] [--reuse circuit=RUN_ID ...] [--model smollm2-135m] [--json]
+        [--only lora,circuit-lora] [--reuse circuit=RUN_ID ...] [--extra "--batch-size 4"]
+        [--model smollm2-135m] [--json]
 
 1. ``circuitviz tune`` once per row, every option at the task's and the model's defaults (AdamW,
    lr 1e-4, batch 8; circuit methods: top 2,000 edges re-discovered every 10 steps, process metric,
@@ -16,14 +17,17 @@ learning rate, produced by ``circuitviz compare``.
 
 Everything goes through the command line, so the table is what a user would get. On two busy CPU
 cores each 300-step SmolLM2 run takes about an hour; ``--only`` runs some rows, ``--reuse
-LABEL=RUN_ID`` takes a finished run for a row (made with the same --steps and --n-eval), and
-``--steps 2 --model demo`` checks the script itself in a minute.
+LABEL=RUN_ID`` takes a finished run for a row (made with the same --steps, --n-eval and
+``--extra`` flags, under --runs-dir), ``--extra`` adds flags to every tune run, and ``--steps 2
+--n-eval 4 --model random:tiny.json`` (a Llama-shaped config with a context of 1,024 tokens: the
+demo model's is too short for these problems) checks the script itself in a minute.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +63,7 @@ def tune(args, label: str, flags: tuple[str, ...]) -> str:
         *("--model", args.model, "--task", "arithmetic", *flags),
         *("--steps", str(args.steps), "--n-dev", str(args.n_eval)),
         *("--runs-dir", args.runs_dir, "--no-progress"),
+        *shlex.split(args.extra),
     )
     print(f"[{label}] run {result['run_id']}", file=sys.stderr, flush=True)
     return result["run_id"]
@@ -74,6 +79,9 @@ def main() -> None:
     parser.add_argument(
         "--reuse", action="append", default=[], metavar="LABEL=RUN_ID", help="a finished run"
     )
+    parser.add_argument(
+        "--extra", default="", help='flags for every tune run, e.g. "--batch-size 4"'
+    )
     parser.add_argument("--json", action="store_true", help="print every figure as JSON")
     args = parser.parse_args()
     Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
@@ -83,6 +91,9 @@ def main() -> None:
     for label in [*reused, *only]:
         if label not in labels:
             raise SystemExit(f"unknown row {label!r}; rows: {', '.join(labels)}")
+    for label, run_id in reused.items():
+        if not (Path(args.runs_dir) / run_id / "run.sqlite").is_file():
+            raise SystemExit(f"--reuse {label}={run_id}: no such run under {args.runs_dir}")
 
     run_ids = []
     for label, flags in VARIANTS:
