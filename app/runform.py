@@ -15,8 +15,8 @@ from circuitviz.tasks.catalog import task_info
 
 COMMANDS = {"tune": "a tuning run", "sweep": "a top-N sweep", "discover": "a circuit discovery"}
 METHODS = {
-    "tune": ("circuit", "full", "random"),
-    "sweep": ("circuit", "random"),
+    "tune": ("circuit", "full", "random", "lora", "circuit-lora"),
+    "sweep": ("circuit", "random", "circuit-lora"),
     "discover": ("eap", "eap-ig"),
 }
 

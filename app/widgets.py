@@ -62,7 +62,9 @@ def describe_run(run) -> str:
     and its status when notable, so runs of one task and method are told apart."""
     config = getattr(run, "config", None) or {}
     parts = [run.id, run.method or run.kind or "run"]
-    if run.method != "full":
+    if run.method in ("lora", "circuit-lora") and config.get("lora_rank") is not None:
+        parts.append(f"r={config['lora_rank']}")
+    if run.method not in ("full", "lora"):
         if config.get("top_n") is not None:
             parts.append(f"N={config['top_n']}")
         if config.get("every") is not None:

@@ -1,122 +1,114 @@
-"""The README's arithmetic table: SmolLM2-135M-Instruct before and after circuit-tuning and full
-fine-tuning on the built-in ``arithmetic`` word problems, at the same steps and learning rate.
+"""The README's arithmetic table: SmolLM2-135M-Instruct before and after circuit-tuning, full
+fine-tuning, LoRA and circuit-LoRA on the built-in ``arithmetic`` word problems, at equal steps and
+learning rate, produced by ``circuitviz compare``.
 
-    python benchmarks/arithmetic_table.py [--steps 300] [--runs-dir runs/arithmetic] [--json]
+    python benchmarks/arithmetic_table.py [--steps 300] [--n-eval 128] [--runs-dir runs/arithmetic]
+        [--only lora,circuit-lora] [--reuse circuit=RUN_ID ...] [--extra "--batch-size 4"]
+        [--model smollm2-135m] [--json]
 
-1. Score the base model on the test split (exact match of greedy answers, response loss) and on
-   the held-out real text (the Python documentation's prose, which no task uses).
-2. ``circuitviz tune --method circuit`` (at the defaults, and with 8 neuron groups per MLP and
-   300 edges) and ``--method full``, every other option at the task's and the model's defaults
-   (AdamW, lr 1e-4, batch 8; circuit: top 2,000 edges re-discovered every 10 steps, process
-   metric, mean ablation).
-3. Score each run's final weights (``run:RUN``) on the same test problems and held-out text.
+1. ``circuitviz tune`` once per row, every option at the task's and the model's defaults (AdamW,
+   lr 1e-4, batch 8; circuit methods: top 2,000 edges re-discovered every 10 steps, process metric,
+   mean ablation; LoRA: rank 32, alpha 64, dropout 0.05 on q/k/v/o/up/gate/down, the paper's
+   baseline) except the rows' own flags below and ``--n-dev N_EVAL``: each run scores exact match
+   and the response loss on the same ``N_EVAL`` dev problems (disjoint from training) before step 1
+   and after its last step, and the held-out real text (the Python documentation's prose).
+2. ``circuitviz compare RUN ... --base --markdown`` prints the table (the base row is the runs'
+   own step-0 figures); ``table.json`` in the runs directory keeps every figure (``--json``).
 
 Everything goes through the command line, so the table is what a user would get. On two busy CPU
-cores the whole script takes about an hour and a half at its defaults (100 steps of batch 4, 64
-test problems); ``--steps``, ``--batch-size`` and ``--n-test`` change the budget.
+cores each 300-step SmolLM2 run takes about an hour; ``--only`` runs some rows, ``--reuse
+LABEL=RUN_ID`` takes a finished run for a row (made with the same --steps, --n-eval and
+``--extra`` flags, under --runs-dir), ``--extra`` adds flags to every tune run, and ``--steps 2
+--n-eval 4 --model random:tiny.json`` (a Llama-shaped config with a context of 1,024 tokens: the
+demo model's is too short for these problems) checks the script itself in a minute.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+# (label, tune flags). Circuit-tuning at the defaults and at neuron-group granularity with a small
+# circuit, full fine-tuning, LoRA, and circuit-LoRA (LoRA's adapters, each update restricted to
+# the circuit re-discovered every K steps).
+VARIANTS = (
+    ("circuit", ("--method", "circuit")),
+    ("circuit, G=8, N=300", ("--method", "circuit", "--mlp-groups", "8", "--top-n", "300")),
+    ("full", ("--method", "full")),
+    ("lora", ("--method", "lora")),
+    ("circuit-lora", ("--method", "circuit-lora")),
+)
 
-def circuitviz(*argv: str) -> dict:
+
+def circuitviz(*argv: str, json_out: bool = True):
     done = subprocess.run(
-        [sys.executable, "-m", "circuitviz", *argv, "--json"],
+        [sys.executable, "-m", "circuitviz", *argv, *(("--json",) if json_out else ())],
         capture_output=True,
         text=True,
         check=False,
     )
     if done.returncode != 0:
         raise SystemExit(f"circuitviz {' '.join(argv)} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout)
+    return json.loads(done.stdout) if json_out else done.stdout
 
 
-def score(model: str, runs_dir: str, n_test: int) -> dict:
-    result = circuitviz(
-        "evaluate",
-        *("--model", model, "--task", "arithmetic", "--split", "test", "-n", str(n_test)),
-        *("--runs-dir", runs_dir, "--heldout", "64"),
-    )
-    return {
-        "exact_match": result["exact_match"],
-        "response_loss": result["response_loss"],
-        "heldout_loss": result["heldout_loss"],
-        "heldout_text": result["heldout_text"],
-    }
-
-
-# (label, tune flags): circuit-tuning at the defaults, circuit-tuning at neuron-group granularity
-# with a smaller circuit (a third of the parameters instead of most), and full fine-tuning.
-VARIANTS = (
-    ("circuit", ("--method", "circuit")),
-    ("circuit, G=8, N=300", ("--method", "circuit", "--mlp-groups", "8", "--top-n", "300")),
-    ("full", ("--method", "full")),
-)
-
-
-def tune(flags: tuple[str, ...], steps: int, batch_size: int, runs_dir: str) -> dict:
-    started = time.perf_counter()
+def tune(args, label: str, flags: tuple[str, ...]) -> str:
+    print(f"[{label}] tuning {args.steps} steps ...", file=sys.stderr, flush=True)
     result = circuitviz(
         "tune",
-        *("--model", "smollm2-135m", "--task", "arithmetic", *flags),
-        *("--steps", str(steps), "--batch-size", str(batch_size), "--n-dev", "32"),
-        *("--runs-dir", runs_dir, "--no-progress"),
+        *("--model", args.model, "--task", "arithmetic", *flags),
+        *("--steps", str(args.steps), "--n-dev", str(args.n_eval)),
+        *("--runs-dir", args.runs_dir, "--no-progress"),
+        *shlex.split(args.extra),
     )
-    result["wall_seconds"] = time.perf_counter() - started
-    return result
+    print(f"[{label}] run {result['run_id']}", file=sys.stderr, flush=True)
+    return result["run_id"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    # A two-core CPU budget (about an hour and a half): 100 steps of batch 4. The tune defaults for
-    # a pretrained model are 300 steps of batch 8, a GPU's budget.
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--n-test", type=int, default=64, help="test problems scored")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--n-eval", type=int, default=128, help="dev problems each run scores")
     parser.add_argument("--runs-dir", default="runs/arithmetic")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--only", default=None, help="comma-separated row labels to run")
+    parser.add_argument(
+        "--reuse", action="append", default=[], metavar="LABEL=RUN_ID", help="a finished run"
+    )
+    parser.add_argument(
+        "--extra", default="", help='flags for every tune run, e.g. "--batch-size 4"'
+    )
+    parser.add_argument("--json", action="store_true", help="print every figure as JSON")
     args = parser.parse_args()
     Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
+    labels = [label for label, _ in VARIANTS]
+    reused = dict(item.split("=", 1) for item in args.reuse)
+    only = labels if args.only is None else [x.strip() for x in args.only.split(",")]
+    for label in [*reused, *only]:
+        if label not in labels:
+            raise SystemExit(f"unknown row {label!r}; rows: {', '.join(labels)}")
+    for label, run_id in reused.items():
+        if not (Path(args.runs_dir) / run_id / "run.sqlite").is_file():
+            raise SystemExit(f"--reuse {label}={run_id}: no such run under {args.runs_dir}")
 
-    rows = [{"method": "base", **score("smollm2-135m", args.runs_dir, args.n_test)}]
-    for method, flags in VARIANTS:
-        run = tune(flags, args.steps, args.batch_size, args.runs_dir)
-        summary = run["summary"]
-        scored = score(f"run:{run['run_id']}", args.runs_dir, args.n_test)
-        rows.append(
-            {
-                "method": method,
-                **scored,
-                "run_id": run["run_id"],
-                "tuned_param_ratio": summary["tuned_param_ratio"],
-                "seconds_per_step": summary["seconds"] / summary["n_steps"],
-            }
-        )
-    base = rows[0]["heldout_loss"]
-    for row in rows:
-        row["heldout_change"] = row["heldout_loss"] / base - 1.0
+    run_ids = []
+    for label, flags in VARIANTS:
+        if label in reused:
+            run_ids.append(reused[label])
+        elif label in only:
+            run_ids.append(tune(args, label, flags))
+    table = ("compare", *run_ids, "--base", "--runs-dir", args.runs_dir)
+    rows = circuitviz(*table)
+    (Path(args.runs_dir) / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
     if args.json:
-        meta = {"steps": args.steps, "batch_size": args.batch_size, "n_test": args.n_test}
-        print(json.dumps({**meta, "rows": rows}, indent=2))
+        print(json.dumps({"steps": args.steps, "n_eval": args.n_eval, "rows": rows}, indent=2))
         return
-    print(f"| SmolLM2-135M, arithmetic, {args.steps} steps | test exact match | response loss |")
-    print("| held-out text loss | change | tuned-parameter ratio | s / step |")
-    for row in rows:
-        ratio = row.get("tuned_param_ratio")
-        per_step = row.get("seconds_per_step")
-        print(
-            f"| {row['method']} | {row['exact_match']:.3f} | {row['response_loss']:.3f} | "
-            f"{row['heldout_loss']:.3f} | {100 * row['heldout_change']:+.1f}% | "
-            f"{'' if ratio is None else f'{ratio:.2f}'} | "
-            f"{'' if per_step is None else f'{per_step:.1f}'} |"
-        )
+    print(f"{args.model}, arithmetic, {args.steps} steps, {args.n_eval} dev problems:")
+    print(circuitviz(*table, "--markdown", json_out=False), end="")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Dynamics: metrics against step for several runs, edge trends, circuit size, a sweep's curve."""
 
+import contextlib
+
 import pandas as pd
 import state
 import streamlit as st
@@ -13,7 +15,8 @@ from circuitviz.plotting.dynamics import (
     intrinsic_dimension_figure,
 )
 from circuitviz.plotting.view import token_label
-from circuitviz.runs import RunStoreError
+from circuitviz.runs import Run, RunStoreError
+from circuitviz.runs.compare import compare_frame, compare_rows
 
 frames = state.current_run()
 if frames is None:
@@ -42,6 +45,18 @@ overlay = state.bound(
     to_widget=lambda ov: [i for i in ov if i in ids and i != frames.run_id],
     from_widget=tuple,
 )
+# The runs side by side, as `circuitviz compare` prints them: final figures of each run.
+compared = []
+for run_id in (frames.run_id, *overlay):
+    with contextlib.suppress(RunStoreError):  # unreadable now: the overlay below says so
+        compared.append(Run(state.run_dir_of(run_id)))
+if compared:
+    st.dataframe(compare_frame(compare_rows(compared)), hide_index=True, width="stretch")
+    st.caption(
+        "Final figures of each run (`circuitviz compare RUN ... --json / --csv / --latex` writes "
+        "them for papers); s/step is one optimizer step, discovery included."
+    )
+
 series = [
     RunSeries(
         label=labels.get(frames.run_id, frames.label()), steps=frames.steps, evals=frames.evals

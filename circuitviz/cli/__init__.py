@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "circuitviz.cli.discover",
     "circuitviz.cli.tune",
     "circuitviz.cli.runs",
+    "circuitviz.cli.compare",
+    "circuitviz.cli.harness",
     "circuitviz.cli.app",
     "circuitviz.cli.export",
     "circuitviz.cli.export_model",

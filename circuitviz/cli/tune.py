@@ -15,7 +15,8 @@ SWEEP_COLUMNS = ("top_n", "final_task_metric", "final_accuracy", "mean_nodes", "
 def register(subparsers) -> None:
     tune = subparsers.add_parser(
         "tune",
-        help="circuit-tune a model on a task (or fine-tune it fully, or a random subgraph)",
+        help="circuit-tune a model on a task (or fine-tune it fully, a random subgraph, LoRA or "
+        "circuit-LoRA)",
         description="Every K steps discover the task's circuit on the current batch and update only "
         "the parameters its nodes own; everything else stays bit-identical. Every step is recorded "
         "in the run store (see `circuitviz runs`).",
@@ -110,6 +111,8 @@ def _groups() -> dict[str, str]:
             groups |= {f"{spec.name}.{sub.name}": spec.name for sub in option_specs(spec.kind)}
         elif spec.name in _CIRCUIT_FIELDS:
             groups[spec.name] = "circuit"
+        elif spec.name.startswith("lora_"):
+            groups[spec.name] = "lora"
         elif spec.name in _RECORDING_FIELDS:
             groups[spec.name] = "recording"
         else:
@@ -153,7 +156,7 @@ def _add_tune_args(parser: argparse.ArgumentParser, *, sweep: bool) -> None:
 
     defaults = TuneConfig()
     groups = _groups()
-    for title in ("circuit", "attribution", "training", "recording"):
+    for title in ("circuit", "lora", "attribution", "training", "recording"):
         parser.add_argument_group(title)
     if sweep:
         top_n = next(spec for spec in option_specs(TuneConfig) if spec.name == "top_n")

@@ -243,7 +243,7 @@ def _load_run(spec, device, dtype, seed, runs_dir, depth) -> LoadedModel:
         runs_dir=runs_dir,
         _depth=depth + 1,
     )
-    n_tensors = runspec.apply_checkpoint(base, weights.checkpoint)
+    n_tensors = runspec.apply_checkpoint(base, weights.checkpoint, lora_scale=weights.lora_scale)
     log.info("%s: %d tensors of step %d on %s", spec, n_tensors, weights.step, weights.base_spec)
     origin = {"run_id": weights.run_id, "step": weights.step, "base_model": weights.base_spec}
     return replace(base, spec=spec, origin=origin)

@@ -8,6 +8,8 @@
 3. Load the model the run tuned (its stored model spec, itself possibly a ``run:`` spec, and dtype),
    then copy the checkpoint's ``param/<name>`` tensors into it. A checkpoint holds the tensors the
    run could change (slimmed checkpoints only the changed ones); everything else is the base model's.
+   A LoRA or circuit-LoRA run's checkpoint holds adapter factors instead (``<weight>:lora_A`` and
+   ``:lora_B``): they are merged into the base weights at the run's scale, alpha / rank.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class RunWeights:
     dtype: str | None
     step: int
     checkpoint: Path
+    lora_scale: float | None = None  # alpha / rank of a LoRA or circuit-LoRA run
 
 
 def _error(message: str):
@@ -83,6 +86,9 @@ def resolve_run_spec(spec: str, runs_dir: str | Path | None = None) -> RunWeight
     if not base:
         raise _error(f"{spec}: run {run.id!r} does not record which model it tuned")
     dtype = run.config.get("dtype")
+    lora_scale = None
+    if run.config.get("method") in ("lora", "circuit-lora"):
+        lora_scale = float(run.config["lora_alpha"]) / float(run.config["lora_rank"])
     return RunWeights(
         run_id=run.id,
         run_dir=run.dir,
@@ -90,35 +96,49 @@ def resolve_run_spec(spec: str, runs_dir: str | Path | None = None) -> RunWeight
         dtype=None if dtype is None else str(dtype).removeprefix("torch."),
         step=step,
         checkpoint=checkpoints[step],
+        lora_scale=lora_scale,
     )
 
 
-def apply_checkpoint(model, checkpoint: Path) -> int:
-    """Copy a checkpoint's ``param/<name>`` tensors into ``model``; returns how many. A name the
-    model does not have is an error (the checkpoint belongs to another architecture)."""
+def apply_checkpoint(model, checkpoint: Path, *, lora_scale: float | None = None) -> int:
+    """Copy a checkpoint's ``param/<name>`` tensors into ``model`` (merging adapter factors at
+    ``lora_scale``); returns how many tensors were read. A name the model does not have is an
+    error (the checkpoint belongs to another architecture)."""
     from circuitviz.models.params import canonical_name
     from circuitviz.runs.checkpoints import load_tensors
+    from circuitviz.tuning.lora import AdapterMerger, split_adapters
 
     if not Path(checkpoint).is_file():
         raise _error(f"checkpoint file {checkpoint} is missing")
-    tensors = load_tensors(Path(checkpoint))
+    stored = load_tensors(Path(checkpoint))
+    try:
+        tensors, pairs = split_adapters(
+            {k.removeprefix("param/"): v for k, v in stored.items() if k.startswith("param/")}
+        )
+    except ValueError as exc:
+        raise _error(f"{checkpoint}: {exc}") from exc
     params = {canonical_name(name): p for name, p in model.bridge.named_parameters()}
-    names = [key for key in tensors if key.startswith("param/")]
-    unknown = [
-        key.removeprefix("param/") for key in names if key.removeprefix("param/") not in params
-    ]
+    unknown = [name for name in tensors if name not in params]
     if unknown:
         raise _error(
             f"{checkpoint}: tensors {unknown[:3]} are not parameters of the model it names"
         )
     with torch.no_grad():
-        for key in names:
-            param = params[key.removeprefix("param/")]
-            value = tensors[key]
+        for name, value in tensors.items():
+            param = params[name]
             if value.shape != param.shape:
                 raise _error(
-                    f"{checkpoint}: {key} has shape {tuple(value.shape)}, the model's "
+                    f"{checkpoint}: param/{name} has shape {tuple(value.shape)}, the model's "
                     f"{tuple(param.shape)}"
                 )
             param.copy_(value.to(param.device, param.dtype))
-    return len(names)
+    if pairs:
+        if lora_scale is None:
+            raise _error(
+                f"{checkpoint} holds LoRA adapters but its run records no lora_alpha and lora_rank"
+            )
+        try:
+            AdapterMerger(model, lora_scale).apply(pairs)
+        except ValueError as exc:
+            raise _error(f"{checkpoint}: {exc}") from exc
+    return len(tensors) + 2 * len(pairs)

@@ -399,6 +399,43 @@ class RunWriter:
         return f"RunWriter({str(self.dir)!r}, status={self._status!r})"
 
 
+def add_to_summary(run_dir: str | Path, key: str, entries: dict) -> dict:
+    """Merge ``entries`` into the dict ``summary[key]`` of a run that is not being written (results
+    computed after the run, such as ``circuitviz harness`` benchmarks), in one transaction under
+    the writer lock, leaving its status as it is. Returns the merged ``summary[key]``. Raises
+    RunStoreError for a run another process writes or a directory that is not writable."""
+    run_dir = Path(run_dir)
+    path = schema.db_path(run_dir)
+    if not path.is_file():
+        from circuitviz.runs.store import RunStore
+
+        raise RunNotFound(RunStore([run_dir.parent]).not_found_message(run_dir.name))
+    if not (os.access(run_dir, os.W_OK) and os.access(path, os.W_OK)):
+        raise RunStoreError(f"run {run_dir.name!r} is not writable ({run_dir})")
+    try:
+        lock_fd = acquire_writer_lock(run_dir)
+    except BlockingIOError as exc:
+        raise RunStoreError(
+            f"run {run_dir.name!r} is being written by another process; wait for it to finish"
+        ) from exc
+    try:
+        writer = RunWriter(run_dir, schema.connect_write(path), lock_fd)
+    except BaseException:
+        release_writer_lock(lock_fd)
+        raise
+    try:
+        with writer._transaction() as conn:
+            summary = schema.load_json(
+                conn.execute("SELECT summary FROM run WHERE id = 1").fetchone()[0], str(run_dir)
+            )
+            merged = dict(summary.get(key) or {}) | dict(entries)
+            summary[key] = merged
+            conn.execute("UPDATE run SET summary=? WHERE id = 1", (schema.dump_json(summary),))
+    finally:
+        writer.close()
+    return merged
+
+
 def _create_database(run_dir: Path, **row) -> None:
     """Build the database under a temporary name and rename it into place, so that no reader ever
     sees a run.sqlite without its tables."""

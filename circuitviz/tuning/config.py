@@ -17,11 +17,14 @@ from typing import Literal
 from circuitviz.attribution.config import AttributionConfig
 from circuitviz.options import check_options, config_from_dict, normalise_choices, option
 
-Method = Literal["circuit", "full", "random"]
+Method = Literal["circuit", "full", "random", "lora", "circuit-lora"]
 Selection = Literal["top-n", "threshold", "node-weighted"]
 TopNSchedule = Literal["linear", "cosine"]
 Optimizer = Literal["sgd", "adamw"]
 Loss = Literal["lm", "weighted"]
+# The projections low-rank adapters may target (``--lora-targets``), in the family-neutral names
+# ``circuitviz.tuning.lora`` maps to each architecture's tensors.
+LORA_TARGETS = ("q", "k", "v", "o", "up", "gate", "down")
 
 # What every run's attribution does unless told otherwise: one EAP pass per discovery step, scored
 # at the position the metric reads (the paper's pre-verb position).
@@ -61,7 +64,9 @@ class TuneConfig:
         "circuit",
         help="circuit: discover, select, update only the circuit's parameter slices; full: plain "
         "fine-tuning of every parameter; random: a random subgraph of N edges redrawn every K "
-        "steps (the control)",
+        "steps (the control); lora: low-rank adapters on the attention and MLP projections "
+        "(--lora-*); circuit-lora: the same adapters, each update restricted to the circuit "
+        "re-discovered every K steps",
     )
     selection: Selection = option(
         "top-n",
@@ -166,6 +171,30 @@ class TuneConfig:
         help="instruction tasks: generate and score exact match every STEPS steps (0: only before "
         "and after, since generation costs far more than the response loss measured every E)",
     )
+    lora_rank: int = option(
+        32,
+        low=1,
+        metavar="R",
+        help="lora, circuit-lora: rank of each projection's low-rank update (circuit-lora gives "
+        "each of a projection's U heads, key/value groups or neuron groups its own factors of "
+        "rank ceil(R/U))",
+    )
+    lora_alpha: float = option(
+        64.0, low=0.0, open_low=True, help="lora, circuit-lora: updates are scaled by alpha / R"
+    )
+    lora_dropout: float = option(
+        0.05,
+        low=0.0,
+        high=1.0,
+        open_high=True,
+        help="lora, circuit-lora: dropout on the adapters' input in training steps",
+    )
+    lora_targets: str = option(
+        ",".join(LORA_TARGETS),
+        metavar="NAMES",
+        help="lora, circuit-lora: the projections given adapters, comma-separated: q, k, v, o "
+        "(attention), up, gate, down (MLP; GPT-2's c_fc is up and its c_proj down)",
+    )
     eval_every: int = option(
         50, low=0, metavar="E", help="evaluate every E steps (0: only at the end)"
     )
@@ -196,10 +225,12 @@ class TuneConfig:
                 f"TuneConfig: give exactly one of steps and epochs, got steps={self.steps}, "
                 f"epochs={self.epochs}"
             )
-        if self.circuit_forward and self.method == "full":
+        if self.circuit_forward and self.method not in ("circuit", "random"):
             raise ValueError(
-                "TuneConfig.circuit_forward needs a circuit: method 'circuit' or 'random'"
+                "TuneConfig.circuit_forward needs a circuit of the model's own weights: method "
+                f"'circuit' or 'random', got {self.method!r}"
             )
+        self.lora_target_names()  # raises for an unknown or repeated name
 
     def sft_format(self):
         """How an instruction task's examples become tokens (``circuitviz.tasks.SFTFormat``)."""
@@ -217,8 +248,25 @@ class TuneConfig:
 
     @property
     def discovers(self) -> bool:
-        """Whether the run picks a subgraph (circuit or random) rather than training everything."""
-        return self.method != "full"
+        """Whether the run picks a subgraph (circuit, random, circuit-lora) rather than training
+        everything."""
+        return self.method in ("circuit", "random", "circuit-lora")
+
+    @property
+    def adapters(self) -> bool:
+        """Whether the run trains low-rank adapters (lora, circuit-lora) instead of the weights."""
+        return self.method in ("lora", "circuit-lora")
+
+    def lora_target_names(self) -> tuple[str, ...]:
+        """``lora_targets`` as a tuple of names from ``LORA_TARGETS``."""
+        names = tuple(part.strip() for part in self.lora_targets.split(","))
+        unknown = [name for name in names if name not in LORA_TARGETS]
+        if unknown or not names or len(set(names)) != len(names):
+            raise ValueError(
+                f"TuneConfig.lora_targets must be distinct names among {', '.join(LORA_TARGETS)}, "
+                f"comma-separated; got {self.lora_targets!r}"
+            )
+        return names
 
     def to_dict(self) -> dict:
         return asdict(self)

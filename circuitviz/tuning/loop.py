@@ -107,7 +107,11 @@ def run_tuning(
     and a resumed run loads its checkpoint on top of them. Raises NonFiniteLoss (status "failed")
     when the loss diverges; the model's weights are changed in place either way.
     """
-    tuner = Tuner(model, task, config, writer, data)
+    if config.adapters:
+        from circuitviz.tuning.lora_tuner import LoraTuner as tuner_class
+    else:
+        tuner_class = Tuner
+    tuner = tuner_class(model, task, config, writer, data)
     with trainable_only(model, tuner.train_params.values()):
         return tuner.run(progress)
 
@@ -138,10 +142,7 @@ class Tuner:
         self.bank = build_mask_bank(self.pmap, self.graph)
         self.data = data if data is not None else build_tuning_data(model, task, config)
         self.total = self.data.total_steps(config)
-        names = (
-            full_finetune_params(self.pmap) if config.method == "full" else self.bank.param_names
-        )
-        self.train_params = {name: self.pmap.params[name] for name in names}
+        self.train_params = self._trainable_params()
         self.optimizer = MaskedOptimizer(self.train_params, config)
         self.meter = HeadChangeMeter(self.bank, self.pmap.params)
         self.forced = torch.zeros(self.bank.n_nodes, dtype=torch.bool)
@@ -163,6 +164,15 @@ class Tuner:
         self.started = time.perf_counter()
         self.seconds_before = 0.0  # wall time of earlier segments of a resumed run
         self.touched: set[str] = set()  # tensors some step has updated (all a checkpoint needs)
+
+    def _trainable_params(self) -> dict[str, torch.nn.Parameter]:
+        """The tensors the optimizer steps (named): every parameter for full fine-tuning, else
+        those the graph's nodes own (``LoraTuner``: the adapters' factors instead)."""
+        if self.config.method == "full":
+            names = full_finetune_params(self.pmap)
+        else:
+            names = self.bank.param_names
+        return {name: self.pmap.params[name] for name in names}
 
     def _seconds(self) -> float:
         """Wall time of the whole run so far, every resumed segment included."""
@@ -205,6 +215,7 @@ class Tuner:
 
     def step(self, step: int) -> float:
         """Optimizer step ``step``: discover if due, train, record; returns the loss."""
+        started = time.perf_counter()
         batch = self.data.batch_for_step(step, self.config.seed)
         ids = training_ids(batch, self.config, step)
         discovered = is_discovery_step(step, self.config)
@@ -222,6 +233,7 @@ class Tuner:
             tuned_params_exact=self.counts["exact"],
             tuned_ratio=self.counts["exact"] / self.bank.n_model_params,
             discovered=discovered,
+            seconds=time.perf_counter() - started,  # this step's discovery and update only
         )
         return loss
 

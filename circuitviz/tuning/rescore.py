@@ -63,12 +63,17 @@ def rescore_run(
         for _ in range(resamples)
     ]
     steps = [0] + [step for step, _ in run.checkpoints()]
+    merger = None
+    if config.adapters:
+        from circuitviz.tuning.lora import AdapterMerger
+
+        merger = AdapterMerger(model, config.lora_alpha / config.lora_rank)
     previous = (run.status, run.status_message)
     writer = RunWriter.resume(run.dir)
     try:
         for done, step in enumerate(steps, start=1):
             if step > 0:
-                _load_weights(params, run, step)
+                _load_weights(params, run, step, merger)
             scores, selected = snapshot_scores(model, graph, fixed, config.top_n, config)
             writer.add_snapshot(step, "during", run.task, scores, selected, note="rescore")
             writer.add_noise_floor(step, "fixed", scores)
@@ -90,10 +95,21 @@ def rescore_run(
     return steps
 
 
-def _load_weights(params: dict, run: Run, step: int) -> None:
+def _load_weights(params: dict, run: Run, step: int, merger=None) -> None:
+    """A checkpoint's tensors onto the model; a LoRA run's adapters merged onto the untouched
+    weights by ``merger`` (``lora.AdapterMerger``, which keeps them)."""
+    from circuitviz.tuning.lora import split_adapters
+
     paths = dict(run.checkpoints())
-    tensors = load_tensors(paths[step])
+    tensors, pairs = split_adapters(
+        {
+            k.removeprefix("param/"): v
+            for k, v in load_tensors(paths[step]).items()
+            if k.startswith("param/")
+        }
+    )
     with torch.no_grad():
         for key, value in tensors.items():
-            if key.startswith("param/"):
-                params[key.removeprefix("param/")].copy_(value)
+            params[key].copy_(value)
+    if pairs:
+        merger.apply(pairs)

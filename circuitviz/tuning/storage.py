@@ -67,7 +67,8 @@ def create_run(
 
 def check_sizes(config: TuneConfig, n_edges: int) -> None:
     """N (and a schedule's start) must fit in the graph; a threshold selection has no N."""
-    if not config.discovers or (config.method == "circuit" and config.selection == "threshold"):
+    scored = config.method in ("circuit", "circuit-lora")
+    if not config.discovers or (scored and config.selection == "threshold"):
         return
     for name in ("top_n", "topn_start"):
         check_fits(name, getattr(config, name), n_edges)
