@@ -18,7 +18,7 @@ from circuitviz.attribution import (
     edge_derivatives,
     edge_effects,
 )
-from circuitviz.attribution.activations import run_and_capture
+from circuitviz.attribution.activations import run_and_capture, source_means
 from circuitviz.attribution.hooks import ROOT_HOOK
 from circuitviz.graph.topology import graph_for
 
@@ -211,6 +211,20 @@ def test_batching_and_padding_do_not_change_scores(tiny_gpt2, config):
     torch.testing.assert_close(split.scores, whole, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(padded.scores, whole, rtol=1e-5, atol=1e-7)
     assert split.n_examples == padded.n_examples == 6
+
+
+@pytest.mark.parametrize("method", ["eap", "eap-ig-inputs", "eap-ig-activations"])
+def test_a_batchs_own_mean_from_its_clean_forward_is_the_separate_mean(model, method):
+    """Without ``means`` the mean baseline is read off the clean forward; it must equal the mean
+    a separate capture forward gives (which the embedding path of EAP-IG needs too)."""
+    graph = graph_for(model.info)
+    batch = random_batch(n=3, n_pos=5, seed=4).padded(2)
+    config = AttributionConfig(method=method, baseline="mean", ig_steps=2)
+    separate = source_means(model, graph, [batch])
+    given = batch_edge_scores(model, graph, batch, config, means=separate).scores
+    own = batch_edge_scores(model, graph, batch, config).scores
+    assert given.abs().max() > 0
+    torch.testing.assert_close(own, given, rtol=1e-6, atol=1e-9 * float(given.abs().max()))
 
 
 def test_scores_layout_and_invalid_cells(tiny_llama):

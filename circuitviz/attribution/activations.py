@@ -79,21 +79,35 @@ def source_means(model, graph: Graph, batches: Iterable) -> SourceMeans:
     for batch in batches:
         mask = batch.attention_mask.to(model.device)
         sources, embed, _ = run_and_capture(model, graph, batch.clean_ids.to(model.device), mask)
-        weights = mask.to(torch.float64)
-        total += einsum(
-            sources.to(torch.float64),
-            weights,
-            "n_src batch pos d_model, batch pos -> n_src d_model",
-        )
-        embed_total += einsum(
-            embed.to(torch.float64), weights, "batch pos d_model, batch pos -> d_model"
-        )
+        sums, embed_sums = _token_sums(sources, embed, mask)
+        total += sums
+        embed_total += embed_sums
         n_tokens += int(mask.sum())
+    return _means(total, embed_total, n_tokens, model.dtype)
+
+
+def mean_activations(sources: torch.Tensor, embed: torch.Tensor, mask: torch.Tensor) -> SourceMeans:
+    """``source_means`` of one batch from activations already captured: ``sources`` ``[n_src,
+    batch, pos, d_model]`` and ``embed`` ``[batch, pos, d_model]`` over the real tokens of ``mask``."""
+    sums, embed_sums = _token_sums(sources, embed, mask)
+    return _means(sums, embed_sums, int(mask.sum()), sources.dtype)
+
+
+def _token_sums(sources: torch.Tensor, embed: torch.Tensor, mask: torch.Tensor):
+    weights = mask.to(torch.float64)
+    sums = einsum(
+        sources.to(torch.float64), weights, "n_src batch pos d_model, batch pos -> n_src d_model"
+    )
+    embed_sums = einsum(embed.to(torch.float64), weights, "batch pos d_model, batch pos -> d_model")
+    return sums, embed_sums
+
+
+def _means(total, embed_total, n_tokens: int, dtype: torch.dtype) -> SourceMeans:
     if n_tokens == 0:
         raise ValueError("source_means needs at least one real token; the batches were empty")
     return SourceMeans(
-        sources=(total / n_tokens).to(model.dtype),
-        embed=(embed_total / n_tokens).to(model.dtype),
+        sources=(total / n_tokens).to(dtype),
+        embed=(embed_total / n_tokens).to(dtype),
         n_tokens=n_tokens,
     )
 

@@ -25,6 +25,10 @@ For one batch:
    interpolated value while gradients still flow through each node's own computation.
 5. ``attribute`` sums over batches and divides by the number of examples.
 
+The ``mean`` baseline of one batch on its own (``batch_edge_scores`` without ``means``, as each
+circuit-tuning discovery step does) is the mean of step 2's clean activations over the batch's real
+tokens, taken from that forward rather than from one more.
+
 The sign convention is ``config.SIGN_CONVENTION``: a score estimates m(edge patched) - m(clean).
 """
 
@@ -41,6 +45,7 @@ from circuitviz.attribution.activations import (
     BaselineActivations,
     SourceMeans,
     baseline_activations,
+    mean_activations,
     position_index,
     select_positions,
     source_means,
@@ -101,16 +106,26 @@ class _AttributionPass:
     """State of one batch's attribution: the activation differences and the score accumulator.
     Hooks close over this object; none outlives ``step``."""
 
-    def __init__(self, model, graph: Graph, batch, config, metric: Metric, base) -> None:
+    def __init__(
+        self,
+        model,
+        graph: Graph,
+        batch,
+        config,
+        metric: Metric,
+        base: BaselineActivations | None,
+    ) -> None:
         self.model, self.graph, self.batch, self.metric = model, graph, batch, metric
         self.interpolate = METHODS[config.method].interpolate
-        self.base: BaselineActivations = base
+        # None: the batch's own mean, taken from the clean forward's capture (``_finish_diff``).
+        self.base: BaselineActivations | None = base
         self.sources: list[SourceHook] = source_hooks(graph, model)
         self.dests: list[DestHook] = dest_hooks(graph, model)
-        self.ids = batch.clean_ids.to(model.device)
         self.mask = batch.attention_mask.to(model.device)
-        self.pos_idx = position_index(batch, config.positions, model.device)
+        self.ids = batch.clean_ids.to(model.device)
         n_batch, n_pos = self.ids.shape
+        self.clean_embed: torch.Tensor | None = None
+        self.pos_idx = position_index(batch, config.positions, model.device)
         shape = (graph.n_src, n_batch, n_pos, model.info.d_model)
         # Clean activations, then baseline - clean; the capture hooks fill every row.
         self.diff = torch.empty(shape, device=model.device, dtype=model.dtype)
@@ -125,8 +140,10 @@ class _AttributionPass:
         self.fired = FiredCheck([])
 
     # -- forward hooks ----------------------------------------------------------------------------
-    def _root_hook(self, alpha: float):
+    def _root_hook(self, alpha: float, capture: bool = False):
         def hook(x, hook):
+            if capture and self.base is None:
+                self.clean_embed = x.detach()
             if alpha != 1.0:
                 x = self.base.embed + alpha * (x - self.base.embed)
             if not x.requires_grad:
@@ -202,6 +219,12 @@ class _AttributionPass:
     def _finish_diff(self) -> None:
         """Turn the stored clean activations into baseline - clean, zero on padding, and cut them to
         the scored positions, flattened to ``[n_src, (batch pos d_model)]`` for the products."""
+        if self.base is None:
+            means = mean_activations(self.diff, self.clean_embed, self.mask)
+            self.base = BaselineActivations(
+                sources=means.sources[:, None, None, :], embed=means.embed[None, None, :]
+            )
+            self.clean_embed = None
         torch.sub(self.base.sources, self.diff, out=self.diff)
         self.diff.mul_(self.mask.to(self.diff.dtype)[None, :, :, None])
         self.scored_diff = select_positions(self.diff, self.pos_idx, batch_dim=1)
@@ -220,7 +243,7 @@ class _AttributionPass:
         """One forward at interpolation point ``alpha`` and (unless ``backward`` is off, for a
         capture-only clean forward) one backward accumulating the scores. Returns the logits;
         with ``keep_graph`` they keep their autograd graph for a later backward."""
-        fwd = [(ROOT_HOOK, self._root_hook(alpha))]
+        fwd = [(ROOT_HOOK, self._root_hook(alpha, capture))]
         for spec in self.sources:
             if capture:
                 fwd.append((spec.hook_name, self._capture_hook(spec)))
@@ -266,14 +289,17 @@ def batch_edge_scores(
     """Score every edge of ``graph`` on one batch; the per-step entry point of circuit-tuning.
 
     ``metric(logits, batch) -> [batch]`` defaults to ``circuitviz.tasks.METRICS[config.metric]``.
-    ``means`` is the data mean for the ``mean`` baseline (default: this batch's own mean, at the
-    cost of one more no-grad forward). With ``return_logits`` the parameters keep their gradients
+    ``means`` is the data mean for the ``mean`` baseline (default: this batch's own mean, taken
+    from the clean forward). With ``return_logits`` the parameters keep their gradients
     switched on for the clean forward, and its logits come back with the autograd graph intact, so
     a training step can compute its loss from them and call ``backward`` without another forward.
     """
     check_batch(batch, config.metric, config.baseline, custom_metric=metric is not None)
     metric = metric if metric is not None else METRICS[config.metric]
-    base = baseline_activations(model, graph, batch, config.baseline, means)
+    if config.baseline == "mean" and means is None:
+        base = None  # the batch's own mean, from the clean forward
+    else:
+        base = baseline_activations(model, graph, batch, config.baseline, means)
     run = _AttributionPass(model, graph, batch, config, metric, base)
     alphas = config.alphas()
     # The clean forward captures the activation differences; it is also the alpha = 1 point when
@@ -302,7 +328,8 @@ def attribute(
 ) -> EdgeScores:
     """Mean edge scores over every example of ``batches`` (any iterable of task batches).
 
-    With the ``mean`` baseline the batches are read twice: once for the data mean, once to score.
+    With the ``mean`` baseline and several batches they are read twice: once for the data mean,
+    once to score (a single batch's mean is taken from its own clean forward).
     ``progress(n_batches_done)`` is called after each batch. ``metric(logits, batch) -> [batch]``
     replaces the config's metric (any differentiable function of the logits).
 
@@ -314,11 +341,11 @@ def attribute(
     >>> tuple(scores.scores.shape), scores.n_examples
     ((37, 101), 16)
     """
+    means = None
     if config.baseline == "mean":
         batches = list(batches)
-        means = source_means(model, graph, batches)
-    else:
-        means = None
+        if len(batches) > 1:  # one batch's mean comes from its own clean forward
+            means = source_means(model, graph, batches)
     total = torch.zeros(graph.n_src, graph.n_dst, dtype=torch.float64, device=model.device)
     n_examples = 0
     for done, batch in enumerate(batches, start=1):
@@ -327,8 +354,16 @@ def attribute(
         n_examples += result.n_examples
         if progress is not None:
             progress(done)
+    return mean_edge_scores(total, n_examples, graph, config)
+
+
+def mean_edge_scores(
+    total: torch.Tensor, n_examples: int, graph: Graph, config: AttributionConfig
+) -> EdgeScores:
+    """``EdgeScores`` from scores summed over ``n_examples`` examples (``BatchScores.scores``)."""
     if n_examples == 0:
         raise ValueError("attribute needs at least one example; the batches were empty")
+    total = total.to(torch.float64)
     scores = (total / n_examples).float().cpu().masked_fill(~graph.valid_mask, 0.0)
     log.info("scored %d edges on %d examples (%s)", graph.n_edges, n_examples, config.method)
     return EdgeScores(scores=scores, graph=graph, config=config, n_examples=n_examples)
