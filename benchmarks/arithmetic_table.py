@@ -20,7 +20,7 @@ cores each 300-step SmolLM2 run takes about an hour; ``--only`` runs some rows, 
 LABEL=RUN_ID`` takes a finished run for a row (made with the same --steps, --n-eval and
 ``--extra`` flags, under --runs-dir), ``--extra`` adds flags to every tune run, and ``--steps 2
 --n-eval 4 --model random:tiny.json`` (a Llama-shaped config with a context of 1,024 tokens: the
-demo model's is too short for these problems) checks the script itself in a minute.
+demo model's 64 tokens cut these problems short) checks the script itself in a minute.
 """
 
 from __future__ import annotations

@@ -168,3 +168,23 @@ def test_evaluate_reports_the_held_out_text_loss(capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["heldout_text"] == "demo-filler" and result["n_heldout"] == 8
     assert 0 < result["heldout_loss"] < 5
+
+
+def test_examples_longer_than_the_models_context_are_cut_to_it(capsys, tmp_path):
+    """The demo model reads 64 tokens; arithmetic problems are longer. max_length (512) is lowered
+    to the context, so tune, discover and evaluate truncate and count instead of failing."""
+    from circuitviz.models import load_model
+    from circuitviz.tasks import SFTFormat, build_sft_data
+
+    fmt = SFTFormat(max_length=512)
+    assert fmt.within_context(64).max_length == 64
+    assert fmt.within_context(None) is fmt and fmt.within_context(1024) is fmt
+    model = load_model("demo")
+    data = build_sft_data(
+        "arithmetic", model.tokenizer, split="dev", n=8, fmt=fmt.within_context(model.info.n_ctx)
+    )
+    assert data.n_truncated > 0
+    assert data.batch.input_ids.shape[1] <= model.info.n_ctx
+    main(["tune", *SMALL, "--task", "arithmetic", "--steps", "1", "--runs-dir", str(tmp_path)])
+    main(["discover", "--model", "demo", "--task", "arithmetic", "-n", "4", "--json"])
+    capsys.readouterr()

@@ -74,8 +74,15 @@ def task_examples(model, task: str, config: DiscoverConfig, split: str):
     from circuitviz.tasks.catalog import task_kind
 
     if task_kind(task) == "sft":
+        from circuitviz.tasks import SFTFormat
+
         data = build_sft_data(
-            task, model.tokenizer, split=split, n=config.n_examples, seed=config.seed
+            task,
+            model.tokenizer,
+            split=split,
+            n=config.n_examples,
+            seed=config.seed,
+            fmt=SFTFormat().within_context(model.info.n_ctx),
         )
         if config.attribution.metric == "outcome":
             data = data.with_located_answers()

@@ -105,7 +105,7 @@ def _sft_result(args, model) -> dict:
         chat_template=not args.no_chat_template,
         system_prompt=args.system_prompt,
         max_length=args.max_length,
-    )
+    ).within_context(model.info.n_ctx)
     fields = SFTFields(
         prompt=args.prompt_field, response=args.response_field, answer=args.answer_field
     )

@@ -22,11 +22,15 @@ baseline over ``all`` positions.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+
+log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 ANSWER_MARK = "####"
@@ -103,6 +107,14 @@ class SFTFormat:
             raise ValueError(
                 f"SFTFormat.system_prompt must be a string, got {self.system_prompt!r}"
             )
+
+    def within_context(self, n_ctx: int | None) -> SFTFormat:
+        """This format with ``max_length`` lowered to a model's context of ``n_ctx`` tokens (a
+        longer example cannot be read at all); unchanged when it fits or ``n_ctx`` is unknown."""
+        if not n_ctx or self.max_length <= n_ctx:
+            return self
+        log.info("max_length %d lowered to the model's context, %d tokens", self.max_length, n_ctx)
+        return dataclasses.replace(self, max_length=n_ctx)
 
 
 @dataclass(frozen=True, kw_only=True)

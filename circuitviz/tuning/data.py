@@ -87,7 +87,7 @@ def _sft_data(model, task: str, config: TuneConfig) -> TuningData:
     _refuse_pair_options(config)
     common = {
         "seed": config.seed,
-        "fmt": config.sft_format(),
+        "fmt": config.sft_format().within_context(model.info.n_ctx),
         "fields": config.sft_fields(),
         "device": model.device,
     }
