@@ -134,3 +134,12 @@ def test_sweep_and_rescore(tmp_path, capsys):
     assert std is not None and std.shape == (run.n_edges,) and (std > 0).any()
     notes = run.snapshots()
     assert (notes["note"] == "rescore").sum() >= 2
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_a_sweep_of_a_method_that_ignores_n_is_refused(tmp_path, capsys, method):
+    argv = ["sweep", *TINY[:-3], "--no-progress", "--top-n", "5,40", "--runs-dir", str(tmp_path)]
+    assert main([*argv, "--method", method]) == 2
+    err = capsys.readouterr().err
+    assert f"--method {method} does not use" in err and "circuit-lora" in err
+    assert not list(tmp_path.iterdir())  # no run was created

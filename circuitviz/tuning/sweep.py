@@ -50,6 +50,11 @@ def run_sweep(
     step callback for N's run; ``on_start(n, run_id, run_dir)`` is called when N's run is created."""
     if not top_ns:
         raise ValueError("a sweep needs at least one N")
+    if not config.discovers:
+        raise ValueError(
+            f"a sweep varies the circuit size N, which --method {config.method} does not use "
+            "(it trains everything): use --method circuit, random or circuit-lora"
+        )
     configs = [dataclasses.replace(config, top_n=n) for n in top_ns]  # validates every N first
     n_edges = graph_for(model.info, paper=config.paper_graph, mlp_groups=config.mlp_groups).n_edges
     for run_config in configs:
