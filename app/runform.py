@@ -55,7 +55,14 @@ TUNE_FIELDS = (
         help="0: none (a run cannot be resumed or rescored without them)",
     ),
     Field(flag="--seed", label="Seed", key="seed", zero_ok=True),
+    Field(
+        flag="--lora-rank",
+        label="LoRA rank",
+        key="lora_rank",
+        help="lora and circuit-lora only: the rank of each projection's update",
+    ),
 )
+LORA_FLAGS = ("--lora-rank",)
 SWEEP_TOP_N = Field(
     flag="--top-n",
     label="Top-N values (comma-separated)",
@@ -137,6 +144,8 @@ def build_argv(
         value = parse(field, values.get(field.key, ""))
         if value is not None:
             argv += [field.flag, value]
+    if "lora" not in method and any(flag in argv for flag in LORA_FLAGS):
+        raise ValueError(f"LoRA rank is for the lora and circuit-lora methods, not {method}")
     if kind == "sweep" and "--top-n" not in argv:
         raise ValueError("a sweep needs its Top-N values, e.g. 10,25,50,100")
     if kind == "discover":

@@ -193,6 +193,25 @@ def test_a_sweep_needs_its_top_n_values():
         runform.parse(runform.TUNE_FIELDS[3], "nan")
 
 
+def test_lora_rank_is_sent_for_lora_methods_only():
+    def argv(method: str, rank: str) -> list[str]:
+        return runform.build_argv(
+            "tune",
+            model="demo",
+            task="sv-disagreement",
+            method=method,
+            values={"lora_rank": rank},
+            run_id="x",
+            runs_dir="runs",
+        )
+
+    got = argv("circuit-lora", "8")
+    assert got[got.index("--lora-rank") + 1] == "8"
+    assert "--lora-rank" not in argv("lora", "")  # empty: the engine's default rank
+    with pytest.raises(ValueError, match="LoRA rank is for the lora and circuit-lora"):
+        argv("circuit", "8")
+
+
 def test_jobs_are_off_on_a_network_address(page, monkeypatch):
     """Served on anything but loopback, the Run page starts and stops nothing unless the
     dashboard was started with --allow-remote-jobs."""
