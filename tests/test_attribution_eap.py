@@ -227,6 +227,29 @@ def test_a_batchs_own_mean_from_its_clean_forward_is_the_separate_mean(model, me
     torch.testing.assert_close(own, given, rtol=1e-6, atol=1e-9 * float(given.abs().max()))
 
 
+@pytest.mark.parametrize(
+    ("config", "graph_kw"),
+    [
+        (AttributionConfig(method="eap", baseline="corrupted"), {}),
+        (AttributionConfig(method="eap", baseline="mean", positions="target"), {"paper": True}),
+        (AttributionConfig(method="eap-ig-activations", ig_steps=2), {"mlp_groups": 4}),
+    ],
+    ids=["eap", "paper-target", "ig-activations-groups"],
+)
+def test_closed_form_qkv_gradients_equal_the_per_head_copies(model, config, graph_kw):
+    """The lean path (no per-head input copies) gives the scores the bridge's copies give, on
+    both families (GPT-2's LayerNorm, Llama's RMSNorm and grouped k/v heads)."""
+    graph = graph_for(model.info, **graph_kw)
+    batch = random_batch(n=3, n_pos=6, seed=5).padded(1)
+    copies = batch_edge_scores(model, graph, batch, config, per_head_copies=True).scores
+    assert model.bridge.cfg.use_split_qkv_input  # restored after the lean pass below too
+    lean = batch_edge_scores(model, graph, batch, config).scores
+    assert model.bridge.cfg.use_split_qkv_input
+    qkv = [i for i, name in enumerate(graph.dst_names) if name.endswith(">")]
+    assert copies[:, qkv].abs().max() > 0
+    torch.testing.assert_close(lean, copies, rtol=1e-7, atol=1e-10 * float(copies.abs().max()))
+
+
 def test_scores_layout_and_invalid_cells(tiny_llama):
     graph = graph_for(tiny_llama.info)
     result = attribute(tiny_llama, graph, [random_batch()], AttributionConfig())

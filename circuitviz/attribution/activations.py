@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from einops import einsum
 
-from circuitviz.attribution.hooks import ROOT_HOOK, FiredCheck, source_hooks
+from circuitviz.attribution.hooks import ROOT_HOOK, FiredCheck, qkv_copies, source_hooks
 from circuitviz.graph.topology import Graph
 
 
@@ -65,7 +65,8 @@ def run_and_capture(model, graph: Graph, ids: torch.Tensor, attention_mask: torc
         fired.mark(ROOT_HOOK)
 
     fwd = [(ROOT_HOOK, store_embed)] + [(spec.hook_name, store(spec)) for spec in hooks]
-    with torch.no_grad(), model.bridge.hooks(fwd_hooks=fwd):
+    # Only sources are read: the per-head q/k/v input copies would be made for nothing.
+    with torch.no_grad(), qkv_copies(model.bridge, False), model.bridge.hooks(fwd_hooks=fwd):
         logits = model.bridge(ids, attention_mask=attention_mask)
     fired.verify("capturing source activations")
     return sources, captured["embed"], logits

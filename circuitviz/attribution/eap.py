@@ -60,8 +60,10 @@ from circuitviz.attribution.hooks import (
     frozen_parameters,
     hook_names,
     input_hooks,
+    qkv_copies,
     source_hooks,
 )
+from circuitviz.attribution.lean import LeanDest, input_gradient, lean_dests
 from circuitviz.attribution.scores import EdgeScores
 from circuitviz.graph.topology import Graph
 from circuitviz.tasks.base import METRICS
@@ -114,6 +116,8 @@ class _AttributionPass:
         config,
         metric: Metric,
         base: BaselineActivations | None,
+        *,
+        per_head_copies: bool = False,
     ) -> None:
         self.model, self.graph, self.batch, self.metric = model, graph, batch, metric
         self.interpolate = METHODS[config.method].interpolate
@@ -121,6 +125,10 @@ class _AttributionPass:
         self.base: BaselineActivations | None = base
         self.sources: list[SourceHook] = source_hooks(graph, model)
         self.dests: list[DestHook] = dest_hooks(graph, model)
+        # q/k/v destinations read without per-head input copies (``lean``), where the family's
+        # projection weights are known; the rest (MLPs, logits) read their input hooks.
+        self.lean = None if per_head_copies else lean_dests(model, self.dests)
+        self.layer_inputs: dict[int, torch.Tensor] = {}
         self.mask = batch.attention_mask.to(model.device)
         self.ids = batch.clean_ids.to(model.device)
         n_batch, n_pos = self.ids.shape
@@ -202,6 +210,34 @@ class _AttributionPass:
 
         return input_hooks(spec, watch, lambda name: self.fired.mark(name))
 
+    def _lean_hooks(self, dests: list[LeanDest]) -> list:
+        """Keep each layer's input; watch each projection output's gradient (``lean``)."""
+
+        def keep(layer: int, name: str):
+            def hook(x, hook):
+                self.layer_inputs[layer] = x.detach()
+                self.fired.mark(name)
+
+            return hook
+
+        def watch(dest: LeanDest):
+            def on_grad(grad: torch.Tensor) -> None:
+                x = self.layer_inputs[dest.layer]
+                self._on_grad(dest.spec, input_gradient(dest, x, grad))
+
+            def hook(x, hook):
+                view = x.view_as(x)
+                self.handles.append(view.register_hook(on_grad))
+                self.fired.mark(dest.output_hook)
+                return view
+
+            return hook
+
+        hooks = {}
+        for dest in dests:
+            hooks.setdefault(dest.input_hook, keep(dest.layer, dest.input_hook))
+        return list(hooks.items()) + [(dest.output_hook, watch(dest)) for dest in dests]
+
     # -- backward ---------------------------------------------------------------------------------
     def _on_grad(self, spec: DestHook, grad: torch.Tensor) -> None:
         # One matrix product per destination hook: [n_up, (batch pos d_model)] times
@@ -250,12 +286,24 @@ class _AttributionPass:
             elif self.interpolate == "activations":
                 fwd += self._pin_hooks(spec, alpha)
         if backward:
+            lean = (
+                []
+                if self.lean is None
+                else [self.lean[s.hook_name] for s in self.dests if s.hook_name in self.lean]
+            )
             for spec in self.dests:
-                fwd += self._dest_hooks(spec)
+                if self.lean is None or spec.hook_name not in self.lean:
+                    fwd += self._dest_hooks(spec)
+            fwd += self._lean_hooks(lean)
         self.fired = FiredCheck(hook_names(fwd))
+        bridge = self.model.bridge
         try:
             grad = backward or keep_graph
-            with torch.set_grad_enabled(grad), self.model.bridge.hooks(fwd_hooks=fwd):
+            with (
+                torch.set_grad_enabled(grad),
+                qkv_copies(bridge, self.lean is None),
+                bridge.hooks(fwd_hooks=fwd),
+            ):
                 logits = self.model.bridge(self.ids, attention_mask=self.mask)
             self.fired.verify("edge attribution forward")
             if capture:
@@ -269,6 +317,7 @@ class _AttributionPass:
             for handle in self.handles:
                 handle.remove()
             self.handles.clear()
+            self.layer_inputs.clear()
             self.root = None
         missing = [spec.hook_name for spec in self.dests if spec.hook_name not in self.grads_seen]
         if missing:
@@ -285,6 +334,7 @@ def batch_edge_scores(
     metric: Metric | None = None,
     means: SourceMeans | None = None,
     return_logits: bool = False,
+    per_head_copies: bool = False,
 ) -> BatchScores:
     """Score every edge of ``graph`` on one batch; the per-step entry point of circuit-tuning.
 
@@ -293,6 +343,8 @@ def batch_edge_scores(
     from the clean forward). With ``return_logits`` the parameters keep their gradients
     switched on for the clean forward, and its logits come back with the autograd graph intact, so
     a training step can compute its loss from them and call ``backward`` without another forward.
+    ``per_head_copies``: read the q/k/v gradients from the bridge's per-head input copies instead
+    of in closed form (``circuitviz.attribution.lean``); the same scores, slower (for checks).
     """
     check_batch(batch, config.metric, config.baseline, custom_metric=metric is not None)
     metric = metric if metric is not None else METRICS[config.metric]
@@ -300,7 +352,9 @@ def batch_edge_scores(
         base = None  # the batch's own mean, from the clean forward
     else:
         base = baseline_activations(model, graph, batch, config.baseline, means)
-    run = _AttributionPass(model, graph, batch, config, metric, base)
+    run = _AttributionPass(
+        model, graph, batch, config, metric, base, per_head_copies=per_head_copies
+    )
     alphas = config.alphas()
     # The clean forward captures the activation differences; it is also the alpha = 1 point when
     # the rule includes it.

@@ -225,6 +225,20 @@ class FiredCheck:
 
 
 @contextmanager
+def qkv_copies(bridge, enabled: bool) -> Iterator[None]:
+    """The bridge's per-head copies of the q/k/v inputs (``use_split_qkv_input``) on or off for
+    the duration; restored afterwards, even on error."""
+    before = bool(bridge.cfg.use_split_qkv_input)
+    if before != enabled:
+        bridge.set_use_split_qkv_input(enabled)
+    try:
+        yield
+    finally:
+        if before != enabled:
+            bridge.set_use_split_qkv_input(before)
+
+
+@contextmanager
 def frozen_parameters(module: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
     """Turn off ``requires_grad`` on every parameter for the duration, so a backward pass computes
     activation gradients only; restore the flags afterwards, even on error."""

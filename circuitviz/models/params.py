@@ -119,6 +119,13 @@ _RULES["mistral"] = _RULES["llama"]
 _RULES["qwen2"] = _RULES["llama"]
 
 
+def projection_weight_name(family: str, which: str, layer: int) -> str | None:
+    """The canonical name of layer ``layer``'s q, k or v projection weight (stored ``[out, in]``,
+    heads along the rows), or None for a family without a parameter map."""
+    rules = _RULES.get(family)
+    return None if rules is None else rules[which][0][0].format(L=layer)
+
+
 @dataclass(frozen=True)
 class ParamMap:
     """Node name -> owned parameter slices, plus the parameters themselves (by canonical name)."""

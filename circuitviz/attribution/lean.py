@@ -1,0 +1,118 @@
+"""Gradients at the heads' q/k/v inputs without a per-head copy of the residual stream.
+
+A head's q (k, v) destination reads the residual stream ``x`` of its layer through the layer's
+norm and its own rows of the projection: ``q_h = norm(x) W_h^T + b_h``. The bridge can give every
+head its own copy of ``x`` (``use_split_qkv_input``) so that autograd delivers each copy's
+gradient, but then every forward and backward normalises ``x`` once per head and projection:
+most of an attribution pass's cost on a small model, and the reason that flag is off everywhere
+else. The gradient of one copy has a closed form in what an ordinary forward has anyway:
+
+    dL/dx_h = J_norm(x)^T (W_h^T dL/dq_h),
+
+with ``dL/dq_h`` the gradient at the projection's output (``attn.q.hook_out``, ``[batch, pos,
+head, d_head]``, before any rotary embedding) and ``J_norm(x)^T`` the vector-Jacobian product of
+the layer's own norm module at ``x`` (``ln1.hook_in``). ``LeanQKV`` computes it for every head at
+once, by autograd through the norm module applied to one broadcast copy per head, so any norm the
+model uses (LayerNorm, RMSNorm) is handled by its own code. It equals the per-head-copy gradient
+to rounding; the finite-difference oracle tests of ``eap`` check the scores it gives.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+from einops import einsum
+
+from circuitviz.attribution.hooks import DestHook
+
+QKV = ("q", "k", "v")
+
+# Per bridge: {(layer, which): projection weight [n, d_head, d_model]}, views of live parameters.
+_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class LeanDest:
+    """A q/k/v destination read the lean way: where ``x`` and the projection's output are hooked."""
+
+    spec: DestHook
+    layer: int
+    which: str  # q, k or v
+    norm: torch.nn.Module = field(repr=False)
+    weight: torch.Tensor = field(repr=False)  # [n, d_head, d_model]
+
+    @property
+    def input_hook(self) -> str:
+        return f"blocks.{self.layer}.ln1.hook_in"
+
+    @property
+    def output_hook(self) -> str:
+        return f"blocks.{self.layer}.attn.{self.which}.hook_out"
+
+
+def qkv_kind(spec: DestHook) -> tuple[int, str] | None:
+    """(layer, q|k|v) of a head-input destination hook, None for any other."""
+    parts = spec.hook_name.split(".")
+    if spec.groups is not None or len(parts) != 4 or parts[2] != "attn":
+        return None
+    which = parts[3].removeprefix("hook_").removesuffix("_input")
+    return (int(parts[1]), which) if which in QKV else None
+
+
+def lean_dests(model, dests: list[DestHook]) -> dict[str, LeanDest] | None:
+    """Hook name -> ``LeanDest`` for every q/k/v destination among ``dests``; None for a model
+    family whose projection weights circuitviz does not know (it then takes per-head copies)."""
+    from circuitviz.models.params import projection_weight_name
+
+    if projection_weight_name(model.info.family, "q", 0) is None:
+        return None
+    out = {}
+    for spec in dests:
+        kind = qkv_kind(spec)
+        if kind is None:
+            continue
+        layer, which = kind
+        out[spec.hook_name] = LeanDest(
+            spec=spec,
+            layer=layer,
+            which=which,
+            norm=model.bridge.blocks[layer].ln1.original_component,
+            weight=_projection_weight(model, layer, which),
+        )
+    return out
+
+
+def _projection_weight(model, layer: int, which: str) -> torch.Tensor:
+    from circuitviz.models.params import canonical_name, projection_weight_name
+
+    cache = _WEIGHTS.setdefault(model.bridge, {})
+    if not cache:
+        params = {canonical_name(n): p for n, p in model.bridge.named_parameters()}
+        info = model.info
+        for lay in range(info.n_layers):
+            for kind in QKV:
+                n = info.n_heads if kind == "q" else info.n_kv_heads
+                weight = params[projection_weight_name(info.family, kind, lay)]
+                if tuple(weight.shape) != (n * info.d_head, info.d_model):
+                    raise RuntimeError(
+                        f"layer {lay} {kind} projection weight has shape {tuple(weight.shape)}, "
+                        f"expected ({n * info.d_head}, {info.d_model})"
+                    )
+                cache[(lay, kind)] = weight.view(n, info.d_head, info.d_model)
+    return cache[(layer, which)]
+
+
+def input_gradient(dest: LeanDest, x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
+    """The gradient at each head's own copy of its input ``[batch, pos, head, d_model]``, from the
+    layer's input ``x`` ``[batch, pos, d_model]`` and the gradient at the projection's output
+    ``grad_out`` ``[batch, pos, head, d_head]``."""
+    weight = dest.weight.detach().to(grad_out.dtype)
+    at_normed = einsum(
+        grad_out, weight, "batch pos head e, head e d_model -> batch pos head d_model"
+    )
+    with torch.enable_grad():
+        copies = x.detach().unsqueeze(-2).expand_as(at_normed).requires_grad_(True)
+        (grad_x,) = torch.autograd.grad(dest.norm(copies), copies, at_normed)
+    return grad_x
