@@ -250,6 +250,54 @@ def test_closed_form_qkv_gradients_equal_the_per_head_copies(model, config, grap
     torch.testing.assert_close(lean, copies, rtol=1e-7, atol=1e-10 * float(copies.abs().max()))
 
 
+def training_text(batch: Batch, extra: int = 3, seed: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each clean prompt followed right after its last real token by random tokens (an answer and
+    a continuation), right-padded: (ids, mask) as a pair task's ``train_ids``/``train_mask``."""
+    gen = torch.Generator().manual_seed(seed)
+    n, n_pos = batch.clean_ids.shape
+    lengths = batch.attention_mask.sum(1)
+    ids = torch.zeros(n, n_pos + extra, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row in range(n):
+        total = int(lengths[row]) + extra
+        ids[row, :total] = torch.randint(3, 512, (total,), generator=gen)
+        ids[row, : int(lengths[row])] = batch.clean_ids[row, : int(lengths[row])]
+        mask[row, :total] = 1
+    return ids, mask
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        AttributionConfig(method="eap", baseline="corrupted", positions="target"),
+        AttributionConfig(method="eap", baseline="mean", positions="all"),
+        AttributionConfig(method="eap-ig-inputs", baseline="zero", ig_steps=2),
+    ],
+    ids=lambda c: f"{c.method}-{c.baseline}-{c.positions}",
+)
+def test_a_forward_of_the_training_text_scores_the_prompt(model, config):
+    """Read through a text the prompt is a prefix of, the scores are the prompt's own, and the
+    logits are that text's (with their graph), for the training loss."""
+    graph = graph_for(model.info)
+    batch = random_batch(n=4, n_pos=6, seed=6)
+    ids, mask = training_text(batch)
+    plain = batch_edge_scores(model, graph, batch, config).scores
+    shared = batch_edge_scores(
+        model, graph, batch, config, forward_ids=(ids, mask), return_logits=True
+    )
+    assert plain.abs().max() > 0
+    torch.testing.assert_close(
+        shared.scores, plain, rtol=1e-6, atol=1e-9 * float(plain.abs().max())
+    )
+    with torch.no_grad():
+        expected = model.bridge(ids, attention_mask=mask)
+    torch.testing.assert_close(shared.logits.detach(), expected)
+    bad = ids.clone()
+    bad[1, 0] += 1  # no longer starts with its prompt
+    with pytest.raises(ValueError, match="must start with each clean prompt"):
+        batch_edge_scores(model, graph, batch, config, forward_ids=(bad, mask))
+
+
 def test_scores_layout_and_invalid_cells(tiny_llama):
     graph = graph_for(tiny_llama.info)
     result = attribute(tiny_llama, graph, [random_batch()], AttributionConfig())

@@ -143,3 +143,12 @@ def test_a_sweep_of_a_method_that_ignores_n_is_refused(tmp_path, capsys, method)
     err = capsys.readouterr().err
     assert f"--method {method} does not use" in err and "circuit-lora" in err
     assert not list(tmp_path.iterdir())  # no run was created
+
+
+def test_lora_flags_are_refused_for_other_methods(tmp_path, capsys):
+    argv = ["tune", *TINY, "--runs-dir", str(tmp_path), "--lora-rank", "8", "--lora-dropout", "0"]
+    assert main(argv) == 2
+    assert "--lora-dropout, --lora-rank: for --method lora or circuit-lora only" in (
+        capsys.readouterr().err
+    )
+    assert not list(tmp_path.iterdir())

@@ -15,6 +15,7 @@ from circuitviz.tuning import create_run, run_tuning
 from circuitviz.tuning.config import TuneConfig
 from circuitviz.tuning.data import build_tuning_data
 from circuitviz.tuning.discovery import hook_flags, select_edges
+from circuitviz.tuning.loop import Tuner, trainable_only
 from circuitviz.tuning.masks import build_mask_bank
 from circuitviz.tuning.optim import NonFiniteLoss
 
@@ -109,6 +110,30 @@ def test_step_one_circuit_is_what_discovery_reports_on_that_batch(demo_tokenizer
     (_, path), *_ = Run(result.run_dir).checkpoints()
     state = load_resume_state(path.with_name(path.name.replace(".safetensors", ".state.pt")))
     assert state["circuit_nodes"] == expected_nodes.nonzero()[:, 0].tolist()
+
+
+def test_a_discovery_step_shares_its_forward_with_the_training_step(demo_tokenizer_dir, tmp_path):
+    """The step that discovers from the forward of the training text trains exactly like one that
+    runs its own forward: same loss, same updated weights (to rounding), same circuit."""
+    config = dataclasses.replace(SMALL, steps=2, every=1)
+    data = build_tuning_data(fresh_model(demo_tokenizer_dir), TASK, config)
+    tuners = []
+    for shares in (True, False):
+        model = fresh_model(demo_tokenizer_dir)
+        writer = create_run(model, TASK, config, tmp_path / str(shares))
+        tuner = Tuner(model, TASK, config, writer, data)
+        tuner.shares_forward = shares
+        with trainable_only(model, tuner.train_params.values()):
+            losses = [tuner.step(step) for step in (1, 2)]
+        writer.close()
+        tuners.append((tuner, losses))
+    (shared, shared_losses), (separate, separate_losses) = tuners
+    assert shared_losses == pytest.approx(separate_losses, rel=1e-5)
+    assert torch.equal(shared.circuit.nodes, separate.circuit.nodes)
+    for name, param in shared.train_params.items():
+        torch.testing.assert_close(param, separate.train_params[name], rtol=1e-5, atol=1e-6)
+    moved = [name for name in shared.touched if name.endswith("weight")]
+    assert moved  # the steps did train something
 
 
 @pytest.mark.parametrize("method", ["circuit", "full", "random"])

@@ -145,9 +145,3 @@ def test_losses_and_balanced_answers(model):
     at_target = logits[rows, batch.target_pos]
     gap = (at_target[rows, batch.answer_ids] - at_target[rows, batch.wrong_ids]).mean().abs()
     assert float(debias.total) == pytest.approx(plain.lm + 2.0 * float(gap), rel=1e-5)
-
-
-def test_lora_options_are_refused_for_other_methods():
-    with pytest.raises(ValueError, match="--lora-rank, --lora-dropout: for --method lora"):
-        TuneConfig(method="circuit", lora_rank=8, lora_dropout=0.0)
-    assert TuneConfig(method="circuit-lora", lora_rank=8).lora_rank == 8

@@ -25,9 +25,16 @@ For one batch:
    interpolated value while gradients still flow through each node's own computation.
 5. ``attribute`` sums over batches and divides by the number of examples.
 
-The ``mean`` baseline of one batch on its own (``batch_edge_scores`` without ``means``, as each
-circuit-tuning discovery step does) is the mean of step 2's clean activations over the batch's real
-tokens, taken from that forward rather than from one more.
+Two savings for circuit-tuning, whose every discovery step scores one batch:
+
+* the ``mean`` baseline of one batch on its own (``batch_edge_scores`` without ``means``) is the
+  mean of step 2's clean activations over the batch's real tokens, taken from that forward rather
+  than from one more;
+* ``forward_ids``: step 2's forward reads a longer text of which the clean prompt is an exact,
+  right-padded prefix (a pair task's training text: prompt, answer, continuation; an instruction
+  batch's training text is its clean text). A causal model's activations at the prompt's positions
+  are the same, so the capture and the gradients are cut to those positions, and the logits (with
+  their autograd graph, ``return_logits``) are the training step's own: one forward serves both.
 
 The sign convention is ``config.SIGN_CONVENTION``: a score estimates m(edge patched) - m(clean).
 """
@@ -63,7 +70,7 @@ from circuitviz.attribution.hooks import (
     qkv_copies,
     source_hooks,
 )
-from circuitviz.attribution.lean import LeanDest, input_gradient, lean_dests
+from circuitviz.attribution.lean import LeanDest, NormJacobian, input_gradient, lean_dests
 from circuitviz.attribution.scores import EdgeScores
 from circuitviz.graph.topology import Graph
 from circuitviz.tasks.base import METRICS
@@ -118,6 +125,7 @@ class _AttributionPass:
         base: BaselineActivations | None,
         *,
         per_head_copies: bool = False,
+        forward: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         self.model, self.graph, self.batch, self.metric = model, graph, batch, metric
         self.interpolate = METHODS[config.method].interpolate
@@ -128,10 +136,18 @@ class _AttributionPass:
         # q/k/v destinations read without per-head input copies (``lean``), where the family's
         # projection weights are known; the rest (MLPs, logits) read their input hooks.
         self.lean = None if per_head_copies else lean_dests(model, self.dests)
-        self.layer_inputs: dict[int, torch.Tensor] = {}
+        self.layer_inputs: dict[int, NormJacobian] = {}
         self.mask = batch.attention_mask.to(model.device)
         self.ids = batch.clean_ids.to(model.device)
         n_batch, n_pos = self.ids.shape
+        # What the capturing forward reads: the prompt, or a text it is a prefix of
+        # (``forward_ids``); activations and gradients are kept at the prompt's positions only.
+        self.forward = (
+            (self.ids, self.mask)
+            if forward is None
+            else (forward[0].to(model.device), forward[1].to(model.device))
+        )
+        self.n_pos = n_pos
         self.clean_embed: torch.Tensor | None = None
         self.pos_idx = position_index(batch, config.positions, model.device)
         shape = (graph.n_src, n_batch, n_pos, model.info.d_model)
@@ -151,7 +167,7 @@ class _AttributionPass:
     def _root_hook(self, alpha: float, capture: bool = False):
         def hook(x, hook):
             if capture and self.base is None:
-                self.clean_embed = x.detach()
+                self.clean_embed = x.detach()[:, : self.n_pos]
             if alpha != 1.0:
                 x = self.base.embed + alpha * (x - self.base.embed)
             if not x.requires_grad:
@@ -164,7 +180,8 @@ class _AttributionPass:
 
     def _capture_hook(self, spec: SourceHook):
         def hook(x, hook):
-            self.diff[spec.src_slice] = spec.node_major(x.detach())
+            with torch.no_grad():  # MLP groups multiply by weights that may require grad
+                self.diff[spec.src_slice] = spec.node_major(x.detach()[:, : self.n_pos])
             self.fired.mark(spec.hook_name)
 
         return hook
@@ -213,17 +230,18 @@ class _AttributionPass:
     def _lean_hooks(self, dests: list[LeanDest]) -> list:
         """Keep each layer's input; watch each projection output's gradient (``lean``)."""
 
-        def keep(layer: int, name: str):
+        def keep(dest: LeanDest):
             def hook(x, hook):
-                self.layer_inputs[layer] = x.detach()
-                self.fired.mark(name)
+                x = x.detach()[:, : self.n_pos]
+                self.layer_inputs[dest.layer] = NormJacobian(dest.norm, x)
+                self.fired.mark(dest.input_hook)
 
             return hook
 
         def watch(dest: LeanDest):
             def on_grad(grad: torch.Tensor) -> None:
                 x = self.layer_inputs[dest.layer]
-                self._on_grad(dest.spec, input_gradient(dest, x, grad))
+                self._on_grad(dest.spec, input_gradient(dest, x, grad[:, : self.n_pos]))
 
             def hook(x, hook):
                 view = x.view_as(x)
@@ -235,7 +253,7 @@ class _AttributionPass:
 
         hooks = {}
         for dest in dests:
-            hooks.setdefault(dest.input_hook, keep(dest.layer, dest.input_hook))
+            hooks.setdefault(dest.input_hook, keep(dest))
         return list(hooks.items()) + [(dest.output_hook, watch(dest)) for dest in dests]
 
     # -- backward ---------------------------------------------------------------------------------
@@ -243,7 +261,7 @@ class _AttributionPass:
         # One matrix product per destination hook: [n_up, (batch pos d_model)] times
         # [(batch pos d_model), head]. It is the einsum "n_src batch pos d_model, batch pos head
         # d_model -> n_src head" without the einsum's permute-and-copy on every call.
-        grad = select_positions(grad, self.pos_idx, batch_dim=0)
+        grad = select_positions(grad[:, : self.n_pos], self.pos_idx, batch_dim=0)
         if spec.per_head:
             flat = rearrange(grad, "batch pos head d_model -> (batch pos d_model) head")
         else:
@@ -304,7 +322,9 @@ class _AttributionPass:
                 qkv_copies(bridge, self.lean is None),
                 bridge.hooks(fwd_hooks=fwd),
             ):
-                logits = self.model.bridge(self.ids, attention_mask=self.mask)
+                # The capture reads ``forward``; interpolated points read the prompt itself.
+                ids, mask = self.forward if capture else (self.ids, self.mask)
+                logits = bridge(ids, attention_mask=mask)
             self.fired.verify("edge attribution forward")
             if capture:
                 self._finish_diff()
@@ -335,6 +355,7 @@ def batch_edge_scores(
     means: SourceMeans | None = None,
     return_logits: bool = False,
     per_head_copies: bool = False,
+    forward_ids: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> BatchScores:
     """Score every edge of ``graph`` on one batch; the per-step entry point of circuit-tuning.
 
@@ -345,15 +366,27 @@ def batch_edge_scores(
     a training step can compute its loss from them and call ``backward`` without another forward.
     ``per_head_copies``: read the q/k/v gradients from the bridge's per-head input copies instead
     of in closed form (``circuitviz.attribution.lean``); the same scores, slower (for checks).
+    ``forward_ids`` = (ids, mask) of a text each clean prompt is an exact, right-padded prefix of
+    (a pair task's ``train_ids`` and ``train_mask``), read by the clean forward instead of the
+    prompt (module docstring); ValueError when a prompt is not its prefix.
     """
     check_batch(batch, config.metric, config.baseline, custom_metric=metric is not None)
     metric = metric if metric is not None else METRICS[config.metric]
+    if forward_ids is not None:
+        check_prefix(batch.clean_ids, batch.attention_mask, *forward_ids)
     if config.baseline == "mean" and means is None:
         base = None  # the batch's own mean, from the clean forward
     else:
         base = baseline_activations(model, graph, batch, config.baseline, means)
     run = _AttributionPass(
-        model, graph, batch, config, metric, base, per_head_copies=per_head_copies
+        model,
+        graph,
+        batch,
+        config,
+        metric,
+        base,
+        per_head_copies=per_head_copies,
+        forward=forward_ids,
     )
     alphas = config.alphas()
     # The clean forward captures the activation differences; it is also the alpha = 1 point when
@@ -369,6 +402,25 @@ def batch_edge_scores(
         n_examples=int(run.ids.shape[0]),
         logits=logits if return_logits else None,
     )
+
+
+def check_prefix(
+    clean_ids: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor, ids_mask: torch.Tensor
+) -> None:
+    """Raise unless every row's real clean tokens are the first tokens of the same row of ``ids``,
+    right-padded, so the prompt's activations in a forward of ``ids`` are its own."""
+    n_pos = clean_ids.shape[1]
+    if ids.shape[0] != clean_ids.shape[0] or ids.shape[1] < n_pos:
+        raise ValueError(
+            f"forward_ids {tuple(ids.shape)} cannot hold the clean prompts {tuple(clean_ids.shape)}"
+        )
+    real = mask.to(ids.device).bool()
+    same = (ids[:, :n_pos] == clean_ids.to(ids.device)) & ids_mask[:, :n_pos].bool()
+    if not bool((same | ~real).all()) or not bool((real[:, 1:] <= real[:, :-1]).all()):
+        raise ValueError(
+            "forward_ids must start with each clean prompt, right-padded: the prompt's "
+            "activations would not be its own"
+        )
 
 
 def attribute(

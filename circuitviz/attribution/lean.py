@@ -11,10 +11,11 @@ else. The gradient of one copy has a closed form in what an ordinary forward has
 
 with ``dL/dq_h`` the gradient at the projection's output (``attn.q.hook_out``, ``[batch, pos,
 head, d_head]``, before any rotary embedding) and ``J_norm(x)^T`` the vector-Jacobian product of
-the layer's own norm module at ``x`` (``ln1.hook_in``). ``LeanQKV`` computes it for every head at
-once, by autograd through the norm module applied to one broadcast copy per head, so any norm the
-model uses (LayerNorm, RMSNorm) is handled by its own code. It equals the per-head-copy gradient
-to rounding; the finite-difference oracle tests of ``eap`` check the scores it gives.
+the layer's own norm module at ``x`` (``ln1.hook_in``). ``NormJacobian`` computes it for every
+head at once: in closed form for LayerNorm and the Llama-family RMSNorms, from statistics of ``x``
+taken once per layer, and by autograd through the norm module itself for any other norm. It
+equals the per-head-copy gradient to rounding; the finite-difference oracle tests of ``eap`` and a
+test against the copies check the scores it gives.
 """
 
 from __future__ import annotations
@@ -104,15 +105,61 @@ def _projection_weight(model, layer: int, which: str) -> torch.Tensor:
     return cache[(layer, which)]
 
 
-def input_gradient(dest: LeanDest, x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
+class NormJacobian:
+    """The vector-Jacobian product of a norm module at one input ``x`` ``[batch, pos, d_model]``,
+    for cotangents ``[batch, pos, n, d_model]`` (one per head). LayerNorm and the Llama-family
+    RMSNorms in closed form, from statistics of ``x`` computed once; any other norm by autograd
+    through the module itself."""
+
+    def __init__(self, norm: torch.nn.Module, x: torch.Tensor) -> None:
+        self.norm, self.x = norm, x
+        self.kind = _norm_kind(norm)
+        self._stats: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normalised x, 1 / scale), each with a head axis, in float32 at least."""
+        if self._stats is None:
+            x = self.x.to(torch.promote_types(self.x.dtype, torch.float32))
+            if self.kind == "layer":
+                x = x - x.mean(-1, keepdim=True)
+            eps = self.norm.eps if self.kind == "layer" else self.norm.variance_epsilon
+            rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+            self._stats = ((x * rstd).unsqueeze(-2), rstd.unsqueeze(-2))
+        return self._stats
+
+    def vjp(self, cotangent: torch.Tensor) -> torch.Tensor:
+        if self.kind is None:
+            with torch.enable_grad():
+                copies = self.x.unsqueeze(-2).expand_as(cotangent).requires_grad_(True)
+                (grad,) = torch.autograd.grad(self.norm(copies), copies, cotangent)
+            return grad
+        xhat, rstd = self._statistics()
+        weight = self.norm.weight
+        g = cotangent.to(xhat.dtype)
+        if weight is not None:
+            g = g * weight.detach().to(xhat.dtype)
+        centred = g - g.mean(-1, keepdim=True) if self.kind == "layer" else g
+        grad = rstd * (centred - xhat * (g * xhat).mean(-1, keepdim=True))
+        return grad.to(cotangent.dtype)
+
+
+_RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm")
+
+
+def _norm_kind(norm: torch.nn.Module) -> str | None:
+    if isinstance(norm, torch.nn.LayerNorm) and len(norm.normalized_shape) == 1:
+        return "layer"
+    if type(norm).__name__ in _RMS_NORMS and hasattr(norm, "variance_epsilon"):
+        return "rms"
+    return None
+
+
+def input_gradient(dest: LeanDest, x: NormJacobian, grad_out: torch.Tensor) -> torch.Tensor:
     """The gradient at each head's own copy of its input ``[batch, pos, head, d_model]``, from the
-    layer's input ``x`` ``[batch, pos, d_model]`` and the gradient at the projection's output
+    norm's Jacobian at the layer's input ``x`` and the gradient at the projection's output
     ``grad_out`` ``[batch, pos, head, d_head]``."""
     weight = dest.weight.detach().to(grad_out.dtype)
     at_normed = einsum(
         grad_out, weight, "batch pos head e, head e d_model -> batch pos head d_model"
     )
-    with torch.enable_grad():
-        copies = x.detach().unsqueeze(-2).expand_as(at_normed).requires_grad_(True)
-        (grad_x,) = torch.autograd.grad(dest.norm(copies), copies, at_normed)
-    return grad_x
+    return x.vjp(at_normed)

@@ -197,6 +197,14 @@ def build_config(args: argparse.Namespace, task: str, *, top_n: int | None = Non
         given["selection"] = "threshold"
     if "epochs" in given and "steps" not in given:
         given["steps"] = None
+    lora = sorted(key for key in given if key.startswith("lora_"))
+    method = given.get("method", "circuit")
+    if lora and method not in ("lora", "circuit-lora"):
+        flags = ", ".join(f"--{key.replace('_', '-')}" for key in lora)
+        raise UserError(
+            f"{flags}: for --method lora or circuit-lora only, not {method!r}; leave "
+            f"{'it' if len(lora) == 1 else 'them'} out or change the method"
+        )
     try:
         return build(TuneConfig, TuneConfig(), *layers, given)
     except ValueError as exc:

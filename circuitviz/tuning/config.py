@@ -11,7 +11,7 @@ recorded verbatim in each run's ``config``; this module imports no torch.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from circuitviz.attribution.config import AttributionConfig
@@ -225,17 +225,6 @@ class TuneConfig:
                 f"TuneConfig: give exactly one of steps and epochs, got steps={self.steps}, "
                 f"epochs={self.epochs}"
             )
-        if self.method not in ("lora", "circuit-lora"):
-            changed = [
-                f"--{f.name.replace('_', '-')}"
-                for f in fields(self)
-                if f.name.startswith("lora_") and getattr(self, f.name) != f.default
-            ]
-            if changed:
-                raise ValueError(
-                    f"{', '.join(changed)}: for --method lora or circuit-lora only, not "
-                    f"{self.method!r}; leave it out or change the method"
-                )
         if self.circuit_forward and self.method not in ("circuit", "random"):
             raise ValueError(
                 "TuneConfig.circuit_forward needs a circuit of the model's own weights: method "

@@ -60,6 +60,26 @@ def score_edges(model, graph: Graph, batch, config: TuneConfig) -> EdgeScores:
         return eap.attribute(model, graph, [batch], config.attribution)
 
 
+def score_edges_on_training_text(
+    model, graph: Graph, batch, ids: torch.Tensor, config: TuneConfig
+) -> tuple[EdgeScores, torch.Tensor]:
+    """``score_edges`` whose clean forward reads the step's training text ``ids`` (the prompt is
+    its prefix, so the scores are the prompt's): the scores, and that forward's logits with their
+    autograd graph through every parameter that requires grad, for the training loss. Saves the
+    training step's own forward on every discovery step."""
+    with hook_flags(model.bridge, True):
+        result = eap.batch_edge_scores(
+            model,
+            graph,
+            batch,
+            config.attribution,
+            forward_ids=(ids, batch.train_mask),
+            return_logits=True,
+        )
+    scores = eap.mean_edge_scores(result.scores, result.n_examples, graph, config.attribution)
+    return scores, result.logits
+
+
 def select_edges(scores: EdgeScores, n: int, config: TuneConfig) -> torch.Tensor:
     """Boolean ``[n_src, n_dst]``: the selected edges among ``scores`` (never an invalid edge)."""
     return select_mask(scores, n, config)

@@ -8,9 +8,11 @@ For optimizer steps t = 1..T (T = steps, or epochs x batches per epoch):
    schedule), or draw a random subgraph of N edges (``random``); ``full`` trains everything.
    Forced nodes (layer-0 q/k/v, random activation) join the circuit.
 3. One forward of the training text with the hook flags off (the model is never ablated unless
-   ``circuit_forward``), the loss, one backward reaching only the circuit's tensors
-   (``requires_grad`` is off elsewhere), optional clipping, and a masked optimizer step that
-   leaves every entry outside the circuit bit-identical (``optim``).
+   ``circuit_forward``), the loss, one backward reaching only the circuit's tensors, optional
+   clipping, and a masked optimizer step that leaves every entry outside the circuit
+   bit-identical (``optim``). On a discovery step of ``circuit`` the attribution's clean forward
+   reads the training text (the prompt is its prefix) and its logits give the loss: one forward
+   serves both (``discovery.score_edges_on_training_text``).
 4. Record the step; every E steps evaluate (dev accuracy, logit difference, held-out LM loss),
    every S steps snapshot the circuit on a fixed probe batch and the per-head weight changes,
    every C steps save a checkpoint (weights of the tunable tensors, optimizer state, the current
@@ -47,6 +49,7 @@ from circuitviz.tuning.discovery import (
     random_edges,
     random_extra_nodes,
     score_edges,
+    score_edges_on_training_text,
     select_edges,
 )
 from circuitviz.tuning.loss import training_ids, training_loss
@@ -219,9 +222,8 @@ class Tuner:
         batch = self.data.batch_for_step(step, self.config.seed)
         ids = training_ids(batch, self.config, step)
         discovered = is_discovery_step(step, self.config)
-        if discovered:
-            self._discover(batch, step)
-        loss = self._train(batch, ids, step)
+        logits = self._discover(batch, ids, step) if discovered else None
+        loss = self._train(batch, ids, step, logits)
         self.writer.log_step(
             step,
             loss=loss,
@@ -237,16 +239,32 @@ class Tuner:
         )
         return loss
 
-    def _discover(self, batch, step: int) -> None:
+    # Whether a discovery step's attribution forward also gives the training loss (``_discover``);
+    # never for a circuit-only forward (that one is ablated) nor for LoRA (its training pass
+    # swaps the weights the forward must see).
+    shares_forward = True
+
+    def _discover(self, batch, ids, step: int) -> torch.Tensor | None:
+        """Choose this step's circuit; returns the training logits when the attribution's forward
+        made them (``shares_forward``), else None."""
         n = top_n_at(step, self.config)
+        logits = None
         if self.config.method == "random":
             edges = random_edges(self.graph, n, seed=self.config.seed, step=step)
+        elif self.shares_forward and not self.config.circuit_forward:
+            for param in self.train_params.values():
+                param.requires_grad_(True)
+            scores, logits = score_edges_on_training_text(
+                self.model, self.graph, batch, ids, self.config
+            )
+            edges = select_edges(scores, n, self.config)
         else:
             scores = score_edges(self.model, self.graph, batch, self.config)
             edges = select_edges(scores, n, self.config)
         if self.extra is None:
             self.extra = random_extra_nodes(self.bank, self.bank.nodes_of_edges(edges), self.config)
         self._set_circuit(circuit_from_edges(edges, self.bank, self.forced | self.extra, n))
+        return logits
 
     def _set_circuit(self, circuit: StepCircuit, *, whole: bool = False) -> None:
         """Train ``circuit`` from now on; ``whole``: every trainable tensor entirely (full
@@ -260,18 +278,14 @@ class Tuner:
             self.masks = self.bank.masks(circuit.nodes, device=self.model.device)
             self.counts = self.bank.count(circuit.nodes)
 
-    def _train(self, batch, ids, step: int) -> float:
-        """Loss, one backward reaching only the circuit's tensors, clipping, masked update."""
+    def _train(self, batch, ids, step: int, logits: torch.Tensor | None = None) -> float:
+        """Loss, one backward reaching only the circuit's tensors, clipping, masked update.
+        ``logits``: the training text's, from the discovery forward (else a forward here)."""
         self.optimizer.zero_grad()
-        for name, param in self.train_params.items():
-            param.requires_grad_(name in self.masks)
-        if self.config.circuit_forward:
-            logits = run_circuit_forward(
-                self.model, self.graph, self.circuit.edge_mask, ids, batch.train_mask
-            )
-        else:
-            with hook_flags(self.model.bridge, False):
-                logits = self.model.bridge(ids)  # [batch, pos_t, d_vocab]
+        if logits is None:
+            for name, param in self.train_params.items():
+                param.requires_grad_(name in self.masks)
+            logits = self._forward(batch, ids)
         parts = training_loss(logits, ids, batch, self.config)
         check_finite(float(parts.total.detach()), "the training loss", step)
         trainable = [self.train_params[name] for name in self.masks]
@@ -284,6 +298,15 @@ class Tuner:
         self.optimizer.step(self.masks, lr_at(step, self.config))
         self.touched.update(self.masks)
         return float(parts.total.detach())
+
+    def _forward(self, batch, ids) -> torch.Tensor:
+        """Logits ``[batch, pos_t, d_vocab]`` of the training text."""
+        if self.config.circuit_forward:
+            return run_circuit_forward(
+                self.model, self.graph, self.circuit.edge_mask, ids, batch.train_mask
+            )
+        with hook_flags(self.model.bridge, False):
+            return self.model.bridge(ids)
 
     def _periodic(self, step: int) -> None:
         if is_every(step, self.config.eval_every, self.total):

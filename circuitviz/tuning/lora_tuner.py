@@ -26,6 +26,8 @@ from circuitviz.tuning.lora import A_SUFFIX, AdapterSet
 class LoraTuner(Tuner):
     """``Tuner`` training low-rank adapters (see the module docstring)."""
 
+    shares_forward = False  # the training pass swaps the weights the forward must see
+
     def _trainable_params(self) -> dict[str, torch.nn.Parameter]:
         self.adapters = AdapterSet(
             self.model, self.bank, self.config, per_unit=self.config.method == "circuit-lora"
@@ -38,7 +40,8 @@ class LoraTuner(Tuner):
         self.masks = self.adapters.masks(units)
         self.counts = self.adapters.count(self.masks)
 
-    def _train(self, batch, ids, step: int) -> float:
+    def _train(self, batch, ids, step: int, logits=None) -> float:
+        # ``shares_forward`` is off: the logits are always made here, inside the training pass.
         with self.adapters.training_pass(self.masks, seed=self.config.seed * 1_000_003 + step):
             return super()._train(batch, ids, step)
 
