@@ -37,7 +37,7 @@ from pathlib import Path
 # the circuit re-discovered every K steps).
 VARIANTS = (
     ("circuit", ("--method", "circuit")),
-    ("circuit, G=8, N=300", ("--method", "circuit", "--mlp-groups", "8", "--top-n", "300")),
+    ("circuit-g8-n300", ("--method", "circuit", "--mlp-groups", "8", "--top-n", "300")),
     ("full", ("--method", "full")),
     ("lora", ("--method", "lora")),
     ("circuit-lora", ("--method", "circuit-lora")),

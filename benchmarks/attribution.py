@@ -5,10 +5,12 @@
 
 For each model, on one batch of random token ids (default 16 x 32; the corrupted prompt differs in
 one position), the three measurements are interleaved in every repeat, after one warm-up round,
-and the medians reported:
+and the medians reported. On the CPU the time is this process's CPU time (all its threads: the
+work done, which stays meaningful on a machine shared with other jobs); on CUDA, wall time.
 
-* ``fwd_bwd``: the bridge as loaded (hook flags on), next-token loss, ``backward`` into the
-  parameters: one ordinary training step without the optimizer;
+* ``fwd_bwd``: the bridge with its attribution hook flags off (as a training step runs it),
+  next-token loss, ``backward`` into the parameters: one ordinary training step without the
+  optimizer;
 * ``eap``: ``batch_edge_scores`` with EAP (corrupted baseline, every position, logit difference);
 * ``eap_ig5``: the same with EAP-IG over inputs, 5 steps.
 
@@ -36,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from circuitviz.attribution import AttributionConfig, batch_edge_scores  # noqa: E402
 from circuitviz.graph.topology import graph_for  # noqa: E402
 from circuitviz.models import load_model  # noqa: E402
+from circuitviz.tuning.discovery import hook_flags  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ def random_batch(d_vocab: int, n_batch: int, n_pos: int, device) -> Batch:
 
 
 def fwd_bwd(model, batch: Batch) -> None:
-    logits = model.bridge(batch.clean_ids, attention_mask=batch.attention_mask)
+    with hook_flags(model.bridge, False):
+        logits = model.bridge(batch.clean_ids, attention_mask=batch.attention_mask)
     loss = torch.nn.functional.cross_entropy(
         logits[:, :-1].flatten(0, 1).float(), batch.clean_ids[:, 1:].flatten()
     )
@@ -114,12 +118,13 @@ def bench_model(spec: str, args) -> dict:
     times: dict[str, list[float]] = {name: [] for name in runs}
     for repeat in range(args.repeats + 1):  # round 0 warms up
         for name, fn in runs.items():
+            clock = time.perf_counter if model.device.type == "cuda" else time.process_time
             _sync(model.device)
-            start = time.perf_counter()
+            start = clock()
             fn()
             _sync(model.device)
             if repeat:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
     ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
     memory = {name: round(peak_memory_mb(fn, model.device), 1) for name, fn in runs.items()}
     return {
@@ -144,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default=None, help="default: CUDA when present, else CPU")
     parser.add_argument("--json", action="store_true", help="print JSON only")
+    # One thread by default, as in tuning.py: on a small shared machine a multi-threaded torch
+    # spins on descheduled OpenMP threads, which swamps CPU-time ratios.
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     results = []
     for spec in [s.strip() for s in args.models.split(",") if s.strip()]:
         try:
