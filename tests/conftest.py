@@ -1,8 +1,5 @@
 import os
 
-import pytest
-import torch
-
 # Tests never reach a model hub; a hub id must fail fast and clearly instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -11,6 +8,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # to 20x slower. Set before torch is imported, so its thread pools start at that size.
 for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,9 @@ EAP must equal its finite-difference derivative; EAP-IG must be closer than EAP 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
+from support.batches import Batch, random_batch
 
 from circuitviz.attribution import (
     AttributionConfig,
@@ -21,65 +20,6 @@ from circuitviz.attribution import (
 from circuitviz.attribution.activations import run_and_capture, source_means
 from circuitviz.attribution.hooks import ROOT_HOOK
 from circuitviz.graph.topology import graph_for
-
-
-@dataclass(frozen=True)
-class Batch:
-    """The TaskBatch fields attribution reads, built from random ids (no tokenizer involved)."""
-
-    clean_ids: torch.Tensor
-    corrupt_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    target_pos: torch.Tensor
-    answer_ids: torch.Tensor
-    wrong_ids: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.clean_ids.shape[0]
-
-    def rows(self, idx) -> Batch:
-        return Batch(**{k: v[idx] for k, v in self.__dict__.items()})
-
-    def padded(self, extra: int, pad_id: int = 0) -> Batch:
-        """The same batch with ``extra`` more padding columns on the right."""
-        n = self.clean_ids.shape[0]
-        pad = torch.full((n, extra), pad_id)
-        return Batch(
-            clean_ids=torch.cat([self.clean_ids, pad], 1),
-            corrupt_ids=torch.cat([self.corrupt_ids, pad], 1),
-            attention_mask=torch.cat([self.attention_mask, torch.zeros(n, extra).long()], 1),
-            target_pos=self.target_pos,
-            answer_ids=self.answer_ids,
-            wrong_ids=self.wrong_ids,
-        )
-
-
-def random_batch(n: int = 4, n_pos: int = 6, vocab: int = 512, seed: int = 0) -> Batch:
-    """Rows of different lengths (right-padded); the corrupted prompt differs in one position."""
-    gen = torch.Generator().manual_seed(seed)
-    clean = torch.randint(3, vocab, (n, n_pos), generator=gen)
-    corrupt = clean.clone()
-    corrupt[:, 1] = torch.randint(3, vocab, (n,), generator=gen)
-    lengths = torch.randint(3, n_pos + 1, (n,), generator=gen)
-    lengths[0] = n_pos
-    mask = (torch.arange(n_pos)[None, :] < lengths[:, None]).long()
-    return Batch(
-        clean_ids=clean * mask,
-        corrupt_ids=corrupt * mask,
-        attention_mask=mask,
-        target_pos=lengths - 1,
-        answer_ids=torch.randint(3, vocab, (n,), generator=gen),
-        wrong_ids=torch.randint(3, vocab, (n,), generator=gen),
-    )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models run many small ops; on a shared 2-core machine one thread is much faster.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(params=["gpt2", "llama"])

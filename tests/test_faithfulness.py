@@ -7,10 +7,9 @@ the CPR/CMD areas follow their definitions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
+from support.batches import random_batch as shared_random_batch
 
 from circuitviz.attribution import (
     AttributionConfig,
@@ -29,39 +28,8 @@ from circuitviz.graph.topology import graph_for
 from circuitviz.tasks.base import logit_diff
 
 
-@dataclass(frozen=True)
-class Batch:
-    clean_ids: torch.Tensor
-    corrupt_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    target_pos: torch.Tensor
-    answer_ids: torch.Tensor
-    wrong_ids: torch.Tensor
-
-
-def random_batch(n: int = 5, n_pos: int = 7, vocab: int = 512, seed: int = 0) -> Batch:
-    gen = torch.Generator().manual_seed(seed)
-    clean = torch.randint(3, vocab, (n, n_pos), generator=gen)
-    corrupt = clean.clone()
-    corrupt[:, 2] = torch.randint(3, vocab, (n,), generator=gen)
-    lengths = torch.randint(4, n_pos + 1, (n,), generator=gen)
-    mask = (torch.arange(n_pos)[None, :] < lengths[:, None]).long()
-    return Batch(
-        clean_ids=clean * mask,
-        corrupt_ids=corrupt * mask,
-        attention_mask=mask,
-        target_pos=lengths - 1,
-        answer_ids=torch.randint(3, vocab, (n,), generator=gen),
-        wrong_ids=torch.randint(3, vocab, (n,), generator=gen),
-    )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def random_batch(n: int = 5, seed: int = 0):
+    return shared_random_batch(n, 7, seed=seed, corrupt_at=2, min_len=4, full_first=False)
 
 
 @pytest.fixture(params=["gpt2", "llama"])

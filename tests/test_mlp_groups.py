@@ -4,10 +4,9 @@ perturbation, and the mask bank and masked optimizer at group granularity."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
+from support.batches import random_batch
 
 from circuitviz.attribution import (
     AttributionConfig,
@@ -28,42 +27,6 @@ from circuitviz.tuning.masks import build_mask_bank
 from circuitviz.tuning.optim import MaskedOptimizer
 
 G = 4
-
-
-@dataclass(frozen=True)
-class Batch:
-    clean_ids: torch.Tensor
-    corrupt_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    target_pos: torch.Tensor
-    answer_ids: torch.Tensor
-    wrong_ids: torch.Tensor
-
-
-def random_batch(n: int = 4, n_pos: int = 6, vocab: int = 512, seed: int = 0) -> Batch:
-    gen = torch.Generator().manual_seed(seed)
-    clean = torch.randint(3, vocab, (n, n_pos), generator=gen)
-    corrupt = clean.clone()
-    corrupt[:, 1] = torch.randint(3, vocab, (n,), generator=gen)
-    lengths = torch.randint(3, n_pos + 1, (n,), generator=gen)
-    lengths[0] = n_pos
-    mask = (torch.arange(n_pos)[None, :] < lengths[:, None]).long()
-    return Batch(
-        clean_ids=clean * mask,
-        corrupt_ids=corrupt * mask,
-        attention_mask=mask,
-        target_pos=lengths - 1,
-        answer_ids=torch.randint(3, vocab, (n,), generator=gen),
-        wrong_ids=torch.randint(3, vocab, (n,), generator=gen),
-    )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(params=["gpt2", "llama"])

@@ -41,14 +41,6 @@ def sft_batch(n: int = 4, n_pos: int = 8, vocab: int = 512, seed: int = 0) -> SF
     )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(params=["gpt2", "llama"])
 def model(request, tiny_gpt2):
     return tiny_gpt2 if request.param == "gpt2" else request.getfixturevalue("float64_llama")

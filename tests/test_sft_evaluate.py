@@ -12,14 +12,6 @@ from circuitviz.tasks.generate import greedy_generate
 from circuitviz.tasks.sft_evaluate import NoUsableExamples, SFTEvalConfig, evaluate_sft
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(params=["tiny_gpt2", "float64_llama"])
 def model(request):
     # float64_llama keeps RMSNorm and the bridge's softmax in float64, as the plain model's sdpa is.
