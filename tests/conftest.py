@@ -51,3 +51,17 @@ def float64_llama(tiny_llama, monkeypatch):
     monkeypatch.setattr(bridge_cls, "_masked_softmax", masked_softmax)
     monkeypatch.setattr(LlamaRMSNorm, "forward", rms_norm)
     return tiny_llama
+
+
+@pytest.fixture(scope="module")
+def demo_tokenizer_dir(tmp_path_factory):
+    """Random models borrow the demo tokenizer (task words must be in the vocabulary): built into a
+    temporary directory that ``CIRCUITVIZ_DEMO_MODEL`` points at for the module, so these tests
+    never depend on the trained demo model."""
+    from circuitviz.demo.tokenizer import build_demo_tokenizer
+
+    directory = tmp_path_factory.mktemp("demo-tokenizer")
+    build_demo_tokenizer().save_pretrained(directory)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CIRCUITVIZ_DEMO_MODEL", str(directory))
+        yield directory

@@ -1,7 +1,6 @@
 """``circuitviz tune``, ``sweep`` and ``rescore`` through the real command line entry point."""
 
 import json
-import os
 
 import pytest
 
@@ -36,18 +35,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module", autouse=True)
-def demo_tokenizer(tmp_path_factory):
-    from circuitviz.demo.tokenizer import build_demo_tokenizer
-
-    directory = tmp_path_factory.mktemp("demo-tokenizer")
-    build_demo_tokenizer().save_pretrained(directory)
-    old = os.environ.get("CIRCUITVIZ_DEMO_MODEL")
-    os.environ["CIRCUITVIZ_DEMO_MODEL"] = str(directory)
-    yield
-    if old is None:
-        del os.environ["CIRCUITVIZ_DEMO_MODEL"]
-    else:
-        os.environ["CIRCUITVIZ_DEMO_MODEL"] = old
+def _demo_tokenizer(demo_tokenizer_dir):
+    return demo_tokenizer_dir
 
 
 def _json_out(capsys) -> dict:

@@ -1,7 +1,6 @@
 """The tuning loop end to end on a tiny random GPT-2: records, step-1 circuit, resume, bad input."""
 
 import dataclasses
-import os
 
 import pytest
 import torch
@@ -33,23 +32,6 @@ SMALL = TuneConfig(
     checkpoint_every=4,
     lr=0.05,
 )
-
-
-@pytest.fixture(scope="module")
-def demo_tokenizer_dir(tmp_path_factory):
-    """Random models borrow the demo tokenizer (task words must be in the vocabulary); build it
-    into a temporary directory so these tests never depend on the trained demo model."""
-    from circuitviz.demo.tokenizer import build_demo_tokenizer
-
-    directory = tmp_path_factory.mktemp("demo-tokenizer")
-    build_demo_tokenizer().save_pretrained(directory)
-    old = os.environ.get("CIRCUITVIZ_DEMO_MODEL")
-    os.environ["CIRCUITVIZ_DEMO_MODEL"] = str(directory)
-    yield directory
-    if old is None:
-        del os.environ["CIRCUITVIZ_DEMO_MODEL"]
-    else:
-        os.environ["CIRCUITVIZ_DEMO_MODEL"] = old
 
 
 def fresh_model(demo_tokenizer_dir):

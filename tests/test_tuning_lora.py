@@ -275,30 +275,12 @@ SMALL = TuneConfig(
 )
 
 
-@pytest.fixture(scope="module")
-def demo_tokenizer(tmp_path_factory):
-    """Random models borrow the demo tokenizer (see test_tuning_loop)."""
-    import os
-
-    from circuitviz.demo.tokenizer import build_demo_tokenizer
-
-    directory = tmp_path_factory.mktemp("demo-tokenizer")
-    build_demo_tokenizer().save_pretrained(directory)
-    old = os.environ.get("CIRCUITVIZ_DEMO_MODEL")
-    os.environ["CIRCUITVIZ_DEMO_MODEL"] = str(directory)
-    yield directory
-    if old is None:
-        del os.environ["CIRCUITVIZ_DEMO_MODEL"]
-    else:
-        os.environ["CIRCUITVIZ_DEMO_MODEL"] = old
-
-
 def _fresh(spec="random:gpt2-tiny"):
     return load_model(spec, device="cpu", seed=5)
 
 
 @pytest.mark.parametrize("method", ["lora", "circuit-lora"])
-def test_a_run_records_adapters_and_loads_back_as_a_run_model(demo_tokenizer, tmp_path, method):
+def test_a_run_records_adapters_and_loads_back_as_a_run_model(demo_tokenizer_dir, tmp_path, method):
     config = dataclasses.replace(SMALL, method=method, lora_dropout=0.1)
     model = _fresh()
     embed = model.bridge.transformer.wte.weight.detach().clone()
@@ -330,7 +312,7 @@ def test_a_run_records_adapters_and_loads_back_as_a_run_model(demo_tokenizer, tm
 
 
 @pytest.mark.parametrize("method", ["lora", "circuit-lora"])
-def test_resume_after_a_crash_ends_bit_identical(demo_tokenizer, tmp_path, method):
+def test_resume_after_a_crash_ends_bit_identical(demo_tokenizer_dir, tmp_path, method):
     config = dataclasses.replace(SMALL, method=method, lora_dropout=0.1)
     reference_model = _fresh()
     writer = create_run(reference_model, TASK, config, tmp_path / "a")
@@ -374,7 +356,7 @@ def test_bad_lora_options_name_the_field():
         AdapterSet(model, bank, TuneConfig(lora_targets="gate"), per_unit=False)
 
 
-def test_rescoring_applies_each_checkpoint_onto_the_untouched_weights(demo_tokenizer, tmp_path):
+def test_rescoring_applies_each_checkpoint_onto_the_untouched_weights(demo_tokenizer_dir, tmp_path):
     """Rescoring walks a LoRA run's checkpoints in order; each one's factors must be merged onto
     the base weights, not onto the previous checkpoint's merged ones."""
     from circuitviz.tuning.rescore import rescore_run
