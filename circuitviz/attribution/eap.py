@@ -232,7 +232,9 @@ class _AttributionPass:
 
         def keep(dest: LeanDest):
             def hook(x, hook):
-                x = x.detach()[:, : self.n_pos]
+                # Only the scored positions' gradients are ever used: the norm's Jacobian is
+                # taken there alone.
+                x = select_positions(x.detach()[:, : self.n_pos], self.pos_idx, batch_dim=0)
                 self.layer_inputs[dest.layer] = NormJacobian(dest.norm, x)
                 self.fired.mark(dest.input_hook)
 
@@ -241,7 +243,8 @@ class _AttributionPass:
         def watch(dest: LeanDest):
             def on_grad(grad: torch.Tensor) -> None:
                 x = self.layer_inputs[dest.layer]
-                self._on_grad(dest.spec, input_gradient(dest, x, grad[:, : self.n_pos]))
+                grad = select_positions(grad[:, : self.n_pos], self.pos_idx, batch_dim=0)
+                self._on_grad(dest.spec, input_gradient(dest, x, grad), selected=True)
 
             def hook(x, hook):
                 view = x.view_as(x)
@@ -257,11 +260,13 @@ class _AttributionPass:
         return list(hooks.items()) + [(dest.output_hook, watch(dest)) for dest in dests]
 
     # -- backward ---------------------------------------------------------------------------------
-    def _on_grad(self, spec: DestHook, grad: torch.Tensor) -> None:
+    def _on_grad(self, spec: DestHook, grad: torch.Tensor, selected: bool = False) -> None:
         # One matrix product per destination hook: [n_up, (batch pos d_model)] times
         # [(batch pos d_model), head]. It is the einsum "n_src batch pos d_model, batch pos head
         # d_model -> n_src head" without the einsum's permute-and-copy on every call.
-        grad = select_positions(grad[:, : self.n_pos], self.pos_idx, batch_dim=0)
+        # ``selected``: the gradient is already cut to the scored positions.
+        if not selected:
+            grad = select_positions(grad[:, : self.n_pos], self.pos_idx, batch_dim=0)
         if spec.per_head:
             flat = rearrange(grad, "batch pos head d_model -> (batch pos d_model) head")
         else:
