@@ -141,3 +141,15 @@ def test_lora_flags_are_refused_for_other_methods(tmp_path, capsys):
         capsys.readouterr().err
     )
     assert not list(tmp_path.iterdir())
+
+
+def test_the_text_report_shows_a_missing_figure_as_a_dash(capsys):
+    """An instruction run without reference answers has no accuracy: None, not a crash."""
+    import argparse
+
+    from circuitviz.cli.tune import _report
+
+    args = argparse.Namespace(json=False)
+    assert _report(args, "r", "d", {"final_accuracy": None, "final_lm_loss": 3.25}) == 0
+    out = capsys.readouterr().out
+    assert "final_accuracy       -" in out and "final_lm_loss        3.25" in out

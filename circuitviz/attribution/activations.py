@@ -80,7 +80,7 @@ def source_means(model, graph: Graph, batches: Iterable) -> SourceMeans:
     for batch in batches:
         mask = batch.attention_mask.to(model.device)
         sources, embed, _ = run_and_capture(model, graph, batch.clean_ids.to(model.device), mask)
-        sums, embed_sums = _token_sums(sources, embed, mask)
+        sums, embed_sums = token_sums(sources, embed, mask)
         total += sums
         embed_total += embed_sums
         n_tokens += int(mask.sum())
@@ -90,11 +90,12 @@ def source_means(model, graph: Graph, batches: Iterable) -> SourceMeans:
 def mean_activations(sources: torch.Tensor, embed: torch.Tensor, mask: torch.Tensor) -> SourceMeans:
     """``source_means`` of one batch from activations already captured: ``sources`` ``[n_src,
     batch, pos, d_model]`` and ``embed`` ``[batch, pos, d_model]`` over the real tokens of ``mask``."""
-    sums, embed_sums = _token_sums(sources, embed, mask)
+    sums, embed_sums = token_sums(sources, embed, mask)
     return _means(sums, embed_sums, int(mask.sum()), sources.dtype)
 
 
-def _token_sums(sources: torch.Tensor, embed: torch.Tensor, mask: torch.Tensor):
+def token_sums(sources: torch.Tensor, embed: torch.Tensor, mask: torch.Tensor):
+    """float64 sums over the real tokens of ``mask``: (``[n_src, d_model]``, ``[d_model]``)."""
     weights = mask.to(torch.float64)
     sums = einsum(
         sources.to(torch.float64), weights, "n_src batch pos d_model, batch pos -> n_src d_model"

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to start worker processes with
     if not args.verbose:
         # transformers and datasets draw a progress bar for every weight file they read; a command's
         # own output (and a one-line error) should not drown in them. -v (or the variable) keeps them.

@@ -4,6 +4,7 @@ baselines, the intrinsic-dimension sweep over N, and re-scoring a run's checkpoi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,15 @@ def register(subparsers) -> None:
     tune.add_argument("--task", help=_task_help())
     tune.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     tune.add_argument("--run-id", help="name the run (default <task>-<method>-<time>-<hex>)")
+    tune.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="data-parallel over N processes (torch.distributed: gloo on the CPU, nccl on GPUs; "
+        "each takes 1/N of every batch, results equal one process's). Also: torchrun "
+        "--nproc-per-node N -m circuitviz tune ...",
+    )
     _add_tune_args(tune, sweep=False)
     tune.set_defaults(func=tune_command)
 
@@ -253,6 +263,17 @@ def _engine_errors():
 
 
 def tune_command(args: argparse.Namespace) -> int:
+    from circuitviz.tuning import distributed
+
+    if args.nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc > 1 and distributed.world_size() == 1:
+        return _launch(args)
+    if distributed.world_size() > 1:
+        distributed.init(args.device or "cpu")
+        if distributed.rank() != 0:  # rank 0 reports; the others only compute
+            args.no_progress = True
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of this worker)
     if args.resume:
         return _resume(args)
     if not args.task:
@@ -264,7 +285,7 @@ def tune_command(args: argparse.Namespace) -> int:
             check_run_id(args.run_id)
         except ValueError as exc:
             raise UserError(str(exc).replace("run_id", "--run-id", 1)) from exc
-        if (_root(args) / args.run_id).exists():
+        if distributed.rank() == 0 and (_root(args) / args.run_id).exists():
             raise UserError(
                 f"--run-id {args.run_id}: a run with this id already exists under {_root(args)}; "
                 f"choose another id, or continue it with --resume {args.run_id}"
@@ -276,12 +297,87 @@ def tune_command(args: argparse.Namespace) -> int:
     model = load_model_from_args(args)
     try:
         data = build_tuning_data(model, args.task, config)
-        writer = create_run(model, args.task, config, _root(args), run_id=args.run_id)
     except _engine_errors() as exc:
         raise UserError(str(exc)) from exc
+    writer = _open_on_every_rank(
+        lambda: create_run(model, args.task, config, _root(args), run_id=args.run_id),
+        lambda: _root(args) / args.run_id,
+    )
     _announce(args, writer.run_id, writer.dir)
     update, close = _progress_bar(args, data.total_steps(config))
     return _run_to_end(args, model, args.task, config, writer, data, update, close)
+
+
+def _open_on_every_rank(open_writer, run_dir):
+    """``open_writer()`` (a RunWriter) in one process. In a data-parallel run rank 0 calls it and
+    tells the others how it went; they then open the run to read (``FollowerWriter``), or raise
+    rank 0's error."""
+    import torch.distributed as dist
+
+    from circuitviz.tuning.distributed import FollowerWriter
+
+    if not dist.is_initialized():
+        try:
+            return open_writer()
+        except _engine_errors() as exc:
+            raise UserError(str(exc)) from exc
+    outcome: list = [None]
+    writer = None
+    if dist.get_rank() == 0:
+        try:
+            writer = open_writer()
+        except _engine_errors() as exc:
+            outcome[0] = str(exc)
+    dist.broadcast_object_list(outcome, src=0)
+    if outcome[0] is not None:
+        raise UserError(outcome[0])
+    return writer if writer is not None else FollowerWriter.open(run_dir())
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """``tune --nproc N``: check the options here, then start N workers through torch's launcher
+    (``torch.distributed.run``), each running this same command without ``--nproc`` on the same
+    run id, with 1/N of the CPUs' threads. Returns the launcher's exit code."""
+    import subprocess
+
+    from circuitviz.runs.fields import new_run_id, task_slug
+    from circuitviz.threads import thread_env
+    from circuitviz.tuning import distributed
+
+    argv = _without_flag(args.argv, "--nproc")
+    if not args.resume:
+        if not args.task:
+            raise UserError("--task is required (or --resume RUN to continue a run)")
+        config = build_config(args, args.task)
+        try:
+            distributed.check_config(config, args.nproc)
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+        if args.run_id is None:
+            argv += ["--run-id", new_run_id(task_slug(args.task), config.method)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={args.nproc}",
+        "-m",
+        "circuitviz",
+        *argv,
+    ]
+    return subprocess.run(command, env=thread_env(args.nproc), check=False).returncode
+
+
+def _without_flag(argv: list[str], flag: str) -> list[str]:
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == flag:
+            skip = True
+        elif not item.startswith(flag + "="):
+            out.append(item)
+    return out
 
 
 def _run_to_end(args, model, task, config, writer, data, update, close) -> int:
@@ -326,9 +422,9 @@ def _resume(args: argparse.Namespace) -> int:
     try:
         model = load_model(run.model_spec, device=args.device, dtype=dtype, runs_dir=args.runs_dir)
         data = build_tuning_data(model, run.task, config)
-        writer = RunWriter.resume(run.dir)
     except (ModelLoadError, *_engine_errors()) as exc:
         raise UserError(str(exc)) from exc
+    writer = _open_on_every_rank(lambda: RunWriter.resume(run.dir), lambda: run.dir)
     _announce(args, run.id, run.dir)
     update, close = _progress_bar(args, data.total_steps(config))
     return _run_to_end(args, model, run.task, config, writer, data, update, close)
@@ -350,7 +446,8 @@ def _report(args, run_id: str, run_dir: Path, summary: dict) -> int:
         "seconds",
     ):
         if key in summary:
-            print(f"  {key:<20} {summary[key]:.4g}")
+            value = summary[key]  # None where a run has no such figure (no answers to match)
+            print(f"  {key:<20} {'-' if value is None else format(value, '.4g')}")
     return 0
 
 

@@ -54,14 +54,16 @@ def _set_flags(bridge, flags: dict[str, bool]) -> None:
     bridge.set_use_hook_mlp_in(flags["use_hook_mlp_in"])
 
 
-def score_edges(model, graph: Graph, batch, config: TuneConfig) -> EdgeScores:
-    """Edge scores of ``batch`` under the run's attribution settings (mean over its examples)."""
+def score_edges(model, graph: Graph, batch, config: TuneConfig, means=None) -> EdgeScores:
+    """Edge scores of ``batch`` under the run's attribution settings (mean over its examples).
+    ``means``: the mean baseline's data mean (``SourceMeans``; default: the batch's own)."""
     with hook_flags(model.bridge, True):
-        return eap.attribute(model, graph, [batch], config.attribution)
+        result = eap.batch_edge_scores(model, graph, batch, config.attribution, means=means)
+    return eap.mean_edge_scores(result.scores, result.n_examples, graph, config.attribution)
 
 
 def score_edges_on_training_text(
-    model, graph: Graph, batch, ids: torch.Tensor, config: TuneConfig
+    model, graph: Graph, batch, ids: torch.Tensor, config: TuneConfig, means=None
 ) -> tuple[EdgeScores, torch.Tensor]:
     """``score_edges`` whose clean forward reads the step's training text ``ids`` (the prompt is
     its prefix, so the scores are the prompt's): the scores, and that forward's logits with their
@@ -75,6 +77,7 @@ def score_edges_on_training_text(
             config.attribution,
             forward_ids=(ids, batch.train_mask),
             return_logits=True,
+            means=means,
         )
     scores = eap.mean_edge_scores(result.scores, result.n_examples, graph, config.attribution)
     return scores, result.logits

@@ -114,6 +114,12 @@ def run_tuning(
         from circuitviz.tuning.lora_tuner import LoraTuner as tuner_class
     else:
         tuner_class = Tuner
+    from circuitviz.tuning import distributed
+
+    if distributed.world_size() > 1:
+        distributed.init(model.device)
+        distributed.check_config(config, distributed.world_size())
+        tuner_class = distributed.data_parallel(tuner_class)
     tuner = tuner_class(model, task, config, writer, data)
     with trainable_only(model, tuner.train_params.values()):
         return tuner.run(progress)
@@ -219,8 +225,7 @@ class Tuner:
     def step(self, step: int) -> float:
         """Optimizer step ``step``: discover if due, train, record; returns the loss."""
         started = time.perf_counter()
-        batch = self.data.batch_for_step(step, self.config.seed)
-        ids = training_ids(batch, self.config, step)
+        batch, ids = self._batch(step)
         discovered = is_discovery_step(step, self.config)
         logits = self._discover(batch, ids, step) if discovered else None
         loss = self._train(batch, ids, step, logits)
@@ -239,6 +244,11 @@ class Tuner:
         )
         return loss
 
+    def _batch(self, step: int):
+        """(step ``step``'s training batch, its training ids)."""
+        batch = self.data.batch_for_step(step, self.config.seed)
+        return batch, training_ids(batch, self.config, step)
+
     # Whether a discovery step's attribution forward also gives the training loss (``_discover``);
     # never for a circuit-only forward (that one is ablated) nor for LoRA (its training pass
     # swaps the weights the forward must see).
@@ -254,17 +264,22 @@ class Tuner:
         elif self.shares_forward and not self.config.circuit_forward:
             for param in self.train_params.values():
                 param.requires_grad_(True)
-            scores, logits = score_edges_on_training_text(
-                self.model, self.graph, batch, ids, self.config
-            )
+            scores, logits = self._scores(batch, ids)
             edges = select_edges(scores, n, self.config)
         else:
-            scores = score_edges(self.model, self.graph, batch, self.config)
+            scores, _ = self._scores(batch, None)
             edges = select_edges(scores, n, self.config)
         if self.extra is None:
             self.extra = random_extra_nodes(self.bank, self.bank.nodes_of_edges(edges), self.config)
         self._set_circuit(circuit_from_edges(edges, self.bank, self.forced | self.extra, n))
         return logits
+
+    def _scores(self, batch, ids: torch.Tensor | None, means=None):
+        """(edge scores of ``batch``, the training logits when ``ids`` is given: the attribution
+        forward reads them). ``means``: the mean baseline's data mean (default: the batch's)."""
+        if ids is None:
+            return score_edges(self.model, self.graph, batch, self.config, means), None
+        return score_edges_on_training_text(self.model, self.graph, batch, ids, self.config, means)
 
     def _set_circuit(self, circuit: StepCircuit, *, whole: bool = False) -> None:
         """Train ``circuit`` from now on; ``whole``: every trainable tensor entirely (full
@@ -287,17 +302,26 @@ class Tuner:
                 param.requires_grad_(name in self.masks)
             logits = self._forward(batch, ids)
         parts = training_loss(logits, ids, batch, self.config)
-        check_finite(float(parts.total.detach()), "the training loss", step)
+        objective, loss = self._objective(parts, batch)
+        check_finite(loss, "the training loss", step)
         trainable = [self.train_params[name] for name in self.masks]
         if not trainable:  # a circuit of input->logits edges owns no parameter: nothing to do
-            return float(parts.total.detach())
-        torch.autograd.backward(parts.total, inputs=trainable)
+            return loss
+        torch.autograd.backward(objective, inputs=trainable)
+        self._reduce_grads(trainable)
         if self.config.grad_clip is not None:
             norm = self.optimizer.clip_grad_norm(self.masks, self.config.grad_clip)
             check_finite(norm, "the gradient norm", step)
         self.optimizer.step(self.masks, lr_at(step, self.config))
         self.touched.update(self.masks)
-        return float(parts.total.detach())
+        return loss
+
+    def _objective(self, parts, batch) -> tuple[torch.Tensor, float]:
+        """(what is backpropagated, the step's loss as recorded)."""
+        return parts.total, float(parts.total.detach())
+
+    def _reduce_grads(self, params: list[torch.Tensor]) -> None:
+        """Combine gradients across processes (``distributed``); one process has nothing to do."""
 
     def _forward(self, batch, ids) -> torch.Tensor:
         """Logits ``[batch, pos_t, d_vocab]`` of the training text."""

@@ -80,3 +80,14 @@ def training_loss(
         debias = (answer - wrong).mean().abs()
         total = lm + config.debias_beta * debias
     return LossParts(total=total, lm=float(lm.detach()), debias=float(debias.detach()))
+
+
+def loss_weight(batch: TaskBatch, config: TuneConfig) -> torch.Tensor:
+    """The denominator of ``training_loss``'s mean on ``batch`` (a scalar tensor): its weighted
+    token count, or an instruction batch's response tokens. Data-parallel training divides by the
+    sum of these over every process's shard."""
+    if is_sft_batch(batch):
+        from circuitviz.tasks.sft import IGNORE_INDEX
+
+        return (batch.labels != IGNORE_INDEX)[:, 1:].sum().float()
+    return token_weights(batch, config).sum()

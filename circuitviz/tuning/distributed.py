@@ -1,0 +1,208 @@
+"""Data-parallel circuit-tuning over ``torch.distributed``: several processes, one global batch.
+
+Started by ``circuitviz tune --nproc N`` (which runs ``torch.distributed.run``) or by ``torchrun
+... -m circuitviz tune``, each of the N processes (ranks) loads the model and the same data, and
+every optimizer step goes:
+
+1. The step's global batch and its training ids are drawn exactly as in one process; rank r keeps
+   its contiguous share of the rows (the batch size must divide by N).
+2. Discovery: each rank scores the edges on its rows; the score sums ``[n_src, n_dst]`` and the
+   example counts are all-reduced, so every rank holds the global mean and selects the same
+   circuit. With the ``mean`` baseline the data mean is all-reduced first, so it is the global
+   batch's, as in one process.
+3. Training: each rank backpropagates its share of the global mean loss (its rows' summed loss over
+   the global token count, all-reduced), and the gradients of the circuit's tensors are summed
+   across ranks: every rank then holds the one-process gradient, and the masked optimizer step
+   (clipping included) is identical everywhere, so the weights stay identical.
+4. Rank 0 alone writes the run store (records, snapshots, evaluations, checkpoints); the others open
+   it to read checkpoints when resuming. A rank that fails makes the others fail at their next
+   collective; the run keeps every recorded step, and ``--resume`` continues it.
+
+Backends: ``nccl`` on CUDA, ``gloo`` on the CPU. The records, circuits and weights equal a
+one-process run on the same global batch to float tolerance (tested on the CPU with gloo).
+What a global batch cannot split exactly is refused: the de-biasing term (the absolute value of a
+batch mean), the circuit-only forward (its ablation uses the batch's mean activations) and LoRA's
+dropout (its random masks are drawn per process).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import sqlite3
+from dataclasses import replace
+
+import torch
+import torch.distributed as dist
+
+from circuitviz.runs import RunWriter
+from circuitviz.tuning.config import TuneConfig
+from circuitviz.tuning.loop import Tuner
+from circuitviz.tuning.loss import loss_weight, training_ids
+
+log = logging.getLogger(__name__)
+
+ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def world_size() -> int:
+    """Processes in this run: ``WORLD_SIZE`` as torch's launcher sets it, else 1."""
+    value = os.environ.get("WORLD_SIZE", "1")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
+
+
+def init(device: str | torch.device) -> None:
+    """Join the process group the launcher described (nccl on CUDA, gloo on the CPU)."""
+    if dist.is_initialized():
+        return
+    missing = [name for name in ENV_VARS if name not in os.environ]
+    if missing:
+        raise ValueError(
+            f"WORLD_SIZE is set but {', '.join(missing)} are not: start several processes with "
+            "circuitviz tune --nproc N or torchrun, not by hand"
+        )
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    dist.init_process_group(
+        backend="nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=30)
+    )
+
+
+def check_config(config: TuneConfig, n_processes: int) -> None:
+    """Raise ValueError for what a global batch cannot be split into ``n_processes`` shares of."""
+    if config.batch_size % n_processes:
+        raise ValueError(
+            f"--batch-size {config.batch_size} does not divide into {n_processes} processes: "
+            f"use a multiple of {n_processes}"
+        )
+    refused = {
+        "--debias-beta": config.debias_beta > 0,
+        "--circuit-forward": config.circuit_forward,
+        "--lora-dropout (LoRA's dropout draws its masks per process)": config.adapters
+        and config.lora_dropout > 0,
+    }
+    named = [name for name, used in refused.items() if used]
+    if named:
+        raise ValueError(
+            f"{', '.join(named)}: not exact across processes; run in one process, or leave "
+            "the option out"
+        )
+
+
+class FollowerWriter(RunWriter):
+    """A rank other than 0: reads the run rank 0 writes (its checkpoints, to resume) and writes
+    nothing."""
+
+    @classmethod
+    def open(cls, run_dir) -> FollowerWriter:
+        conn = sqlite3.connect(f"file:{run_dir}/run.sqlite?mode=ro", uri=True, timeout=60)
+        return cls(run_dir, conn, None)
+
+    def log_step(self, *args, **kwargs) -> None:
+        pass
+
+    def log_eval(self, *args, **kwargs) -> None:
+        pass
+
+    def add_snapshot(self, *args, **kwargs) -> None:
+        pass
+
+    def add_head_changes(self, *args, **kwargs) -> None:
+        pass
+
+    def save_checkpoint(self, *args, **kwargs) -> None:
+        pass
+
+    def set_status(self, *args, **kwargs) -> None:
+        pass
+
+    def set_summary(self, *args, **kwargs) -> None:
+        pass
+
+
+def _all_sum(value: torch.Tensor) -> torch.Tensor:
+    """The sum over ranks (a new tensor; gloo reduces on the CPU)."""
+    out = value.detach().clone()
+    dist.all_reduce(out)
+    return out
+
+
+class DataParallel:
+    """Mixed into a ``Tuner`` class (see ``data_parallel``): the parts of a step that differ when
+    several processes share one global batch (module docstring)."""
+
+    def _shard(self, batch, ids: torch.Tensor):
+        n_ranks, me = dist.get_world_size(), dist.get_rank()
+        share = len(batch) // n_ranks
+        rows = torch.arange(me * share, (me + 1) * share, device=ids.device)
+        shard = batch.select(rows.to(batch.device))
+        return shard, ids[rows][:, : shard.train_ids.shape[1]]
+
+    def _batch(self, step: int):
+        batch = self.data.batch_for_step(step, self.config.seed)
+        return self._shard(batch, training_ids(batch, self.config, step))
+
+    def _scores(self, batch, ids, means=None):
+        if self.config.attribution.baseline == "mean" and means is None:
+            means = self._global_means(batch)
+        scores, logits = super()._scores(batch, ids, means)
+        n_local = torch.tensor(float(scores.n_examples))
+        n_global = int(_all_sum(n_local).item())
+        total = _all_sum(scores.scores.double() * scores.n_examples)
+        mean = (total / n_global).float().masked_fill(~self.graph.valid_mask, 0.0)
+        return replace(scores, scores=mean, n_examples=n_global), logits
+
+    def _global_means(self, batch):
+        from circuitviz.attribution.activations import SourceMeans, run_and_capture, token_sums
+        from circuitviz.tuning.discovery import hook_flags
+
+        mask = batch.attention_mask.to(self.model.device)
+        with hook_flags(self.model.bridge, True):
+            sources, embed, _ = run_and_capture(
+                self.model, self.graph, batch.clean_ids.to(self.model.device), mask
+            )
+        sums, embed_sums = token_sums(sources, embed, mask)
+        n_tokens = int(_all_sum(mask.sum().double()).item())
+        dtype = self.model.dtype
+        return SourceMeans(
+            sources=(_all_sum(sums) / n_tokens).to(dtype),
+            embed=(_all_sum(embed_sums) / n_tokens).to(dtype),
+            n_tokens=n_tokens,
+        )
+
+    def _objective(self, parts, batch):
+        local = loss_weight(batch, self.config).double()
+        total = _all_sum(local).clamp_min(1)
+        numerator = parts.total * local.clamp_min(1).to(parts.total.dtype)
+        loss = float(_all_sum(numerator.detach().double()) / total)
+        return numerator / total.to(parts.total.dtype), loss
+
+    def _reduce_grads(self, params) -> None:
+        for param in params:
+            if param.grad is not None:
+                dist.all_reduce(param.grad)
+
+    # Only rank 0 evaluates, snapshots and summarises; the others skip straight to training.
+    def _begin(self) -> None:
+        if dist.get_rank() == 0:
+            super()._begin()
+
+    def _periodic(self, step: int) -> None:
+        if dist.get_rank() == 0:
+            super()._periodic(step)
+
+    def _finish(self, seconds: float) -> dict:
+        summary = super()._finish(seconds) if dist.get_rank() == 0 else {}
+        dist.barrier()
+        return summary
+
+
+def data_parallel(tuner_class: type[Tuner]) -> type[Tuner]:
+    """``tuner_class`` with the data-parallel parts of a step (``DataParallel``)."""
+    return type(f"DataParallel{tuner_class.__name__}", (DataParallel, tuner_class), {})

@@ -1,0 +1,104 @@
+"""Data-parallel circuit-tuning with real torch.distributed workers (gloo, 2 processes on the CPU),
+started the way a user starts them (``circuitviz tune --nproc 2``), against one process on the same
+global batch: the same losses, circuits and weights to float tolerance."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from circuitviz.runs import Run
+from circuitviz.runs.checkpoints import load_tensors
+
+pytestmark = pytest.mark.slow  # each case starts three Python processes that import torch
+
+COMMON = [
+    *("--steps", "4", "--every", "1", "--batch-size", "8", "--n-train", "64"),
+    *("--n-dev", "16", "--n-probe", "8", "--n-heldout", "8", "--top-n", "30"),
+    *("--checkpoint-every", "2", "--no-progress"),
+]
+
+
+def tune(tmp_path, run_id: str, *argv: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CIRCUITVIZ_THREADS="1")
+    return subprocess.run(
+        [sys.executable, "-m", "circuitviz", "tune", *argv, "--runs-dir", str(tmp_path)]
+        + ["--run-id", run_id],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+
+
+def final_weights(run: Run) -> dict[str, torch.Tensor]:
+    _, path = run.checkpoints()[-1]
+    return {k: v for k, v in load_tensors(path).items() if k.startswith("param/")}
+
+
+def assert_same_run(one: Run, two: Run) -> None:
+    a, b = one.steps(), two.steps()
+    assert list(a["step"]) == list(b["step"]) == [1, 2, 3, 4]
+    assert a["loss"].tolist() == pytest.approx(b["loss"].tolist(), rel=1e-5)
+    assert a["n_nodes"].tolist() == b["n_nodes"].tolist()  # the same circuit at every step
+    frame_a, scores_a = one.score_matrix()  # every snapshot: before, during, after
+    frame_b, scores_b = two.score_matrix()
+    assert frame_a[["step", "label"]].equals(frame_b[["step", "label"]])
+    assert (one.selected_matrix()[1] == two.selected_matrix()[1]).all()
+    torch.testing.assert_close(
+        torch.from_numpy(scores_b), torch.from_numpy(scores_a), rtol=1e-4, atol=1e-6
+    )
+    wa, wb = final_weights(one), final_weights(two)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], rtol=1e-5, atol=1e-6)
+    assert two.status == one.status == "finished"
+
+
+def test_two_processes_tune_a_pair_task_like_one(demo_tokenizer_dir, tmp_path):
+    argv = ["--model", "random:gpt2-tiny", "--task", "sv-disagreement", *COMMON]
+    two = tune(tmp_path, "two", *argv, "--nproc", "2")
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = tune(tmp_path, "one", *argv)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert_same_run(Run(tmp_path / "one"), Run(tmp_path / "two"))
+
+
+def test_two_processes_tune_an_instruction_task_with_the_global_mean(demo_tokenizer_dir, tmp_path):
+    """The mean baseline and the response-token loss are the global batch's, not each shard's."""
+    names = ["Mary", "John", "Emma", "Tom", "Lucy", "Peter", "Sarah", "Paul", "Anna", "Ben"]
+    places = ["box", "cabinet", "table", "drawer", "bag"]
+    rows = [
+        {
+            "prompt": f"{a} gave a drink to {b} . The key is in the {place} .",
+            "response": f"{b} has the drink and the key is in the {place} .",
+        }
+        for a in names
+        for b in names
+        for place in places
+        if a != b
+    ]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    argv = ["--model", "random:gpt2-tiny", "--task", f"sft:{data}", *COMMON]
+    two = tune(tmp_path, "two", *argv, "--nproc", "2")
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = tune(tmp_path, "one", *argv)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert Run(tmp_path / "one").config["attribution"]["baseline"] == "mean"
+    assert_same_run(Run(tmp_path / "one"), Run(tmp_path / "two"))
+
+
+def test_what_cannot_split_exactly_is_refused_before_starting(demo_tokenizer_dir, tmp_path):
+    argv = ["--model", "random:gpt2-tiny", "--task", "sv-disagreement", *COMMON, "--nproc", "3"]
+    done = tune(tmp_path, "x", *argv)
+    assert done.returncode == 2 and "does not divide into 3 processes" in done.stderr
+    done = tune(tmp_path, "y", *argv[:-1], "2", "--debias-beta", "0.5")
+    assert done.returncode == 2 and "--debias-beta: not exact across processes" in done.stderr
+    assert not list(tmp_path.iterdir())
