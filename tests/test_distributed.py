@@ -102,3 +102,9 @@ def test_what_cannot_split_exactly_is_refused_before_starting(demo_tokenizer_dir
     done = tune(tmp_path, "y", *argv[:-1], "2", "--debias-beta", "0.5")
     assert done.returncode == 2 and "--debias-beta: not exact across processes" in done.stderr
     assert not list(tmp_path.iterdir())
+    # Bad input met by every worker: one line from rank 0, the one-process exit code, no traceback.
+    argv = ["--model", "random:gpt2-tiny", "--task", f"sft:{tmp_path / 'nope.jsonl'}", *COMMON]
+    done = tune(tmp_path, "z", *argv, "--nproc", "2")
+    assert done.returncode == 2
+    assert done.stderr.count("error:") == 1 and "does not exist" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -143,6 +143,10 @@ def test_export_model_loads_in_plain_transformers(tuned, tmp_path, capsys):
     assert {"config.json", "model.safetensors", "tokenizer.json", "circuitviz.json"} <= set(
         report["files"]
     )
+    # Every file readable as a plain open() would leave it (transformers writes weights 0600).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {path.stat().st_mode & 0o777 for path in out.iterdir()} == {0o666 & ~umask}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     subprocess.run(
         [sys.executable, "-c", PLAIN_TRANSFORMERS, str(out), str(tmp_path / "logits.pt")],

@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"circuitviz {args.command}: error: {exc}", file=sys.stderr)
+        # In a data-parallel run every rank meets the same bad input; rank 0 says so once.
+        if os.environ.get("RANK", "0") == "0":
+            print(f"circuitviz {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -31,7 +31,10 @@ def register(subparsers) -> None:
     formats.add_argument("--latex", action="store_true", help="a LaTeX (booktabs) table")
     formats.add_argument("--markdown", action="store_true", help="a Markdown table")
     parser.add_argument(
-        "--runs-dir", default=None, metavar="DIR", help="where runs live (default ./runs)"
+        "--runs-dir",
+        default=None,
+        metavar="DIR",
+        help="where runs live (default $CIRCUITVIZ_RUNS or ./runs)",
     )
     parser.set_defaults(func=run)
 

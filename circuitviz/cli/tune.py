@@ -23,7 +23,7 @@ def register(subparsers) -> None:
         "in the run store (see `circuitviz runs`).",
     )
     add_model_args(tune)
-    tune.add_argument("--task", help=_task_help())
+    tune.add_argument("--task", help=_task_help() + " (required, unless --resume)")
     tune.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     tune.add_argument("--run-id", help="name the run (default <task>-<method>-<time>-<hex>)")
     tune.add_argument(
@@ -33,7 +33,7 @@ def register(subparsers) -> None:
         metavar="N",
         help="data-parallel over N processes (torch.distributed: gloo on the CPU, nccl on GPUs; "
         "each takes 1/N of every batch, results equal one process's). Also: torchrun "
-        "--nproc-per-node N -m circuitviz tune ...",
+        "--nproc-per-node N -m circuitviz tune ... (default: 1)",
     )
     _add_tune_args(tune, sweep=False)
     tune.set_defaults(func=tune_command)
@@ -47,6 +47,16 @@ def register(subparsers) -> None:
     add_model_args(sweep)
     sweep.add_argument("--task", required=True, help=_task_help())
     _add_tune_args(sweep, sweep=True)
+    sweep.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run the N runs in parallel as Ray tasks (one CPU each, one GPU each on CUDA): a "
+        "local Ray with this machine's CPUs, or the cluster at ADDRESS (its workers must see "
+        "--runs-dir). Needs pip install 'circuitviz[ray]'",
+    )
     sweep.set_defaults(func=sweep_command)
 
     rescore = subparsers.add_parser(
@@ -228,6 +238,8 @@ def _root(args: argparse.Namespace) -> Path:
 
 
 def _announce(args, run_id: str, run_dir: Path) -> None:
+    if os.environ.get("RANK", "0") != "0":  # a data-parallel run is announced by rank 0 alone
+        return
     stream = sys.stderr if args.json else sys.stdout
     print(f"run {run_id}\n  dir {run_dir}", file=stream, flush=True)
 
@@ -358,7 +370,7 @@ def _launch(args: argparse.Namespace) -> int:
     command = [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        "circuitviz.tuning.launch",
         "--standalone",
         f"--nproc-per-node={args.nproc}",
         "-m",
@@ -452,7 +464,7 @@ def _report(args, run_id: str, run_dir: Path, summary: dict) -> int:
 
 
 def sweep_command(args: argparse.Namespace) -> int:
-    from circuitviz.tuning.sweep import run_sweep
+    from circuitviz.tuning.sweep import run_sweep, run_sweep_ray
 
     try:
         top_ns = [int(part) for part in args.top_n.split(",") if part.strip()]
@@ -475,9 +487,15 @@ def sweep_command(args: argparse.Namespace) -> int:
         _announce(args, run_id, run_dir)
 
     try:
-        sweep_id, rows = run_sweep(
-            model, args.task, config, top_ns, _root(args), progress=progress, on_start=on_start
-        )
+        if args.ray is not None:
+            address = None if args.ray == "local" else args.ray
+            sweep_id, rows = run_sweep_ray(
+                model, args.task, config, top_ns, _root(args), address=address, on_start=on_start
+            )
+        else:
+            sweep_id, rows = run_sweep(
+                model, args.task, config, top_ns, _root(args), progress=progress, on_start=on_start
+            )
     except _engine_errors() as exc:
         raise UserError(str(exc)) from exc
     finally:

@@ -11,6 +11,7 @@ the tokenizer files (chat template included), and loads with ``transformers`` al
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -42,4 +43,15 @@ def save_model(model, out_dir: str | Path, *, provenance: dict | None = None) ->
     model.tokenizer.save_pretrained(out)
     if provenance is not None:
         (out / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+    _readable_as_umask_allows(out)
     return out
+
+
+def _readable_as_umask_allows(directory: Path) -> None:
+    """Give every file the mode a plain ``open`` would (transformers writes the weights 0600, so a
+    model exported for others could not be read by them)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in directory.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)

@@ -146,13 +146,15 @@ class TuneConfig:
         "and counted",
     )
     prompt_field: str | None = option(
-        None, metavar="COLUMN", help="hf: datasets: the prompt column (default: found by name)"
+        None, metavar="COLUMN", help="hf: datasets: the prompt column (none: found by its name)"
     )
     response_field: str | None = option(
-        None, metavar="COLUMN", help="hf: datasets: the response column"
+        None, metavar="COLUMN", help="hf: datasets: the response column (none: found by its name)"
     )
     answer_field: str | None = option(
-        None, metavar="COLUMN", help="hf: datasets: the final-answer column (for exact match)"
+        None,
+        metavar="COLUMN",
+        help="hf: datasets: the final-answer column, for exact match (none: found by its name)",
     )
     eval_task: str | None = option(
         None,

@@ -84,14 +84,18 @@ def check_config(config: TuneConfig, n_processes: int) -> None:
     refused = {
         "--debias-beta": config.debias_beta > 0,
         "--circuit-forward": config.circuit_forward,
-        "--lora-dropout (LoRA's dropout draws its masks per process)": config.adapters
-        and config.lora_dropout > 0,
     }
     named = [name for name, used in refused.items() if used]
     if named:
         raise ValueError(
             f"{', '.join(named)}: not exact across processes; run in one process, or leave "
             "the option out"
+        )
+    if config.adapters and config.lora_dropout > 0:
+        raise ValueError(
+            f"LoRA dropout ({config.lora_dropout:g}, --lora-dropout) draws its masks in each "
+            "process, which is not exact across processes: pass --lora-dropout 0, or run in "
+            "one process"
         )
 
 

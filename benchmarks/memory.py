@@ -1,0 +1,165 @@
+"""Peak memory of edge attribution over the plain training step it rides on, at real widths.
+
+    python benchmarks/memory.py --json [--shapes llama-1b:2,llama-1b:4,gpt2:12] [--batch 2]
+        [--seq 512]
+
+Shapes: ``llama-1b:D`` is Llama-3.2-1B's width (d_model 2,048, 32 heads, 8 key/value groups, MLP
+8,192, vocabulary 128,256, tied embeddings) with D layers of its 16, random weights;
+``gpt2:D`` is GPT-2 small's (768, 12 heads, MLP 3,072, vocabulary 50,257) with D of its 12. Two
+depths of one width show what grows with depth apart from the fixed embedding and logits.
+
+Each figure is measured in a fresh process (so one measurement's allocations cannot hide
+another's): the model is loaded, then the process's peak resident set (``VmHWM``, reset through
+``/proc/self/clear_refs`` after ``malloc_trim``) above its resident size before the call is read:
+
+* ``fwd_bwd``: the Hugging Face model as a user trains it: attribution hooks off, every parameter
+  requiring grad, next-token loss, ``backward`` (gradients of every parameter allocated);
+* ``eap``: ``batch_edge_scores`` with EAP (corrupted baseline, every position, logit difference),
+  on the same batch; parameters frozen (activation gradients only).
+
+``eap_peak_over_fwd_bwd_peak`` is their ratio (goal <= 1.5). On CUDA the same measurement would read
+``torch.cuda.max_memory_allocated``; this script measures the CPU. Nothing here is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SHAPES = {
+    "llama-1b": {
+        "model_type": "llama",
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 64,
+        "vocab_size": 128256,
+        "tie_word_embeddings": True,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 500000.0,
+        "max_position_embeddings": 2048,
+        "full_layers": 16,
+    },
+    "gpt2": {
+        "model_type": "gpt2",
+        "n_embd": 768,
+        "n_head": 12,
+        "n_inner": 3072,
+        "vocab_size": 50257,
+        "n_positions": 1024,
+        "full_layers": 12,
+    },
+}
+
+
+def config_file(shape: str, depth: int, directory: Path) -> Path:
+    config = dict(SHAPES[shape])
+    config.pop("full_layers")
+    config["num_hidden_layers" if shape != "gpt2" else "n_layer"] = depth
+    path = directory / f"{shape}-{depth}.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def measure(kind: str, config_path: str, batch: int, seq: int) -> float:
+    """One measurement, in this (fresh) process: peak MB above the loaded model."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from attribution import fwd_bwd, random_batch
+
+    from circuitviz.attribution import AttributionConfig, batch_edge_scores
+    from circuitviz.graph.topology import graph_for
+    from circuitviz.models import load_model
+
+    torch.set_num_threads(1)
+    model = load_model(f"random:{config_path}", device="cpu")
+    data = random_batch(model.info.d_vocab, batch, seq, "cpu")
+    if kind == "fwd_bwd":
+        for param in model.bridge.parameters():
+            param.requires_grad_(True)
+        run = lambda: fwd_bwd(model, data)  # noqa: E731
+    else:
+        graph = graph_for(model.info)
+        config = AttributionConfig(method="eap")
+        run = lambda: batch_edge_scores(model, graph, data, config)  # noqa: E731
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _rss_kb("VmRSS")
+    run()
+    return (_rss_kb("VmHWM") - before) / 1024
+
+
+def child(kind: str, config_path: str, batch: int, seq: int) -> float:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", kind, config_path, str(batch), str(seq)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"measuring {kind} on {config_path} failed:\n{done.stderr[-3000:]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shapes", default="llama-1b:2,llama-1b:4,gpt2:12")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--seq", type=int, default=512)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, path, batch, seq = args.child
+        print(measure(kind, path, int(batch), int(seq)))
+        return
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for item in args.shapes.split(","):
+            shape, _, depth = item.partition(":")
+            depth = int(depth or SHAPES[shape]["full_layers"])
+            path = str(config_file(shape, depth, Path(tmp)))
+            plain = child("fwd_bwd", path, args.batch, args.seq)
+            eap = child("eap", path, args.batch, args.seq)
+            results.append(
+                {
+                    "shape": shape,
+                    "layers": depth,
+                    "of_layers": SHAPES[shape]["full_layers"],
+                    "fwd_bwd_peak_mb": round(plain, 1),
+                    "eap_peak_mb": round(eap, 1),
+                    "eap_peak_over_fwd_bwd_peak": round(eap / plain, 2),
+                }
+            )
+    report = {
+        "benchmark": "memory",
+        "device": "cpu",
+        "batch": args.batch,
+        "seq": args.seq,
+        "memory": "peak RSS (VmHWM) above the RSS before the call, fresh process each",
+        "goals": {"eap_peak_over_fwd_bwd_peak": 1.5},
+        "results": results,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    for row in results:
+        print(row)
+
+
+if __name__ == "__main__":
+    main()
