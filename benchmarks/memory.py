@@ -15,7 +15,9 @@ another's): the model is loaded, then the process's peak resident set (``VmHWM``
 * ``fwd_bwd``: the Hugging Face model as a user trains it: attribution hooks off, every parameter
   requiring grad, next-token loss, ``backward`` (gradients of every parameter allocated);
 * ``eap``: ``batch_edge_scores`` with EAP (corrupted baseline, every position, logit difference),
-  on the same batch; parameters frozen (activation gradients only).
+  on the same batch; parameters frozen (activation gradients only);
+* ``eap_target``: the same scored at each example's last position only (``positions="target"``,
+  what circuit-tuning's pair tasks use), which keeps one position's activation differences.
 
 ``eap_peak_over_fwd_bwd_peak`` is their ratio (goal <= 1.5). On CUDA the same measurement would read
 ``torch.cuda.max_memory_allocated``; this script measures the CPU. Nothing here is asserted.
@@ -94,7 +96,8 @@ def measure(kind: str, config_path: str, batch: int, seq: int) -> float:
         run = lambda: fwd_bwd(model, data)  # noqa: E731
     else:
         graph = graph_for(model.info)
-        config = AttributionConfig(method="eap")
+        positions = "target" if kind == "eap_target" else "all"
+        config = AttributionConfig(method="eap", positions=positions)
         run = lambda: batch_edge_scores(model, graph, data, config)  # noqa: E731
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
@@ -135,6 +138,7 @@ def main() -> None:
             path = str(config_file(shape, depth, Path(tmp)))
             plain = child("fwd_bwd", path, args.batch, args.seq)
             eap = child("eap", path, args.batch, args.seq)
+            target = child("eap_target", path, args.batch, args.seq)
             results.append(
                 {
                     "shape": shape,
@@ -143,6 +147,8 @@ def main() -> None:
                     "fwd_bwd_peak_mb": round(plain, 1),
                     "eap_peak_mb": round(eap, 1),
                     "eap_peak_over_fwd_bwd_peak": round(eap / plain, 2),
+                    "eap_target_peak_mb": round(target, 1),
+                    "eap_target_peak_over_fwd_bwd_peak": round(target / plain, 2),
                 }
             )
     report = {

@@ -153,13 +153,14 @@ def test_batching_and_padding_do_not_change_scores(tiny_gpt2, config):
     assert split.n_examples == padded.n_examples == 6
 
 
+@pytest.mark.parametrize("positions", ["all", "target"])
 @pytest.mark.parametrize("method", ["eap", "eap-ig-inputs", "eap-ig-activations"])
-def test_a_batchs_own_mean_from_its_clean_forward_is_the_separate_mean(model, method):
+def test_a_batchs_own_mean_from_its_clean_forward_is_the_separate_mean(model, method, positions):
     """Without ``means`` the mean baseline is read off the clean forward; it must equal the mean
     a separate capture forward gives (which the embedding path of EAP-IG needs too)."""
     graph = graph_for(model.info)
     batch = random_batch(n=3, n_pos=5, seed=4).padded(2)
-    config = AttributionConfig(method=method, baseline="mean", ig_steps=2)
+    config = AttributionConfig(method=method, baseline="mean", ig_steps=2, positions=positions)
     separate = source_means(model, graph, [batch])
     given = batch_edge_scores(model, graph, batch, config, means=separate).scores
     own = batch_edge_scores(model, graph, batch, config).scores

@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
-from einops import rearrange
+from einops import einsum, rearrange
 
 from circuitviz.attribution.activations import (
     BaselineActivations,
@@ -150,7 +150,20 @@ class _AttributionPass:
         self.n_pos = n_pos
         self.clean_embed: torch.Tensor | None = None
         self.pos_idx = position_index(batch, config.positions, model.device)
-        shape = (graph.n_src, n_batch, n_pos, model.info.d_model)
+        # Only the scored positions' differences are ever read, unless EAP-IG pins every
+        # position of every source: then the capture keeps those positions alone (a tuning
+        # step's "target" keeps one per example), and the batch's own mean, which needs every
+        # real token, is summed as the capture goes.
+        self.cut = self.pos_idx is not None and self.interpolate != "activations"
+        kept = self.pos_idx.shape[1] if self.cut else n_pos
+        self.token_sums: tuple[torch.Tensor, torch.Tensor] | None = None
+        if self.cut and base is None:
+            d_model = model.info.d_model
+            self.token_sums = (
+                torch.zeros(graph.n_src, d_model, device=model.device, dtype=torch.float64),
+                torch.zeros(d_model, device=model.device, dtype=torch.float64),
+            )
+        shape = (graph.n_src, n_batch, kept, model.info.d_model)
         # Clean activations, then baseline - clean; the capture hooks fill every row.
         self.diff = torch.empty(shape, device=model.device, dtype=model.dtype)
         self.scored_diff = self.diff
@@ -168,6 +181,11 @@ class _AttributionPass:
         def hook(x, hook):
             if capture and self.base is None:
                 self.clean_embed = x.detach()[:, : self.n_pos]
+                if self.token_sums is not None:
+                    weights = self.mask.to(torch.float64)
+                    self.token_sums[1].add_(
+                        einsum(self.clean_embed.double(), weights, "b p d, b p -> d")
+                    )
             if alpha != 1.0:
                 x = self.base.embed + alpha * (x - self.base.embed)
             if not x.requires_grad:
@@ -181,7 +199,15 @@ class _AttributionPass:
     def _capture_hook(self, spec: SourceHook):
         def hook(x, hook):
             with torch.no_grad():  # MLP groups multiply by weights that may require grad
-                self.diff[spec.src_slice] = spec.node_major(x.detach()[:, : self.n_pos])
+                rows = spec.node_major(x.detach()[:, : self.n_pos])  # [n, batch, pos, d_model]
+                if self.token_sums is not None:
+                    weights = self.mask.to(torch.float64)
+                    self.token_sums[0][spec.src_slice] += einsum(
+                        rows.double(), weights, "n b p d, b p -> n d"
+                    )
+                if self.cut:
+                    rows = select_positions(rows, self.pos_idx, batch_dim=1)
+                self.diff[spec.src_slice] = rows
             self.fired.mark(spec.hook_name)
 
         return hook
@@ -279,14 +305,33 @@ class _AttributionPass:
         """Turn the stored clean activations into baseline - clean, zero on padding, and cut them to
         the scored positions, flattened to ``[n_src, (batch pos d_model)]`` for the products."""
         if self.base is None:
-            means = mean_activations(self.diff, self.clean_embed, self.mask)
+            if self.token_sums is not None:
+                n_tokens = int(self.mask.sum())
+                if n_tokens == 0:
+                    raise ValueError("the mean baseline needs at least one real token")
+                sums, embed_sums = self.token_sums
+                dtype = self.diff.dtype
+                means = SourceMeans(
+                    sources=(sums / n_tokens).to(dtype),
+                    embed=(embed_sums / n_tokens).to(dtype),
+                    n_tokens=n_tokens,
+                )
+            else:
+                means = mean_activations(self.diff, self.clean_embed, self.mask)
             self.base = BaselineActivations(
                 sources=means.sources[:, None, None, :], embed=means.embed[None, None, :]
             )
             self.clean_embed = None
-        torch.sub(self.base.sources, self.diff, out=self.diff)
-        self.diff.mul_(self.mask.to(self.diff.dtype)[None, :, :, None])
-        self.scored_diff = select_positions(self.diff, self.pos_idx, batch_dim=1)
+        base, mask = self.base.sources, self.mask
+        if self.cut:  # the differences are kept at the scored positions only
+            if base.shape[2] > 1:
+                base = select_positions(base, self.pos_idx, batch_dim=1)
+            mask = select_positions(mask, self.pos_idx, batch_dim=0)
+        torch.sub(base, self.diff, out=self.diff)
+        self.diff.mul_(mask.to(self.diff.dtype)[None, :, :, None])
+        self.scored_diff = (
+            self.diff if self.cut else select_positions(self.diff, self.pos_idx, batch_dim=1)
+        )
         self.flat_diff = rearrange(
             self.scored_diff, "n_src batch pos d_model -> n_src (batch pos d_model)"
         ).contiguous()
