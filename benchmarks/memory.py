@@ -17,7 +17,9 @@ another's): the model is loaded, then the process's peak resident set (``VmHWM``
 * ``eap``: ``batch_edge_scores`` with EAP (corrupted baseline, every position, logit difference),
   on the same batch; parameters frozen (activation gradients only);
 * ``eap_target``: the same scored at each example's last position only (``positions="target"``,
-  what circuit-tuning's pair tasks use), which keeps one position's activation differences.
+  what circuit-tuning's pair tasks use), which keeps one position's activation differences;
+* ``fwd_bwd_checkpointed``: ``fwd_bwd`` with every block checkpointed (``tune
+  --grad-checkpointing``): only each block's input is kept, the backward recomputes the rest.
 
 ``eap_peak_over_fwd_bwd_peak`` is their ratio (goal <= 1.5). On CUDA the same measurement would read
 ``torch.cuda.max_memory_allocated``; this script measures the CPU. Nothing here is asserted.
@@ -90,10 +92,21 @@ def measure(kind: str, config_path: str, batch: int, seq: int) -> float:
     torch.set_num_threads(1)
     model = load_model(f"random:{config_path}", device="cpu")
     data = random_batch(model.info.d_vocab, batch, seq, "cpu")
-    if kind == "fwd_bwd":
+    if kind in ("fwd_bwd", "fwd_bwd_checkpointed"):
+        from circuitviz.tuning.discovery import hook_flags
+        from circuitviz.tuning.loop import checkpointed_blocks
+
         for param in model.bridge.parameters():
             param.requires_grad_(True)
-        run = lambda: fwd_bwd(model, data)  # noqa: E731
+
+        def run():
+            # Flags and checkpointing span the backward too: it recomputes the blocks.
+            with (
+                hook_flags(model.bridge, False),
+                checkpointed_blocks(model.bridge, kind == "fwd_bwd_checkpointed"),
+            ):
+                fwd_bwd(model, data)
+
     else:
         graph = graph_for(model.info)
         positions = "target" if kind == "eap_target" else "all"
@@ -139,6 +152,7 @@ def main() -> None:
             plain = child("fwd_bwd", path, args.batch, args.seq)
             eap = child("eap", path, args.batch, args.seq)
             target = child("eap_target", path, args.batch, args.seq)
+            checkpointed = child("fwd_bwd_checkpointed", path, args.batch, args.seq)
             results.append(
                 {
                     "shape": shape,
@@ -149,6 +163,7 @@ def main() -> None:
                     "eap_peak_over_fwd_bwd_peak": round(eap / plain, 2),
                     "eap_target_peak_mb": round(target, 1),
                     "eap_target_peak_over_fwd_bwd_peak": round(target / plain, 2),
+                    "fwd_bwd_checkpointed_peak_mb": round(checkpointed, 1),
                 }
             )
     report = {

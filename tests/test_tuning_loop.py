@@ -118,6 +118,47 @@ def test_a_discovery_step_shares_its_forward_with_the_training_step(demo_tokeniz
     assert moved  # the steps did train something
 
 
+@pytest.mark.parametrize("method", ["circuit", "full"])
+def test_grad_checkpointing_recomputes_blocks_and_trains_identically(
+    demo_tokenizer_dir, tmp_path, method, monkeypatch
+):
+    config = dataclasses.replace(SMALL, method=method, steps=2, every=1)
+    data = build_tuning_data(fresh_model(demo_tokenizer_dir), TASK, config)
+    results = []
+    for checkpointing in (False, True):
+        run_config = dataclasses.replace(config, grad_checkpointing=checkpointing)
+        model = fresh_model(demo_tokenizer_dir)
+        writer = create_run(model, TASK, run_config, tmp_path / str(checkpointing))
+        tuner = Tuner(model, TASK, run_config, writer, data)
+        calls = []
+        block_type = type(model.bridge.blocks[0])
+        forward = block_type.forward
+
+        def counted(self, *args, _forward=forward, _calls=calls, **kwargs):
+            _calls.append(1)
+            return _forward(self, *args, **kwargs)
+
+        monkeypatch.setattr(block_type, "forward", counted)
+        with trainable_only(model, tuner.train_params.values()):
+            losses = [tuner.step(step) for step in (1, 2)]
+        monkeypatch.undo()
+        writer.close()
+        results.append((tuner, losses, len(calls)))
+    (plain, plain_losses, plain_calls), (ckpt, ckpt_losses, ckpt_calls) = results
+    assert ckpt_calls > plain_calls  # the backward ran block 0 again
+    assert ckpt_losses == pytest.approx(plain_losses, rel=1e-6)
+    for name, param in plain.train_params.items():
+        torch.testing.assert_close(ckpt.train_params[name], param, rtol=1e-6, atol=1e-7)
+    assert type(ckpt.model.bridge.blocks[0]).__name__ == "BlockBridge"  # restored after use
+
+
+def test_grad_checkpointing_is_refused_where_blocks_are_hooked():
+    with pytest.raises(ValueError, match="not with LoRA methods"):
+        TuneConfig(method="lora", grad_checkpointing=True)
+    with pytest.raises(ValueError, match="circuit_forward"):
+        TuneConfig(circuit_forward=True, grad_checkpointing=True)
+
+
 @pytest.mark.parametrize("method", ["circuit", "full", "random"])
 def test_resume_after_a_crash_ends_bit_identical(demo_tokenizer_dir, tmp_path, method):
     config = dataclasses.replace(SMALL, method=method, optimizer="adamw", lr=0.01)

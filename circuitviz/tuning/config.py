@@ -135,6 +135,12 @@ class TuneConfig:
     circuit_forward: bool = option(
         False, help="mean-ablate every edge outside the circuit in training forwards"
     )
+    grad_checkpointing: bool = option(
+        False,
+        help="training steps keep only each block's input and recompute its activations in the "
+        "backward: less memory for about one more forward of time (not with LoRA methods or "
+        "--circuit-forward)",
+    )
     chat_template: bool = option(
         True,
         help="instruction tasks: put prompts through the tokenizer's chat template when it has one",
@@ -226,6 +232,11 @@ class TuneConfig:
             raise ValueError(
                 f"TuneConfig: give exactly one of steps and epochs, got steps={self.steps}, "
                 f"epochs={self.epochs}"
+            )
+        if self.grad_checkpointing and (self.adapters or self.circuit_forward):
+            raise ValueError(
+                "TuneConfig.grad_checkpointing recomputes plain blocks: not with LoRA methods "
+                "(their training pass hooks the projections) nor with circuit_forward"
             )
         if self.circuit_forward and self.method not in ("circuit", "random"):
             raise ValueError(

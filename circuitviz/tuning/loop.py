@@ -26,6 +26,7 @@ loss stops the run at that step with status "failed"; everything recorded before
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -123,6 +124,57 @@ def run_tuning(
     tuner = tuner_class(model, task, config, writer, data)
     with trainable_only(model, tuner.train_params.values()):
         return tuner.run(progress)
+
+
+class _Checkpointed(torch.nn.Module):
+    """A transformer block run under activation checkpointing (``checkpointed_blocks``); any
+    other attribute the model's loop reads (an attention type, say) is the block's."""
+
+    def __init__(self, block: torch.nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, *args, **kwargs):
+        if not torch.is_grad_enabled():
+            return self.block(*args, **kwargs)
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(self.block, *args, use_reentrant=False, **kwargs)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.block, name)
+
+
+@contextmanager
+def checkpointed_blocks(bridge, enabled: bool = True) -> Iterator[None]:
+    """Activation checkpointing of every transformer block for the duration (``enabled``): a
+    forward keeps only each block's input, and the backward recomputes the block's activations.
+    The same values and gradients, less memory. No forward hook may be registered inside a block
+    (it would fire again in the recomputation)."""
+    if not enabled:
+        yield
+        return
+    first = bridge.blocks[0]
+    lists = [
+        module
+        for module in bridge.modules()
+        if isinstance(module, torch.nn.ModuleList) and len(module) and module[0] is first
+    ]
+    if not lists:
+        raise RuntimeError("grad_checkpointing: the model's list of blocks was not found")
+    originals = [list(blocks) for blocks in lists]
+    for blocks in lists:
+        for i, block in enumerate(list(blocks)):
+            blocks[i] = _Checkpointed(block)
+    try:
+        yield
+    finally:
+        for blocks, saved in zip(lists, originals):
+            for i, block in enumerate(saved):
+                blocks[i] = block
 
 
 @contextmanager
@@ -261,7 +313,9 @@ class Tuner:
         logits = None
         if self.config.method == "random":
             edges = random_edges(self.graph, n, seed=self.config.seed, step=step)
-        elif self.shares_forward and not self.config.circuit_forward:
+        elif self.shares_forward and not (
+            self.config.circuit_forward or self.config.grad_checkpointing
+        ):
             for param in self.train_params.values():
                 param.requires_grad_(True)
             scores, logits = self._scores(batch, ids)
@@ -297,17 +351,24 @@ class Tuner:
         """Loss, one backward reaching only the circuit's tensors, clipping, masked update.
         ``logits``: the training text's, from the discovery forward (else a forward here)."""
         self.optimizer.zero_grad()
-        if logits is None:
-            for name, param in self.train_params.items():
-                param.requires_grad_(name in self.masks)
-            logits = self._forward(batch, ids)
-        parts = training_loss(logits, ids, batch, self.config)
-        objective, loss = self._objective(parts, batch)
-        check_finite(loss, "the training loss", step)
         trainable = [self.train_params[name] for name in self.masks]
-        if not trainable:  # a circuit of input->logits edges owns no parameter: nothing to do
-            return loss
-        torch.autograd.backward(objective, inputs=trainable)
+        with contextlib.ExitStack() as stack:
+            if logits is None:
+                for name, param in self.train_params.items():
+                    param.requires_grad_(name in self.masks)
+                # The forward and its backward see one model: checkpointing recomputes blocks
+                # inside the backward, which must run them as the forward did.
+                stack.enter_context(hook_flags(self.model.bridge, False))
+                stack.enter_context(
+                    checkpointed_blocks(self.model.bridge, self.config.grad_checkpointing)
+                )
+                logits = self._forward(batch, ids)
+            parts = training_loss(logits, ids, batch, self.config)
+            objective, loss = self._objective(parts, batch)
+            check_finite(loss, "the training loss", step)
+            if not trainable:  # a circuit of input->logits edges owns no parameter: no update
+                return loss
+            torch.autograd.backward(objective, inputs=trainable)
         self._reduce_grads(trainable)
         if self.config.grad_clip is not None:
             norm = self.optimizer.clip_grad_norm(self.masks, self.config.grad_clip)
@@ -324,13 +385,12 @@ class Tuner:
         """Combine gradients across processes (``distributed``); one process has nothing to do."""
 
     def _forward(self, batch, ids) -> torch.Tensor:
-        """Logits ``[batch, pos_t, d_vocab]`` of the training text."""
+        """Logits ``[batch, pos_t, d_vocab]`` of the training text (hook flags off: ``_train``)."""
         if self.config.circuit_forward:
             return run_circuit_forward(
                 self.model, self.graph, self.circuit.edge_mask, ids, batch.train_mask
             )
-        with hook_flags(self.model.bridge, False):
-            return self.model.bridge(ids)
+        return self.model.bridge(ids)
 
     def _periodic(self, step: int) -> None:
         if is_every(step, self.config.eval_every, self.total):
