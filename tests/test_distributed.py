@@ -61,8 +61,11 @@ def assert_same_run(one: Run, two: Run) -> None:
     assert two.status == one.status == "finished"
 
 
-def test_two_processes_tune_a_pair_task_like_one(demo_tokenizer_dir, tmp_path):
-    argv = ["--model", "random:gpt2-tiny", "--task", "sv-disagreement", *COMMON]
+@pytest.mark.parametrize(
+    "method", [("--method", "circuit"), ("--method", "circuit-lora", "--lora-dropout", "0")]
+)
+def test_two_processes_tune_a_pair_task_like_one(demo_tokenizer_dir, tmp_path, method):
+    argv = ["--model", "random:gpt2-tiny", "--task", "sv-disagreement", *COMMON, *method]
     two = tune(tmp_path, "two", *argv, "--nproc", "2")
     assert two.returncode == 0, two.stderr[-3000:]
     one = tune(tmp_path, "one", *argv)
