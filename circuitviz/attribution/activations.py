@@ -87,13 +87,6 @@ def source_means(model, graph: Graph, batches: Iterable) -> SourceMeans:
     return _means(total, embed_total, n_tokens, model.dtype)
 
 
-def mean_activations(sources: torch.Tensor, embed: torch.Tensor, mask: torch.Tensor) -> SourceMeans:
-    """``source_means`` of one batch from activations already captured: ``sources`` ``[n_src,
-    batch, pos, d_model]`` and ``embed`` ``[batch, pos, d_model]`` over the real tokens of ``mask``."""
-    sums, embed_sums = token_sums(sources, embed, mask)
-    return _means(sums, embed_sums, int(mask.sum()), sources.dtype)
-
-
 def token_sums(sources: torch.Tensor, embed: torch.Tensor, mask: torch.Tensor):
     """float64 sums over the real tokens of ``mask``: (``[n_src, d_model]``, ``[d_model]``)."""
     weights = mask.to(torch.float64)

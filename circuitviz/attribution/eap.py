@@ -52,7 +52,6 @@ from circuitviz.attribution.activations import (
     BaselineActivations,
     SourceMeans,
     baseline_activations,
-    mean_activations,
     position_index,
     select_positions,
     source_means,
@@ -148,16 +147,16 @@ class _AttributionPass:
             else (forward[0].to(model.device), forward[1].to(model.device))
         )
         self.n_pos = n_pos
-        self.clean_embed: torch.Tensor | None = None
         self.pos_idx = position_index(batch, config.positions, model.device)
         # Only the scored positions' differences are ever read, unless EAP-IG pins every
         # position of every source: then the capture keeps those positions alone (a tuning
-        # step's "target" keeps one per example), and the batch's own mean, which needs every
-        # real token, is summed as the capture goes.
+        # step's "target" keeps one per example). The batch's own mean, which needs every real
+        # token, is summed source by source as the capture goes (in float64, never the whole
+        # buffer at once).
         self.cut = self.pos_idx is not None and self.interpolate != "activations"
         kept = self.pos_idx.shape[1] if self.cut else n_pos
         self.token_sums: tuple[torch.Tensor, torch.Tensor] | None = None
-        if self.cut and base is None:
+        if base is None:
             d_model = model.info.d_model
             self.token_sums = (
                 torch.zeros(graph.n_src, d_model, device=model.device, dtype=torch.float64),
@@ -179,13 +178,10 @@ class _AttributionPass:
     # -- forward hooks ----------------------------------------------------------------------------
     def _root_hook(self, alpha: float, capture: bool = False):
         def hook(x, hook):
-            if capture and self.base is None:
-                self.clean_embed = x.detach()[:, : self.n_pos]
-                if self.token_sums is not None:
-                    weights = self.mask.to(torch.float64)
-                    self.token_sums[1].add_(
-                        einsum(self.clean_embed.double(), weights, "b p d, b p -> d")
-                    )
+            if capture and self.token_sums is not None:  # the batch's own mean, embedding part
+                embed = x.detach()[:, : self.n_pos].double()
+                weights = self.mask.to(torch.float64)
+                self.token_sums[1].add_(einsum(embed, weights, "b p d, b p -> d"))
             if alpha != 1.0:
                 x = self.base.embed + alpha * (x - self.base.embed)
             if not x.requires_grad:
@@ -304,24 +300,17 @@ class _AttributionPass:
     def _finish_diff(self) -> None:
         """Turn the stored clean activations into baseline - clean, zero on padding, and cut them to
         the scored positions, flattened to ``[n_src, (batch pos d_model)]`` for the products."""
-        if self.base is None:
-            if self.token_sums is not None:
-                n_tokens = int(self.mask.sum())
-                if n_tokens == 0:
-                    raise ValueError("the mean baseline needs at least one real token")
-                sums, embed_sums = self.token_sums
-                dtype = self.diff.dtype
-                means = SourceMeans(
-                    sources=(sums / n_tokens).to(dtype),
-                    embed=(embed_sums / n_tokens).to(dtype),
-                    n_tokens=n_tokens,
-                )
-            else:
-                means = mean_activations(self.diff, self.clean_embed, self.mask)
+        if self.base is None:  # the batch's own mean, from the sums the capture hooks took
+            n_tokens = int(self.mask.sum())
+            if n_tokens == 0:
+                raise ValueError("the mean baseline needs at least one real token")
+            sums, embed_sums = self.token_sums
+            dtype = self.diff.dtype
             self.base = BaselineActivations(
-                sources=means.sources[:, None, None, :], embed=means.embed[None, None, :]
+                sources=(sums / n_tokens).to(dtype)[:, None, None, :],
+                embed=(embed_sums / n_tokens).to(dtype)[None, None, :],
             )
-            self.clean_embed = None
+            self.token_sums = None
         base, mask = self.base.sources, self.mask
         if self.cut:  # the differences are kept at the scored positions only
             if base.shape[2] > 1:
