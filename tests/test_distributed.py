@@ -111,3 +111,35 @@ def test_what_cannot_split_exactly_is_refused_before_starting(demo_tokenizer_dir
     assert done.returncode == 2
     assert done.stderr.count("error:") == 1 and "does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_data_parallel_run_resumes_from_its_checkpoint(demo_tokenizer_dir, tmp_path):
+    """A run that stopped after its step-2 checkpoint (its later checkpoint gone, status failed, as
+    a crash leaves it) resumes on two processes and ends as one uninterrupted process does."""
+    import sqlite3
+
+    argv = ["--model", "random:gpt2-tiny", "--task", "sv-disagreement", *COMMON]
+    two = tune(tmp_path, "two", *argv, "--nproc", "2")
+    assert two.returncode == 0, two.stderr[-3000:]
+    run_dir = tmp_path / "two"
+    with sqlite3.connect(run_dir / "run.sqlite") as db:
+        for path, state in db.execute("SELECT path, state_path FROM checkpoints WHERE step > 2"):
+            (run_dir / path).unlink()
+            (run_dir / state).unlink()
+        db.execute("DELETE FROM checkpoints WHERE step > 2")
+        db.execute("UPDATE run SET status = 'failed'")
+    env = dict(os.environ, CIRCUITVIZ_THREADS="1")
+    resumed = subprocess.run(
+        [sys.executable, "-m", "circuitviz", "tune", "--resume", "two", "--nproc", "2"]
+        + ["--runs-dir", str(tmp_path), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    one = tune(tmp_path, "one", *argv)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert [step for step, _ in Run(run_dir).checkpoints()] == [2, 4]
+    assert_same_run(Run(tmp_path / "one"), Run(run_dir))
