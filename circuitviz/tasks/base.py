@@ -184,14 +184,20 @@ class TaskData:
         self, batch_size: int, *, shuffle: bool = False, seed: int = 0
     ) -> Iterator[TaskBatch]:
         """Batches of at most `batch_size` rows; a shuffled order depends on `seed` only."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if shuffle:
-            order = torch.randperm(self.n_examples, generator=torch.Generator().manual_seed(seed))
-        else:
-            order = torch.arange(self.n_examples)
-        for start in range(0, self.n_examples, batch_size):
-            yield self.batch.select(order[start : start + batch_size])
+        return row_batches(self.batch, self.n_examples, batch_size, shuffle=shuffle, seed=seed)
+
+
+def row_batches(batch, n_rows: int, batch_size: int, *, shuffle: bool = False, seed: int = 0):
+    """``batch.select`` of consecutive groups of at most ``batch_size`` of its ``n_rows`` rows, in
+    order or in a shuffled order that depends on ``seed`` only (pair and instruction data alike)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if shuffle:
+        order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed))
+    else:
+        order = torch.arange(n_rows)
+    for start in range(0, n_rows, batch_size):
+        yield batch.select(order[start : start + batch_size])
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -244,14 +244,9 @@ class SFTData:
         self, batch_size: int, *, shuffle: bool = False, seed: int = 0
     ) -> Iterator[SFTBatch]:
         """Batches of at most ``batch_size`` rows; a shuffled order depends on ``seed`` only."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if shuffle:
-            order = torch.randperm(self.n_examples, generator=torch.Generator().manual_seed(seed))
-        else:
-            order = torch.arange(self.n_examples)
-        for start in range(0, self.n_examples, batch_size):
-            yield self.batch.select(order[start : start + batch_size])
+        from circuitviz.tasks.base import row_batches
+
+        return row_batches(self.batch, self.n_examples, batch_size, shuffle=shuffle, seed=seed)
 
     def subset(self, keep: torch.Tensor) -> SFTData:
         """The examples where ``keep`` ([n_examples] bool) is True, counts unchanged."""
