@@ -105,7 +105,7 @@ def peak_memory_mb(fn, device: torch.device) -> float:
 
 
 def bench_model(spec: str, args) -> dict:
-    model = load_model(spec, device=args.device)
+    model = load_model(spec, device=args.device, dtype=args.dtype)
     graph = graph_for(model.info)
     batch = random_batch(model.info.d_vocab, args.batch, args.n_pos, model.device)
     eap = AttributionConfig(method="eap")
@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-pos", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default=None, help="default: CUDA when present, else CPU")
+    parser.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, ...")
     parser.add_argument("--json", action="store_true", help="print JSON only")
     # One thread by default, as in tuning.py: on a small shared machine a multi-threaded torch
     # spins on descheduled OpenMP threads, which swamps CPU-time ratios.

@@ -87,8 +87,11 @@ def _rss_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def measure(kind: str, config_path: str, batch: int, seq: int) -> float:
-    """One measurement, in this (fresh) process: peak MB above the loaded model."""
+def measure(
+    kind: str, config_path: str, batch: int, seq: int, device: str = "cpu", dtype: str = "float32"
+) -> float:
+    """One measurement, in this (fresh) process: peak MB above the loaded model (on CUDA, peak
+    allocated above what was allocated before the call)."""
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -99,8 +102,8 @@ def measure(kind: str, config_path: str, batch: int, seq: int) -> float:
     from circuitviz.models import load_model
 
     torch.set_num_threads(1)
-    model = load_model(f"random:{config_path}", device="cpu")
-    data = random_batch(model.info.d_vocab, batch, seq, "cpu")
+    model = load_model(f"random:{config_path}", device=device, dtype=dtype)
+    data = random_batch(model.info.d_vocab, batch, seq, model.device)
     if kind in ("tune_full", "tune_circuit"):
         run = _tuning_step(model, kind.removeprefix("tune_"), batch, seq)
     elif kind in ("fwd_bwd", "fwd_bwd_checkpointed"):
@@ -123,6 +126,13 @@ def measure(kind: str, config_path: str, batch: int, seq: int) -> float:
         positions = "target" if kind == "eap_target" else "all"
         config = AttributionConfig(method="eap", positions=positions)
         run = lambda: batch_edge_scores(model, graph, data, config)  # noqa: E731
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+        torch.cuda.reset_peak_memory_stats(model.device)
+        before = torch.cuda.memory_allocated(model.device)
+        run()
+        torch.cuda.synchronize(model.device)
+        return (torch.cuda.max_memory_allocated(model.device) - before) / 2**20
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
     before = _rss_kb("VmRSS")
@@ -181,9 +191,10 @@ def _tuning_step(model, method: str, batch: int, seq: int):
     return step
 
 
-def child(kind: str, config_path: str, batch: int, seq: int) -> float:
+def child(kind: str, config_path: str, batch: int, seq: int, device="cpu", dtype="float32"):
     done = subprocess.run(
-        [sys.executable, __file__, "--child", kind, config_path, str(batch), str(seq)],
+        [sys.executable, __file__, "--child", kind, config_path, str(batch), str(seq)]
+        + [device, dtype],
         capture_output=True,
         text=True,
         check=False,
@@ -199,11 +210,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, ...")
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        kind, path, batch, seq = args.child
-        print(measure(kind, path, int(batch), int(seq)))
+        kind, path, batch, seq, device, dtype = args.child
+        print(measure(kind, path, int(batch), int(seq), device, dtype))
         return
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -211,12 +224,16 @@ def main() -> None:
             shape, _, depth = item.partition(":")
             depth = int(depth or SHAPES[shape]["full_layers"])
             path = str(config_file(shape, depth, Path(tmp)))
-            plain = child("fwd_bwd", path, args.batch, args.seq)
-            eap = child("eap", path, args.batch, args.seq)
-            target = child("eap_target", path, args.batch, args.seq)
-            checkpointed = child("fwd_bwd_checkpointed", path, args.batch, args.seq)
-            tune_full = child("tune_full", path, args.batch, args.seq)
-            tune_circuit = child("tune_circuit", path, args.batch, args.seq)
+            plain = child("fwd_bwd", path, args.batch, args.seq, args.device, args.dtype)
+            eap = child("eap", path, args.batch, args.seq, args.device, args.dtype)
+            target = child("eap_target", path, args.batch, args.seq, args.device, args.dtype)
+            checkpointed = child(
+                "fwd_bwd_checkpointed", path, args.batch, args.seq, args.device, args.dtype
+            )
+            tune_full = child("tune_full", path, args.batch, args.seq, args.device, args.dtype)
+            tune_circuit = child(
+                "tune_circuit", path, args.batch, args.seq, args.device, args.dtype
+            )
             results.append(
                 {
                     "shape": shape,
@@ -235,10 +252,13 @@ def main() -> None:
             )
     report = {
         "benchmark": "memory",
-        "device": "cpu",
+        "device": args.device,
+        "dtype": args.dtype,
         "batch": args.batch,
         "seq": args.seq,
-        "memory": "peak RSS (VmHWM) above the RSS before the call, fresh process each",
+        "memory": "CUDA max_memory_allocated above the start"
+        if args.device.startswith("cuda")
+        else "peak RSS (VmHWM) above the RSS before the call, fresh process each",
         "goals": {"eap_peak_over_fwd_bwd_peak": 1.5, "tune_peak_over_full_peak": 1.3},
         "results": results,
     }

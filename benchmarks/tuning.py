@@ -58,10 +58,18 @@ def _tuner(model, method: str, root: Path, top_n: int, every: int = 1) -> Tuner:
 
 
 def _timed_step(tuner: Tuner, step: int) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) of one optimizer step."""
+    """(CPU seconds, wall seconds) of one optimizer step; on CUDA both are the synchronised wall
+    time (this process's CPU time says nothing of the GPU's work)."""
+    cuda = tuner.model.device.type == "cuda"
     with trainable_only(tuner.model, tuner.train_params.values()):
+        if cuda:
+            torch.cuda.synchronize(tuner.model.device)
         cpu, wall = time.process_time(), time.perf_counter()
         tuner.step(step)
+        if cuda:
+            torch.cuda.synchronize(tuner.model.device)
+            elapsed = time.perf_counter() - wall
+            return elapsed, elapsed
         return time.process_time() - cpu, time.perf_counter() - wall
 
 
@@ -158,14 +166,20 @@ def run_size(model, root: Path, top_n: int, n_steps: int = 1000) -> dict:
     }
 
 
-def bench_model(spec: str, repeats: int) -> dict:
-    model = load_model(spec, device="cpu")
+def bench_model(spec: str, repeats: int, device: str = "cpu", dtype: str = "float32") -> dict:
+    model = load_model(spec, device=device, dtype=dtype)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         from circuitviz.graph.topology import graph_for
 
         top_n = min(200, graph_for(model.info).n_edges)
-        out = {"model": spec, "n_params": model.info.n_params, "threads": torch.get_num_threads()}
+        out = {
+            "model": spec,
+            "device": str(model.device),
+            "dtype": dtype,
+            "n_params": model.info.n_params,
+            "threads": torch.get_num_threads(),
+        }
         out.update(step_ratio(model, root, repeats, top_n))
         out.update(snapshot_costs(model, root, max(3, repeats // 3), top_n))
         out.update(run_size(model, root, top_n))
@@ -180,11 +194,15 @@ def main() -> None:
     # for descheduled OpenMP threads on every op (a demo-model step went from 27 ms to 1 s at 2
     # threads under load), which swamps the ratio this benchmark is for.
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, ...")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
-    results = [bench_model(spec, args.repeats) for spec in args.models.split(",")]
+    results = [
+        bench_model(spec, args.repeats, args.device, args.dtype) for spec in args.models.split(",")
+    ]
     if args.json:
         print(json.dumps({"benchmark": "tuning", "results": results}, indent=2))
         return
