@@ -143,3 +143,22 @@ def test_a_data_parallel_run_resumes_from_its_checkpoint(demo_tokenizer_dir, tmp
     assert one.returncode == 0, one.stderr[-3000:]
     assert [step for step, _ in Run(run_dir).checkpoints()] == [2, 4]
     assert_same_run(Run(tmp_path / "one"), Run(run_dir))
+
+
+def test_torchrun_starts_one_run_whose_id_rank_0_chose(demo_tokenizer_dir, tmp_path):
+    """Started by torch's launcher directly, without --run-id: rank 0 names the run and the other
+    rank follows it, so there is one run, finished."""
+    env = dict(os.environ, CIRCUITVIZ_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+        + ["-m", "circuitviz", "tune", "--model", "random:gpt2-tiny", "--task", "sv-disagreement"]
+        + [*COMMON, "--runs-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = [path for path in tmp_path.iterdir() if path.is_dir()]
+    assert Run(run_dir).status == "finished" and len(Run(run_dir).steps()) == 4

@@ -312,18 +312,17 @@ def tune_command(args: argparse.Namespace) -> int:
     except _engine_errors() as exc:
         raise UserError(str(exc)) from exc
     writer = _open_on_every_rank(
-        lambda: create_run(model, args.task, config, _root(args), run_id=args.run_id),
-        lambda: _root(args) / args.run_id,
+        lambda: create_run(model, args.task, config, _root(args), run_id=args.run_id)
     )
     _announce(args, writer.run_id, writer.dir)
     update, close = _progress_bar(args, data.total_steps(config))
     return _run_to_end(args, model, args.task, config, writer, data, update, close)
 
 
-def _open_on_every_rank(open_writer, run_dir):
+def _open_on_every_rank(open_writer):
     """``open_writer()`` (a RunWriter) in one process. In a data-parallel run rank 0 calls it and
-    tells the others how it went; they then open the run to read (``FollowerWriter``), or raise
-    rank 0's error."""
+    tells the others how it went and where the run is (its id may be new: ``torchrun`` without
+    ``--run-id``); they then open the run to read (``FollowerWriter``), or raise rank 0's error."""
     import torch.distributed as dist
 
     from circuitviz.tuning.distributed import FollowerWriter
@@ -333,17 +332,18 @@ def _open_on_every_rank(open_writer, run_dir):
             return open_writer()
         except _engine_errors() as exc:
             raise UserError(str(exc)) from exc
-    outcome: list = [None]
+    outcome: list = [None, None]  # (error, run directory)
     writer = None
     if dist.get_rank() == 0:
         try:
             writer = open_writer()
+            outcome[1] = str(writer.dir)
         except _engine_errors() as exc:
             outcome[0] = str(exc)
     dist.broadcast_object_list(outcome, src=0)
     if outcome[0] is not None:
         raise UserError(outcome[0])
-    return writer if writer is not None else FollowerWriter.open(run_dir())
+    return writer if writer is not None else FollowerWriter.open(Path(outcome[1]))
 
 
 def _launch(args: argparse.Namespace) -> int:
@@ -436,7 +436,7 @@ def _resume(args: argparse.Namespace) -> int:
         data = build_tuning_data(model, run.task, config)
     except (ModelLoadError, *_engine_errors()) as exc:
         raise UserError(str(exc)) from exc
-    writer = _open_on_every_rank(lambda: RunWriter.resume(run.dir), lambda: run.dir)
+    writer = _open_on_every_rank(lambda: RunWriter.resume(run.dir))
     _announce(args, run.id, run.dir)
     update, close = _progress_bar(args, data.total_steps(config))
     return _run_to_end(args, model, run.task, config, writer, data, update, close)
