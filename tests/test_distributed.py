@@ -145,6 +145,22 @@ def test_a_data_parallel_run_resumes_from_its_checkpoint(demo_tokenizer_dir, tmp
     assert_same_run(Run(tmp_path / "one"), Run(run_dir))
 
 
+def test_torchrun_refuses_what_cannot_split_before_creating_a_run(demo_tokenizer_dir, tmp_path):
+    env = dict(os.environ, CIRCUITVIZ_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+        + ["-m", "circuitviz", "tune", "--model", "random:gpt2-tiny", "--task", "sv-disagreement"]
+        + [*COMMON, "--runs-dir", str(tmp_path), "--circuit-forward"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode != 0 and "--circuit-forward: not exact across processes" in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_torchrun_starts_one_run_whose_id_rank_0_chose(demo_tokenizer_dir, tmp_path):
     """Started by torch's launcher directly, without --run-id: rank 0 names the run and the other
     rank follows it, so there is one run, finished."""

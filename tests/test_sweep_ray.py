@@ -46,3 +46,11 @@ def test_a_ray_sweep_refuses_a_method_that_ignores_n(tmp_path, capsys):
     argv = ["sweep", *ARGS, "--runs-dir", str(tmp_path), "--ray", "--method", "full"]
     assert main(argv) == 2
     assert "--method full does not use" in capsys.readouterr().err
+
+
+def test_an_address_where_no_ray_answers_is_one_line(demo_tokenizer_dir, tmp_path, capsys):
+    argv = ["sweep", *ARGS, "--runs-dir", str(tmp_path), "--ray", "127.0.0.1:1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no Ray cluster answers at '127.0.0.1:1'" in err and "ray start --head" in err
+    assert not list(tmp_path.iterdir())

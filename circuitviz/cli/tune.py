@@ -306,6 +306,7 @@ def tune_command(args: argparse.Namespace) -> int:
     from circuitviz.tuning.storage import create_run
 
     config = build_config(args, args.task)
+    _check_ranks(config)
     model = load_model_from_args(args)
     try:
         data = build_tuning_data(model, args.task, config)
@@ -317,6 +318,17 @@ def tune_command(args: argparse.Namespace) -> int:
     _announce(args, writer.run_id, writer.dir)
     update, close = _progress_bar(args, data.total_steps(config))
     return _run_to_end(args, model, args.task, config, writer, data, update, close)
+
+
+def _check_ranks(config) -> None:
+    """Under several processes (``torchrun`` included), refuse up front what cannot split."""
+    from circuitviz.tuning import distributed
+
+    if distributed.world_size() > 1:
+        try:
+            distributed.check_config(config, distributed.world_size())
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
 
 
 def _open_on_every_rank(open_writer):
@@ -430,6 +442,7 @@ def _resume(args: argparse.Namespace) -> int:
         print(f"run {run.id} already finished; nothing to do", file=sys.stderr)
         return _report(args, run.id, run.dir, run.summary)
     config = config_from_run(run.config)
+    _check_ranks(config)
     dtype = str(run.config.get("dtype", "float32")).removeprefix("torch.")
     try:
         model = load_model(run.model_spec, device=args.device, dtype=dtype, runs_dir=args.runs_dir)

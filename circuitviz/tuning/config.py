@@ -234,9 +234,11 @@ class TuneConfig:
                 f"epochs={self.epochs}"
             )
         if self.grad_checkpointing and (self.adapters or self.circuit_forward):
+            given = f"--method {self.method}" if self.adapters else "--circuit-forward"
             raise ValueError(
-                "TuneConfig.grad_checkpointing recomputes plain blocks: not with LoRA methods "
-                "(their training pass hooks the projections) nor with circuit_forward"
+                f"--grad-checkpointing (grad_checkpointing) recomputes plain blocks, so not with "
+                f"{given}: LoRA methods hook the projections in training, and --circuit-forward "
+                "(circuit_forward) ablates edges with hooks; drop one of the two"
             )
         if self.circuit_forward and self.method not in ("circuit", "random"):
             raise ValueError(

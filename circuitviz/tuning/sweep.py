@@ -125,12 +125,31 @@ def run_sweep_ray(
 
             ray.init(num_cpus=available_cpus(), include_dashboard=False, log_to_driver=False)
         else:
+            _check_reachable(address)
             ray.init(address=address, log_to_driver=False)
     try:
         return sweep_id, _run_tasks(ray, model, task, configs, top_ns, root, sweep_id, on_start)
     finally:
         if started:
             ray.shutdown()
+
+
+def _check_reachable(address: str, seconds: float = 5.0) -> None:
+    """Raise ValueError unless something answers at a ``HOST:PORT`` (or ``ray://HOST:PORT``) Ray
+    address: ``ray.init`` would otherwise retry for minutes. ``auto`` is left to Ray."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=seconds):
+            return
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"no Ray cluster answers at {address!r} ({exc}): start one there (ray start --head), "
+            "or give --ray without an address for a local Ray"
+        ) from exc
 
 
 def _run_tasks(ray, model, task, configs, top_ns, root, sweep_id, on_start) -> list[dict]:
