@@ -24,17 +24,28 @@ COMMON = [
 ]
 
 
-def tune(tmp_path, run_id: str, *argv: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, CIRCUITVIZ_THREADS="1")
+def run(*argv: str) -> subprocess.CompletedProcess:
+    """``python ARGV...`` with one thread per process, its output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "circuitviz", "tune", *argv, "--runs-dir", str(tmp_path)]
-        + ["--run-id", run_id],
+        [sys.executable, *argv],
         capture_output=True,
         text=True,
-        env=env,
+        env=dict(os.environ, CIRCUITVIZ_THREADS="1"),
         timeout=600,
         check=False,
     )
+
+
+def tune(tmp_path, run_id: str, *argv: str) -> subprocess.CompletedProcess:
+    return run(
+        *("-m", "circuitviz", "tune", *argv, "--runs-dir", str(tmp_path), "--run-id", run_id)
+    )
+
+
+def torchrun(tmp_path, *argv: str) -> subprocess.CompletedProcess:
+    """``circuitviz tune`` on two processes started by torch's launcher itself."""
+    launcher = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")
+    return run(*launcher, "-m", "circuitviz", "tune", *argv, "--runs-dir", str(tmp_path))
 
 
 def final_weights(run: Run) -> dict[str, torch.Tensor]:
@@ -128,15 +139,9 @@ def test_a_data_parallel_run_resumes_from_its_checkpoint(demo_tokenizer_dir, tmp
             (run_dir / state).unlink()
         db.execute("DELETE FROM checkpoints WHERE step > 2")
         db.execute("UPDATE run SET status = 'failed'")
-    env = dict(os.environ, CIRCUITVIZ_THREADS="1")
-    resumed = subprocess.run(
-        [sys.executable, "-m", "circuitviz", "tune", "--resume", "two", "--nproc", "2"]
-        + ["--runs-dir", str(tmp_path), "--no-progress"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
+    resumed = run(
+        *("-m", "circuitviz", "tune", "--resume", "two", "--nproc", "2"),
+        *("--runs-dir", str(tmp_path), "--no-progress"),
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     one = tune(tmp_path, "one", *argv)
@@ -146,17 +151,8 @@ def test_a_data_parallel_run_resumes_from_its_checkpoint(demo_tokenizer_dir, tmp
 
 
 def test_torchrun_refuses_what_cannot_split_before_creating_a_run(demo_tokenizer_dir, tmp_path):
-    env = dict(os.environ, CIRCUITVIZ_THREADS="1")
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-        + ["-m", "circuitviz", "tune", "--model", "random:gpt2-tiny", "--task", "sv-disagreement"]
-        + [*COMMON, "--runs-dir", str(tmp_path), "--circuit-forward"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    argv = ["--model", "random:gpt2-tiny", "--task", "sv-disagreement", *COMMON]
+    done = torchrun(tmp_path, *argv, "--circuit-forward")
     assert done.returncode != 0 and "--circuit-forward: not exact across processes" in done.stderr
     assert not list(tmp_path.iterdir())
 
@@ -164,17 +160,7 @@ def test_torchrun_refuses_what_cannot_split_before_creating_a_run(demo_tokenizer
 def test_torchrun_starts_one_run_whose_id_rank_0_chose(demo_tokenizer_dir, tmp_path):
     """Started by torch's launcher directly, without --run-id: rank 0 names the run and the other
     rank follows it, so there is one run, finished."""
-    env = dict(os.environ, CIRCUITVIZ_THREADS="1")
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-        + ["-m", "circuitviz", "tune", "--model", "random:gpt2-tiny", "--task", "sv-disagreement"]
-        + [*COMMON, "--runs-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    done = torchrun(tmp_path, "--model", "random:gpt2-tiny", "--task", "sv-disagreement", *COMMON)
     assert done.returncode == 0, done.stderr[-3000:]
     (run_dir,) = [path for path in tmp_path.iterdir() if path.is_dir()]
     assert Run(run_dir).status == "finished" and len(Run(run_dir).steps()) == 4
