@@ -89,12 +89,14 @@ def source_means(model, graph: Graph, batches: Iterable) -> SourceMeans:
 
 def token_sums(sources: torch.Tensor, embed: torch.Tensor, mask: torch.Tensor):
     """float64 sums over the real tokens of ``mask``: (``[n_src, d_model]``, ``[d_model]``)."""
-    weights = mask.to(torch.float64)
-    sums = einsum(
-        sources.to(torch.float64), weights, "n_src batch pos d_model, batch pos -> n_src d_model"
-    )
-    embed_sums = einsum(embed.to(torch.float64), weights, "batch pos d_model, batch pos -> d_model")
-    return sums, embed_sums
+    return masked_token_sum(sources, mask), masked_token_sum(embed, mask)
+
+
+def masked_token_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` ``[..., batch, pos, d_model]`` summed in float64 over the real tokens of ``mask``
+    ``[batch, pos]``: ``[..., d_model]``."""
+    weights = mask.to(device=x.device, dtype=torch.float64)
+    return einsum(x.to(torch.float64), weights, "... batch pos d_model, batch pos -> ... d_model")
 
 
 def _means(total, embed_total, n_tokens: int, dtype: torch.dtype) -> SourceMeans:

@@ -46,12 +46,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
-from einops import einsum, rearrange
+from einops import rearrange
 
 from circuitviz.attribution.activations import (
     BaselineActivations,
     SourceMeans,
     baseline_activations,
+    masked_token_sum,
     position_index,
     select_positions,
     source_means,
@@ -179,9 +180,7 @@ class _AttributionPass:
     def _root_hook(self, alpha: float, capture: bool = False):
         def hook(x, hook):
             if capture and self.token_sums is not None:  # the batch's own mean, embedding part
-                embed = x.detach()[:, : self.n_pos].double()
-                weights = self.mask.to(torch.float64)
-                self.token_sums[1].add_(einsum(embed, weights, "b p d, b p -> d"))
+                self.token_sums[1].add_(masked_token_sum(x.detach()[:, : self.n_pos], self.mask))
             if alpha != 1.0:
                 x = self.base.embed + alpha * (x - self.base.embed)
             if not x.requires_grad:
@@ -197,10 +196,7 @@ class _AttributionPass:
             with torch.no_grad():  # MLP groups multiply by weights that may require grad
                 rows = spec.node_major(x.detach()[:, : self.n_pos])  # [n, batch, pos, d_model]
                 if self.token_sums is not None:
-                    weights = self.mask.to(torch.float64)
-                    self.token_sums[0][spec.src_slice] += einsum(
-                        rows.double(), weights, "n b p d, b p -> n d"
-                    )
+                    self.token_sums[0][spec.src_slice] += masked_token_sum(rows, self.mask)
                 if self.cut:
                     rows = select_positions(rows, self.pos_idx, batch_dim=1)
                 self.diff[spec.src_slice] = rows

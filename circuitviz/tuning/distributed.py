@@ -28,7 +28,6 @@ dropout (its random masks are drawn per process).
 from __future__ import annotations
 
 import datetime
-import logging
 import os
 import sqlite3
 from dataclasses import replace
@@ -40,8 +39,6 @@ from circuitviz.runs import RunWriter
 from circuitviz.tuning.config import TuneConfig
 from circuitviz.tuning.loop import Tuner
 from circuitviz.tuning.loss import loss_weight, training_ids
-
-log = logging.getLogger(__name__)
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
