@@ -124,13 +124,61 @@ def test_what_cannot_split_exactly_is_refused_before_starting(demo_tokenizer_dir
     assert "Traceback" not in done.stderr
 
 
-def test_a_data_parallel_run_resumes_from_its_checkpoint(demo_tokenizer_dir, tmp_path):
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("sv-disagreement", "--optimizer", "adamw", "--lr", "1e-3", "--grad-clip", "0.5"),
+        ("arithmetic", "--method", "full", "--grad-checkpointing"),
+    ],
+    ids=["circuit-adamw-clip", "full-instructions-checkpointing"],
+)
+def test_fsdp_shards_the_model_and_tunes_like_one_process(demo_tokenizer_dir, tmp_path, case):
+    """``--shard fsdp`` on a Llama-family model (grouped-query attention, uneven row splits):
+    masked AdamW with clipping on split tensors, and full fine-tuning of an instruction task
+    whose exact match generates from gathered weights."""
+    task, *options = case
+    argv = ["--model", "random:llama-tiny", "--task", task, *COMMON, *options]
+    two = tune(tmp_path, "two", *argv, "--nproc", "2", "--shard", "fsdp")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "Warning" not in two.stderr
+    one = tune(tmp_path, "one", *argv)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert Run(tmp_path / "two").config["shard"] == "fsdp"
+    assert_same_run(Run(tmp_path / "one"), Run(tmp_path / "two"))
+    if task == "arithmetic":
+        evals = [Run(tmp_path / name).evals() for name in ("one", "two")]
+        assert evals[0]["exact_match"].tolist() == evals[1]["exact_match"].tolist()
+        assert evals[1]["exact_match"].notna().all()
+
+
+def test_fsdp_refuses_what_it_cannot_shard_before_creating_a_run(demo_tokenizer_dir, tmp_path):
+    argv = ["--model", "random:llama-tiny", "--task", "sv-disagreement", *COMMON]
+    done = tune(tmp_path, "a", *argv, "--shard", "fsdp")
+    assert done.returncode == 2 and "--shard fsdp splits the model across processes" in done.stderr
+    done = tune(tmp_path, "b", *argv, "--shard", "fsdp", "--nproc", "2", "--method", "lora")
+    assert done.returncode == 2 and "not LoRA adapters" in done.stderr
+    gpt2 = ["--model", "random:gpt2-tiny", *argv[2:]]
+    done = tune(tmp_path, "c", *gpt2, "--shard", "fsdp", "--nproc", "2")
+    assert done.returncode == 2 and done.stderr.count("error:") == 1
+    assert "views of fused weights" in done.stderr and "Traceback" not in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "model, sharding",
+    [("random:gpt2-tiny", ()), ("random:llama-tiny", ("--shard", "fsdp"))],
+    ids=["data-parallel", "fsdp"],
+)
+def test_a_data_parallel_run_resumes_from_its_checkpoint(
+    demo_tokenizer_dir, tmp_path, model, sharding
+):
     """A run that stopped after its step-2 checkpoint (its later checkpoint gone, status failed, as
-    a crash leaves it) resumes on two processes and ends as one uninterrupted process does."""
+    a crash leaves it) resumes on two processes and ends as one uninterrupted process does; a
+    sharded run reloads whole checkpoints into its split parameters and optimizer state."""
     import sqlite3
 
-    argv = ["--model", "random:gpt2-tiny", "--task", "sv-disagreement", *COMMON]
-    two = tune(tmp_path, "two", *argv, "--nproc", "2")
+    argv = ["--model", model, "--task", "sv-disagreement", *COMMON]  # SGD: a momentum state
+    two = tune(tmp_path, "two", *argv, "--nproc", "2", *sharding)
     assert two.returncode == 0, two.stderr[-3000:]
     run_dir = tmp_path / "two"
     with sqlite3.connect(run_dir / "run.sqlite") as db:

@@ -64,11 +64,16 @@ def qkv_kind(spec: DestHook) -> tuple[int, str] | None:
 
 def lean_dests(model, dests: list[DestHook]) -> dict[str, LeanDest] | None:
     """Hook name -> ``LeanDest`` for every q/k/v destination among ``dests``; None for a model
-    family whose projection weights circuitviz does not know (it then takes per-head copies)."""
+    family whose projection weights circuitviz does not know, or a sharded model (it then takes
+    per-head copies)."""
     from circuitviz.models.params import projection_weight_name
 
     if projection_weight_name(model.info.family, "q", 0) is None:
         return None
+    from circuitviz.models.shards import is_sharded
+
+    if any(is_sharded(param) for param in model.bridge.parameters()):
+        return None  # FSDP: the weights are whole only inside their block's forward and backward
     out = {}
     for spec in dests:
         kind = qkv_kind(spec)

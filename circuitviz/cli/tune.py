@@ -309,6 +309,10 @@ def tune_command(args: argparse.Namespace) -> int:
     _check_ranks(config)
     model = load_model_from_args(args)
     try:
+        if config.shard == "fsdp":
+            from circuitviz.tuning.distributed import check_shardable
+
+            check_shardable(model)
         data = build_tuning_data(model, args.task, config)
     except _engine_errors() as exc:
         raise UserError(str(exc)) from exc
@@ -321,14 +325,14 @@ def tune_command(args: argparse.Namespace) -> int:
 
 
 def _check_ranks(config) -> None:
-    """Under several processes (``torchrun`` included), refuse up front what cannot split."""
+    """Refuse up front what cannot split across the processes (``torchrun`` included), and
+    ``--shard fsdp`` in one process."""
     from circuitviz.tuning import distributed
 
-    if distributed.world_size() > 1:
-        try:
-            distributed.check_config(config, distributed.world_size())
-        except ValueError as exc:
-            raise UserError(str(exc)) from exc
+    try:
+        distributed.check_config(config, distributed.world_size())
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
 
 
 def _open_on_every_rank(open_writer):

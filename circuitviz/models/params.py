@@ -39,11 +39,9 @@ def canonical_name(name: str) -> str:
 def count_unique_params(params) -> int:
     """Number of distinct parameter entries: tied weights and the bridge's views of fused tensors
     share storage and are counted once."""
-    sizes: dict[int, int] = {}
-    for param in params:
-        storage = param.untyped_storage()
-        sizes[storage.data_ptr()] = storage.nbytes() // param.element_size()
-    return sum(sizes.values())
+    from circuitviz.models.shards import storage_key
+
+    return sum(dict(storage_key(param) for param in params).values())
 
 
 @dataclass(frozen=True)

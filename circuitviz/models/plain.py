@@ -6,13 +6,15 @@ not thread the cache through rotary attention), and a cache-free loop costs a fu
 token. So generation runs on a fresh model of the same config, built on the meta device (no
 initialisation, no copy) whose parameters and buffers are assigned the bridge's own tensors: it
 sees every tuning step at once. Attention runs through ``sdpa``, which handles left padding in
-every dtype (the eager path fills fully masked float64 rows with NaN).
+every dtype (the eager path fills fully masked float64 rows with NaN). A model sharded across
+processes (FSDP) lends gathered whole copies instead, which then do not see later steps.
 """
 
 from __future__ import annotations
 
 import torch
 
+from circuitviz.models import shards
 from circuitviz.models.params import canonical_name
 
 
@@ -33,7 +35,9 @@ def plain_hf_model(model) -> torch.nn.Module:
     missing = [key for key in keys if key not in source]
     if missing:
         raise RuntimeError(f"cannot map bridge weights to Hugging Face names: {missing[:5]}")
-    plain.load_state_dict({key: source[key].detach() for key in keys}, assign=True, strict=True)
+    # A sharded model (FSDP) lends whole copies, gathered on every process (in the same order).
+    tensors = {key: shards.whole(source[key]) for key in keys}
+    plain.load_state_dict(tensors, assign=True, strict=True)
     for name, _ in list(plain.named_buffers()):
         if name not in buffers:
             raise RuntimeError(f"the bridged model has no buffer {name!r} to share")

@@ -22,6 +22,7 @@ Selection = Literal["top-n", "threshold", "node-weighted"]
 TopNSchedule = Literal["linear", "cosine"]
 Optimizer = Literal["sgd", "adamw"]
 Loss = Literal["lm", "weighted"]
+Shard = Literal["none", "fsdp"]
 # The projections low-rank adapters may target (``--lora-targets``), in the family-neutral names
 # ``circuitviz.tuning.lora`` maps to each architecture's tensors.
 LORA_TARGETS = ("q", "k", "v", "o", "up", "gate", "down")
@@ -141,6 +142,13 @@ class TuneConfig:
         "backward: less memory for about one more forward of time (not with LoRA methods or "
         "--circuit-forward)",
     )
+    shard: Shard = option(
+        "none",
+        help="fsdp: split every parameter, gradient and optimizer state across the processes "
+        "(torch FSDP, one unit per transformer block) for models that do not fit one device; "
+        "needs several processes (--nproc N or torchrun) and a model without fused weight views "
+        "(Llama family)",
+    )
     chat_template: bool = option(
         True,
         help="instruction tasks: put prompts through the tokenizer's chat template when it has one",
@@ -239,6 +247,11 @@ class TuneConfig:
                 f"--grad-checkpointing (grad_checkpointing) recomputes plain blocks, so not with "
                 f"{given}: LoRA methods hook the projections in training, and --circuit-forward "
                 "(circuit_forward) ablates edges with hooks; drop one of the two"
+            )
+        if self.shard == "fsdp" and self.adapters:
+            raise ValueError(
+                f"--shard fsdp trains the model's own weights, not LoRA adapters (--method "
+                f"{self.method}): use --method circuit or full, or leave --shard out"
             )
         if self.circuit_forward and self.method not in ("circuit", "random"):
             raise ValueError(

@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime
 import os
 import sqlite3
+import warnings
 from dataclasses import replace
 
 import torch
@@ -72,7 +73,15 @@ def init(device: str | torch.device) -> None:
 
 
 def check_config(config: TuneConfig, n_processes: int) -> None:
-    """Raise ValueError for what a global batch cannot be split into ``n_processes`` shares of."""
+    """Raise ValueError for what a global batch cannot be split into ``n_processes`` shares of,
+    and for ``--shard fsdp`` in one process."""
+    if config.shard == "fsdp" and n_processes < 2:
+        raise ValueError(
+            "--shard fsdp splits the model across processes: start several with --nproc N (or "
+            "torchrun --nproc-per-node N -m circuitviz tune ...), or leave --shard out"
+        )
+    if n_processes == 1:
+        return
     if config.batch_size % n_processes:
         raise ValueError(
             f"--batch-size {config.batch_size} does not divide into {n_processes} processes: "
@@ -104,6 +113,9 @@ class FollowerWriter(RunWriter):
     def open(cls, run_dir) -> FollowerWriter:
         conn = sqlite3.connect(f"file:{run_dir}/run.sqlite?mode=ro", uri=True, timeout=60)
         return cls(run_dir, conn, None)
+
+    def checkpoint_files(self) -> list:
+        return []  # rank 0 slims old checkpoints; the others leave its files alone
 
     def log_step(self, *args, **kwargs) -> None:
         pass
@@ -189,21 +201,100 @@ class DataParallel:
             if param.grad is not None:
                 dist.all_reduce(param.grad)
 
-    # Only rank 0 evaluates, snapshots and summarises; the others skip straight to training.
+    # Only rank 0 evaluates, snapshots and summarises; the others skip straight to training,
+    # unless every rank must take part in each forward (``FullySharded``). Their writer
+    # (``FollowerWriter``) writes nothing either way.
+    every_rank_forwards = False
+
     def _begin(self) -> None:
-        if dist.get_rank() == 0:
+        if dist.get_rank() == 0 or self.every_rank_forwards:
             super()._begin()
 
     def _periodic(self, step: int) -> None:
-        if dist.get_rank() == 0:
+        if dist.get_rank() == 0 or self.every_rank_forwards:
             super()._periodic(step)
 
     def _finish(self, seconds: float) -> dict:
-        summary = super()._finish(seconds) if dist.get_rank() == 0 else {}
+        if dist.get_rank() == 0:
+            summary = super()._finish(seconds)
+        else:
+            if self.every_rank_forwards:
+                self._last_records()
+            summary = {}
         dist.barrier()
         return summary
 
 
-def data_parallel(tuner_class: type[Tuner]) -> type[Tuner]:
-    """``tuner_class`` with the data-parallel parts of a step (``DataParallel``)."""
-    return type(f"DataParallel{tuner_class.__name__}", (DataParallel, tuner_class), {})
+class FullySharded(DataParallel):
+    """``--shard fsdp``: data parallel (each rank scores and trains on its share of the global
+    batch, as ``DataParallel``) on a model whose parameters, gradients and optimizer state are
+    split across the ranks (``shard_model``).
+
+    What changes from ``DataParallel``: FSDP gathers each block's weights for its forward and
+    backward, which every rank must join, so every rank runs the evaluations and snapshots (rank 0
+    alone writes them) and checkpoints gather whole tensors (``models.shards``). FSDP sums the
+    gradients itself (reduce-scatter; divide factor 1, so the sum ``_objective`` expects). The
+    attribution's forward is not reused for training (its second backward would need FSDP to
+    gather the weights again), and the attribution takes the per-head copies of the residual
+    stream (the closed form reads projection weights outside the forward, where they are split).
+    """
+
+    every_rank_forwards = True
+    shares_forward = False
+    backward_to_inputs = False
+
+    def _reduce_grads(self, params) -> None:
+        pass  # FSDP reduce-scattered them in the backward
+
+
+def check_shardable(model) -> None:
+    """Raise ValueError for a model FSDP cannot split: one whose bridge exposes parts of a fused
+    tensor as separate parameters (GPT-2's q/k/v views of ``c_attn``), which sharding would
+    split into unrelated copies."""
+    from circuitviz.models.shards import storage_key
+
+    owners: dict = {}
+    for name, param in model.bridge.named_parameters():
+        owners.setdefault(storage_key(param)[0], []).append(name)
+    shared = [names for names in owners.values() if len(names) > 1]
+    if shared:
+        raise ValueError(
+            f"--shard fsdp: this {model.info.family} model exposes views of fused weights as "
+            f"separate parameters ({shared[0][0]} shares storage with {len(shared[0]) - 1} "
+            "more), which FSDP cannot split; use a Llama-family model, or data parallel "
+            "without --shard"
+        )
+
+
+def shard_model(model) -> None:
+    """Split ``model``'s parameters across the process group with torch FSDP (``fully_shard``):
+    one unit per transformer block, and the embeddings, final norm and unembedding in the root
+    unit. In place; a model already sharded is left as it is."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    from circuitviz.models.shards import is_sharded
+
+    if any(is_sharded(param) for param in model.bridge.parameters()):
+        return
+    check_shardable(model)
+    # The bridge's blocks return views of their hidden states; FSDP warns that an in-place op on
+    # one would skip its gather. circuitviz's hooks never write block outputs in place (a sharded
+    # run equals one process: tests/test_distributed.py), so the warning, once per block and
+    # rank, only buries the run's own output.
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
+    mesh = init_device_mesh(model.device.type, (dist.get_world_size(),))
+    for block in model.bridge.blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model.bridge, mesh=mesh)
+    for module in model.bridge.modules():
+        if isinstance(module, FSDPModule):
+            module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)  # gloo has no pre-multiplied sum
+
+
+def data_parallel(tuner_class: type[Tuner], *, sharded: bool = False) -> type[Tuner]:
+    """``tuner_class`` with the data-parallel parts of a step (``DataParallel``), or with those of
+    a sharded model (``FullySharded``)."""
+    mixin = FullySharded if sharded else DataParallel
+    return type(f"{mixin.__name__}{tuner_class.__name__}", (mixin, tuner_class), {})

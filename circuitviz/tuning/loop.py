@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from circuitviz.graph.topology import graph_for
-from circuitviz.models import build_param_map
+from circuitviz.models import build_param_map, shards
 from circuitviz.models.params import count_unique_params
 from circuitviz.runs import Run, RunWriter
 from circuitviz.tuning.ablation import run_circuit_forward
@@ -117,10 +117,12 @@ def run_tuning(
         tuner_class = Tuner
     from circuitviz.tuning import distributed
 
+    distributed.check_config(config, distributed.world_size())
     if distributed.world_size() > 1:
         distributed.init(model.device)
-        distributed.check_config(config, distributed.world_size())
-        tuner_class = distributed.data_parallel(tuner_class)
+        if config.shard == "fsdp":
+            distributed.shard_model(model)
+        tuner_class = distributed.data_parallel(tuner_class, sharded=config.shard == "fsdp")
     tuner = tuner_class(model, task, config, writer, data)
     with trainable_only(model, tuner.train_params.values()):
         return tuner.run(progress)
@@ -305,6 +307,9 @@ class Tuner:
     # never for a circuit-only forward (that one is ablated) nor for LoRA (its training pass
     # swaps the weights the forward must see).
     shares_forward = True
+    # Whether the training backward names the tensors it reaches (``inputs=``); FSDP's are not the
+    # tensors the forward used, so there requires_grad alone chooses them.
+    backward_to_inputs = True
 
     def _discover(self, batch, ids, step: int) -> torch.Tensor | None:
         """Choose this step's circuit; returns the training logits when the attribution's forward
@@ -368,7 +373,9 @@ class Tuner:
             check_finite(loss, "the training loss", step)
             if not trainable:  # a circuit of input->logits edges owns no parameter: no update
                 return loss
-            torch.autograd.backward(objective, inputs=trainable)
+            torch.autograd.backward(
+                objective, inputs=trainable if self.backward_to_inputs else None
+            )
         self._reduce_grads(trainable)
         if self.config.grad_clip is not None:
             norm = self.optimizer.clip_grad_norm(self.masks, self.config.grad_clip)
@@ -416,10 +423,15 @@ class Tuner:
         if step > 0:
             self.writer.add_head_changes(step, self.meter.rows_now())
 
-    def _finish(self, seconds: float) -> dict:
+    def _last_records(self) -> dict:
+        """The final evaluation, the "after" snapshot and the last checkpoint; the evaluation."""
         final = self._evaluate(self.total)
         self._snapshot(self.total, "after")
         self._checkpoint(self.total)
+        return final
+
+    def _finish(self, seconds: float) -> dict:
+        final = self._last_records()
         run = Run(self.writer.dir)
         base = self.base or {
             key.removeprefix("base_"): value
@@ -433,7 +445,7 @@ class Tuner:
 
     # -- checkpoints -----------------------------------------------------------------------------
     def _checkpoint(self, step: int) -> None:
-        tensors = {f"param/{name}": p.detach() for name, p in self.train_params.items()}
+        tensors = {f"param/{name}": shards.whole(p) for name, p in self.train_params.items()}
         optim_tensors, optim_extra = self.optimizer.state_tensors()
         tensors.update(optim_tensors)
         circuit = self.circuit
@@ -499,7 +511,7 @@ class Tuner:
                     raise ValueError(
                         f"checkpoint {path} lacks {key}; was it written by another run?"
                     )
-                param.copy_(tensors[key])
+                shards.assign(param, tensors[key])
         self.optimizer.load_state_tensors(tensors, state.optimizer)
         if state.extra_nodes is not None:
             self.extra = mask_of(state.extra_nodes, self.bank.n_nodes)

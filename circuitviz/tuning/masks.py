@@ -21,6 +21,7 @@ import torch
 
 from circuitviz.graph.topology import Graph, parse_node
 from circuitviz.models.params import ParamMap, count_unique_params
+from circuitviz.models.shards import storage_key
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,7 @@ def full_finetune_params(pmap: ParamMap) -> list[str]:
     owned = {piece.name for pieces in pmap.owned.values() for piece in pieces}
     by_storage: dict[int, list[str]] = {}
     for name, param in pmap.params.items():
-        by_storage.setdefault(param.untyped_storage().data_ptr(), []).append(name)
+        by_storage.setdefault(storage_key(param)[0], []).append(name)
     keep: list[str] = []
     for group in by_storage.values():
         if len(group) == 1:

@@ -15,6 +15,9 @@ weight decay shrinks them (the circuit-tuning paper's code leaks there). So each
 
 With every entry trainable, step 2 and 4 do nothing and the step *is* the plain ``torch.optim``
 step, which is what the oracle test checks.
+
+Sharded parameters (``--shard fsdp``) work the same way on each process's own rows
+(``shards.local_rows``); the gradient norm for clipping is summed across processes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import math
 
 import torch
 
+from circuitviz.models import shards
 from circuitviz.tuning.config import TuneConfig
 from circuitviz.tuning.masks import Masks
 
@@ -63,16 +67,17 @@ class MaskedOptimizer:
             if grad is None:
                 continue
             if mask is not None:
-                grad.mul_(mask.full(grad.shape))
+                block, rows = shards.local_rows(grad, mask.dim)
+                block.mul_(_keep_view(mask.keep[rows], mask.dim, block.ndim))
             grads.append(grad)
         if not grads:
             return 0.0
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        scale = max_norm / (float(norm) + 1e-6)
+        norm = float(shards.squared_norm(grads).sqrt())
+        scale = max_norm / (norm + 1e-6)
         if scale < 1.0:
             for grad in grads:
                 grad.mul_(scale)
-        return float(norm)
+        return norm
 
     @torch.no_grad()
     def step(self, masks: Masks, lr: float) -> None:
@@ -89,26 +94,29 @@ class MaskedOptimizer:
             param = self.params[name]
             if param.grad is None:
                 continue
-            frozen = (~mask.keep).nonzero()[:, 0]
-            state = self.inner.state.get(param, {})
-            kept_state = {
-                key: value.index_select(mask.dim, frozen)
-                for key, value in state.items()
+            # Plain tensors are their own block; a sharded one's block is this process's rows.
+            block, rows = shards.local_rows(param, mask.dim)
+            frozen = (~mask.keep[rows]).nonzero()[:, 0].to(block.device)
+            state = {
+                key: shards.local_rows(value, mask.dim)[0]
+                for key, value in self.inner.state.get(param, {}).items()
                 if torch.is_tensor(value) and value.shape == param.shape
             }
+            kept_state = {key: value.index_select(mask.dim, frozen) for key, value in state.items()}
             saved.append(
-                (param, mask.dim, frozen, param.index_select(mask.dim, frozen), kept_state)
+                (param, mask.dim, frozen, block.index_select(mask.dim, frozen), kept_state)
             )
         self.inner.step()
         for param, dim, frozen, values, kept_state in saved:
-            param.index_copy_(dim, frozen, values)
+            shards.local_rows(param, dim)[0].index_copy_(dim, frozen, values)
             for key, value in self.inner.state[param].items():
                 if not (torch.is_tensor(value) and value.shape == param.shape):
                     continue
+                block = shards.local_rows(value, dim)[0]
                 if key in kept_state:
-                    value.index_copy_(dim, frozen, kept_state[key])
+                    block.index_copy_(dim, frozen, kept_state[key])
                 else:  # state created by this very step: frozen rows start from zero
-                    value.index_fill_(dim, frozen, 0)
+                    block.index_fill_(dim, frozen, 0)
 
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
         """Optimizer state as flat tensors (``optim/<param>/<key>``) plus the non-tensor part."""
@@ -117,7 +125,7 @@ class MaskedOptimizer:
         for name, param in self.params.items():
             for key, value in self.inner.state.get(param, {}).items():
                 if torch.is_tensor(value):
-                    tensors[f"optim/{name}/{key}"] = value.detach().clone().contiguous()
+                    tensors[f"optim/{name}/{key}"] = shards.whole(value).clone().contiguous()
                 else:
                     scalars.setdefault(name, {})[key] = value
         return tensors, {"scalars": scalars}
@@ -134,10 +142,19 @@ class MaskedOptimizer:
                 raise ValueError(f"checkpoint has optimizer state for unknown parameter {name!r}")
             param = self.params[name]
             # Adam's step counter is a 0-dim tensor that PyTorch keeps on the CPU.
-            target = value.to(param.device, param.dtype) if value.ndim else value
-            self.inner.state[param][field] = target.clone()
+            if value.ndim:
+                self.inner.state[param][field] = shards.like(param, value)
+            else:
+                self.inner.state[param][field] = value.clone()
         for name, values in extra.get("scalars", {}).items():
             self.inner.state[self.params[name]].update(values)
+
+
+def _keep_view(keep: torch.Tensor, dim: int, ndim: int) -> torch.Tensor:
+    """``keep`` (bool, one per row along ``dim``) shaped to broadcast over a tensor of ``ndim``."""
+    view = [1] * ndim
+    view[dim] = keep.numel()
+    return keep.view(view)
 
 
 def check_finite(value: float, what: str, step: int) -> None:

@@ -16,6 +16,7 @@ import math
 import torch
 
 from circuitviz.graph.topology import parse_node
+from circuitviz.models import shards
 from circuitviz.tasks import get_task, lm_loss, score_task
 from circuitviz.tasks.base import no_report
 from circuitviz.tasks.data import is_task_file
@@ -114,10 +115,8 @@ class HeadChangeMeter:
         """Sum of squares per unit, ``[n_units]`` float64."""
         parts = []
         for i, name in enumerate(self.bank.param_names):
-            t = tensors[name].detach().double()
-            dim = self.bank.param_dims[i] if t.ndim else 0
-            squares = (t**2).reshape(1) if t.ndim == 0 else (t**2).movedim(dim, 0)
-            per_row = squares.reshape(squares.shape[0], -1).sum(1)
+            t = tensors[name]
+            per_row = shards.row_sums_of_squares(t, self.bank.param_dims[i] if t.ndim else 0)
             lo, hi = self.bank.unit_offsets[i], self.bank.unit_offsets[i + 1]
             unit_of_row = torch.repeat_interleave(
                 torch.arange(hi - lo), self.bank.unit_rows[lo:hi]
