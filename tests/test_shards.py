@@ -88,6 +88,29 @@ def test_row_sums_assign_and_like_see_the_whole_tensor(sharded):
     assert torch.equal(sharded["like"], weight * 5)
 
 
+def test_eap_on_a_sharded_model_equals_eap_on_the_whole_model(sharded):
+    """The closed-form q/k/v path reads each projection weight while FSDP holds it whole; both it
+    and the per-head copies give the unsharded model's scores."""
+    from circuitviz.attribution import AttributionConfig
+    from circuitviz.attribution.eap import batch_edge_scores
+    from circuitviz.graph.topology import graph_for
+    from circuitviz.models import load_model
+    from circuitviz.tuning.discovery import hook_flags
+    from tests.support.batches import random_batch
+
+    model = load_model("random:llama-tiny", device="cpu", dtype="float64", seed=1)
+    batch = random_batch(n=3, n_pos=7, vocab=model.info.d_vocab, seed=2)
+    graph = graph_for(model.info)
+    assert sharded["eap"]["split"]
+    for copies in (False, True):
+        with hook_flags(model.bridge, True):
+            whole = batch_edge_scores(
+                model, graph, batch, AttributionConfig(), per_head_copies=copies
+            )
+        assert whole.scores.abs().max() > 0
+        assert torch.equal(sharded["eap"][copies], whole.scores)
+
+
 def test_plain_tensors_are_their_own_whole():
     t = torch.randn(4, 3)
     block, rows = shards.local_rows(t, 0)

@@ -30,7 +30,7 @@ from circuitviz.attribution.hooks import DestHook
 
 QKV = ("q", "k", "v")
 
-# Per bridge: {(layer, which): projection weight [n, d_head, d_model]}, views of live parameters.
+# Per bridge: {(layer, which): (module, attribute, heads)} of each projection weight.
 _WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -42,7 +42,16 @@ class LeanDest:
     layer: int
     which: str  # q, k or v
     norm: torch.nn.Module = field(repr=False)
-    weight: torch.Tensor = field(repr=False)  # [n, d_head, d_model]
+    projection: tuple = field(repr=False)  # (module, attribute, heads) of the projection weight
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The projection weight ``[n, d_head, d_model]`` as the module holds it now: looked up at
+        each use, since a sharded model (FSDP) swaps in the whole tensor only for the duration of
+        its block's forward and backward, when the hooks read it."""
+        module, attribute, n = self.projection
+        weight = getattr(module, attribute)
+        return weight.view(n, weight.shape[0] // n, weight.shape[1])
 
     @property
     def input_hook(self) -> str:
@@ -64,16 +73,11 @@ def qkv_kind(spec: DestHook) -> tuple[int, str] | None:
 
 def lean_dests(model, dests: list[DestHook]) -> dict[str, LeanDest] | None:
     """Hook name -> ``LeanDest`` for every q/k/v destination among ``dests``; None for a model
-    family whose projection weights circuitviz does not know, or a sharded model (it then takes
-    per-head copies)."""
+    family whose projection weights circuitviz does not know (it then takes per-head copies)."""
     from circuitviz.models.params import projection_weight_name
 
     if projection_weight_name(model.info.family, "q", 0) is None:
         return None
-    from circuitviz.models.shards import is_sharded
-
-    if any(is_sharded(param) for param in model.bridge.parameters()):
-        return None  # FSDP: the weights are whole only inside their block's forward and backward
     out = {}
     for spec in dests:
         kind = qkv_kind(spec)
@@ -85,28 +89,29 @@ def lean_dests(model, dests: list[DestHook]) -> dict[str, LeanDest] | None:
             layer=layer,
             which=which,
             norm=model.bridge.blocks[layer].ln1.original_component,
-            weight=_projection_weight(model, layer, which),
+            projection=_projection(model, layer, which),
         )
     return out
 
 
-def _projection_weight(model, layer: int, which: str) -> torch.Tensor:
+def _projection(model, layer: int, which: str) -> tuple:
     from circuitviz.models.params import canonical_name, projection_weight_name
 
     cache = _WEIGHTS.setdefault(model.bridge, {})
     if not cache:
-        params = {canonical_name(n): p for n, p in model.bridge.named_parameters()}
+        params = {canonical_name(n): (n, p) for n, p in model.bridge.named_parameters()}
         info = model.info
         for lay in range(info.n_layers):
             for kind in QKV:
                 n = info.n_heads if kind == "q" else info.n_kv_heads
-                weight = params[projection_weight_name(info.family, kind, lay)]
+                name, weight = params[projection_weight_name(info.family, kind, lay)]
                 if tuple(weight.shape) != (n * info.d_head, info.d_model):
                     raise RuntimeError(
                         f"layer {lay} {kind} projection weight has shape {tuple(weight.shape)}, "
                         f"expected ({n * info.d_head}, {info.d_model})"
                     )
-                cache[(lay, kind)] = weight.view(n, info.d_head, info.d_model)
+                owner, _, attribute = name.rpartition(".")
+                cache[(lay, kind)] = (model.bridge.get_submodule(owner), attribute, n)
     return cache[(layer, which)]
 
 

@@ -235,8 +235,8 @@ class FullySharded(DataParallel):
     alone writes them) and checkpoints gather whole tensors (``models.shards``). FSDP sums the
     gradients itself (reduce-scatter; divide factor 1, so the sum ``_objective`` expects). The
     attribution's forward is not reused for training (its second backward would need FSDP to
-    gather the weights again), and the attribution takes the per-head copies of the residual
-    stream (the closed form reads projection weights outside the forward, where they are split).
+    gather the weights again). The attribution's closed-form q/k/v path reads each projection
+    weight inside its block's backward, while FSDP holds it whole (``attribution.lean``).
     """
 
     every_rank_forwards = True
