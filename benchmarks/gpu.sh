@@ -5,7 +5,8 @@
 #    1B Llama shape (random weights, batch 8 x 512);
 # 2. tuning.py: a circuit-tuning step over a full fine-tuning step (demo and GPT-2 small's shape);
 # 3. memory.py: peak allocated memory of EAP and of a tuning step over their plain counterparts;
-# 4. with two GPUs or more: tune --nproc 2 (nccl) next to one process on the same run.
+# 4. with two GPUs or more: tune --nproc 2 (nccl) next to one process on the same run, and
+#    tune --nproc 2 --shard fsdp --grad-checkpointing on the 1B Llama shape (all 16 layers).
 # Each writes JSON into OUT_DIR; the device's name is recorded with the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,5 +43,9 @@ if [ "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; the
         --run-id one > "$OUT/nproc1.json"
     /usr/bin/time -f "%e" -o "$OUT/nproc2.seconds" "$PY" -m circuitviz tune "${ARGS[@]}" \
         --run-id two --nproc 2 > "$OUT/nproc2.json"
+    FSDP=(--model "random:$LLAMA_1B" --task arithmetic --method circuit --steps 20 --batch-size 8
+          --dtype bfloat16 --device cuda --runs-dir "$RUNS" --no-progress --json)
+    /usr/bin/time -f "%e" -o "$OUT/fsdp2.seconds" "$PY" -m circuitviz tune "${FSDP[@]}" \
+        --run-id fsdp --nproc 2 --shard fsdp --grad-checkpointing > "$OUT/fsdp2.json"
 fi
 echo "gpu.sh: figures in $OUT"

@@ -140,8 +140,9 @@ def measure(
     return (_rss_kb("VmHWM") - before) / 1024
 
 
-def _tuning_step(model, method: str, batch: int, seq: int):
-    """A ``Tuner`` on an instruction file of random demo-vocabulary texts; returns its step 1."""
+def _tuning_step(model, method: str, batch: int, seq: int, *, tuner_class=None, steps: int = 1):
+    """A ``Tuner`` (or ``tuner_class``) on an instruction file of random demo-vocabulary texts;
+    returns a function that runs its steps 1..``steps``."""
     import random
 
     from circuitviz.demo.tokenizer import demo_vocabulary
@@ -170,7 +171,7 @@ def _tuning_step(model, method: str, batch: int, seq: int):
             "method": method,
             "optimizer": "adamw",
             "lr": 1e-4,
-            "steps": 1,
+            "steps": steps,
             "batch_size": batch,
             "top_n": min(2000, graph_for(model.info).n_edges // 2),
             "n_train": 4 * batch,
@@ -182,11 +183,12 @@ def _tuning_step(model, method: str, batch: int, seq: int):
         }
     )
     writer = create_run(model, task, config, directory / "runs")
-    tuner = Tuner(model, task, config, writer, None)
+    tuner = (tuner_class or Tuner)(model, task, config, writer, None)
 
     def step():
         with trainable_only(model, tuner.train_params.values()):
-            tuner.step(1)
+            for number in range(1, steps + 1):
+                tuner.step(number)
 
     return step
 
