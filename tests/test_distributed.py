@@ -212,3 +212,57 @@ def test_torchrun_starts_one_run_whose_id_rank_0_chose(demo_tokenizer_dir, tmp_p
     assert done.returncode == 0, done.stderr[-3000:]
     (run_dir,) = [path for path in tmp_path.iterdir() if path.is_dir()]
     assert Run(run_dir).status == "finished" and len(Run(run_dir).steps()) == 4
+
+
+def _worker_pid(run_id: str, rank: int) -> int | None:
+    """The pid of the tune worker of ``rank`` in the run ``run_id`` (read from /proc)."""
+    from pathlib import Path
+
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if run_id.encode() in argv and f"RANK={rank}".encode() in environ and b"-u" in argv:
+            return int(proc.name)
+    return None
+
+
+def test_a_rank_that_dies_fails_the_run_which_resumes(demo_tokenizer_dir, tmp_path):
+    """kill -9 of rank 1 mid-run: rank 0 stops with one line saying how to continue, the run is
+    kept as failed with its steps, and --resume on two processes finishes it."""
+    import signal
+    import time
+
+    argv = ["--model", "random:gpt2-tiny", "--task", "sv-disagreement", *COMMON]
+    argv[argv.index("--steps") + 1] = "300"
+    argv[argv.index("--checkpoint-every") + 1] = "5"
+    command = [sys.executable, "-m", "circuitviz", "tune", *argv, "--nproc", "2"]
+    command += ["--runs-dir", str(tmp_path), "--run-id", "dies"]
+    env = dict(os.environ, CIRCUITVIZ_THREADS="1")
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        db = tmp_path / "dies" / "run.sqlite"
+        if db.exists() and len(Run(tmp_path / "dies").steps()) >= 10:
+            break
+        time.sleep(0.2)
+    pid = _worker_pid("dies", 1)
+    assert pid is not None and proc.poll() is None, "the run ended before rank 1 could be killed"
+    os.kill(pid, signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert stderr.count("error:") == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert "another process of this run stopped" in stderr and "--resume dies --nproc 2" in stderr
+    stopped = Run(tmp_path / "dies")
+    assert stopped.status == "failed" and 10 <= len(stopped.steps()) < 300
+    resumed = run(
+        *("-m", "circuitviz", "tune", "--resume", "dies", "--nproc", "2"),
+        *("--runs-dir", str(tmp_path), "--no-progress"),
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    done = Run(tmp_path / "dies")
+    assert done.status == "finished" and list(done.steps()["step"]) == list(range(1, 301))

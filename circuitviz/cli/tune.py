@@ -424,6 +424,18 @@ def _run_to_end(args, model, task, config, writer, data, update, close) -> int:
         return 130
     except _engine_errors() as exc:
         raise UserError(f"{exc} (run {writer.run_id} kept at {writer.dir})") from exc
+    except RuntimeError as exc:
+        from circuitviz.tuning.distributed import lost_peer
+
+        if not lost_peer(exc):
+            raise
+        raise UserError(
+            f"another process of this run stopped ({str(exc).strip().splitlines()[0][:160]}); "
+            f"run {writer.run_id} is kept at {writer.dir} as failed with every step recorded so "
+            f"far. Continue it with: circuitviz tune --resume {writer.run_id} --nproc "
+            f"{os.environ.get('WORLD_SIZE', 'N')}"
+            + (f" --runs-dir {args.runs_dir}" if args.runs_dir else "")
+        ) from exc
     finally:
         close()
     return _report(args, result.run_id, result.run_dir, result.summary)

@@ -72,6 +72,17 @@ def init(device: str | torch.device) -> None:
     )
 
 
+# What gloo and nccl say when the process at the other end of a collective has gone.
+_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL error")
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective failing because another process of the run stopped."""
+    if not dist.is_initialized():
+        return False
+    return isinstance(exc, dist.DistError) or any(marker in str(exc) for marker in _LOST)
+
+
 def check_config(config: TuneConfig, n_processes: int) -> None:
     """Raise ValueError for what a global batch cannot be split into ``n_processes`` shares of,
     and for ``--shard fsdp`` in one process."""
