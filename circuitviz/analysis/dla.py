@@ -81,15 +81,16 @@ def direct_logit_attribution(model, graph: Graph, batch) -> DirectLogitAttributi
     resid = final["resid"][rows, pos].double()  # [batch, d_model]
     unembed = model.bridge.unembed.original_component
     answer, wrong = batch.answer_ids.to(device), batch.wrong_ids.to(device)
-    direction = (unembed.weight[answer] - unembed.weight[wrong]).double()  # [batch, d_model]
+    weight = unembed.weight.detach()
+    direction = (weight[answer] - weight[wrong]).double()  # [batch, d_model]
     norm = model.bridge.ln_final.original_component
     linear, shift = _frozen_norm(norm, resid)
     per_node = (linear(shares) * direction).sum(-1)
     rest = (linear(resid - shares.sum(0)) * direction).sum(-1) + (shift * direction).sum(-1)
     bias = getattr(unembed, "bias", None)
     if bias is not None:
-        rest = rest + (bias[answer] - bias[wrong]).double()
-    model_diff = (logits[rows, pos, answer] - logits[rows, pos, wrong]).double()
+        rest = rest + (bias[answer] - bias[wrong]).detach().double()
+    model_diff = (logits[rows, pos, answer] - logits[rows, pos, wrong]).detach().double()
     if not torch.isfinite(per_node).all():
         raise ValueError(
             "direct logit attribution came out non-finite: the model's activations overflow"

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "circuitviz.cli.graph",
     "circuitviz.cli.discover",
     "circuitviz.cli.tune",
+    "circuitviz.cli.analyse",
     "circuitviz.cli.runs",
     "circuitviz.cli.compare",
     "circuitviz.cli.harness",

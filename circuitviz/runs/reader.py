@@ -237,6 +237,18 @@ class Run:
         ]
         return np.sqrt(np.mean(np.square(np.stack(stds)), axis=0)).astype(np.float32)
 
+    def analyses(self, kind: str | None = None) -> pd.DataFrame:
+        """step, kind, key, value of ``circuitviz analyse``'s results (optionally of one kind);
+        empty for a run never analysed."""
+        columns = ["step", "kind", "key", "value"]
+        if not self._query("SELECT name FROM sqlite_master WHERE name = 'analyses'"):
+            return pd.DataFrame(columns=columns)
+        where, params = ("WHERE kind = ?", (kind,)) if kind is not None else ("", ())
+        rows = self._query(
+            f"SELECT step, kind, key, value FROM analyses {where} ORDER BY step", params
+        )
+        return pd.DataFrame(rows, columns=columns)
+
     def checkpoints(self) -> list[tuple[int, Path]]:
         """(step, safetensors path) of every recorded checkpoint, by step."""
         rows = self._query("SELECT step, path FROM checkpoints ORDER BY step")

@@ -121,6 +121,20 @@ CREATE TABLE checkpoints (
 );
 """
 
+# Written by ``circuitviz analyse`` after the run, into runs of any age: created when first needed
+# (so not among the TABLES every run must have), and read as empty where absent. One number per
+# (step, analysis, key): a node's direct logit attribution, a circuit's faithfulness at a budget.
+ANALYSES_DDL = """
+CREATE TABLE IF NOT EXISTS analyses (
+    step INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value REAL,
+    time REAL NOT NULL,
+    PRIMARY KEY (step, kind, key)
+) WITHOUT ROWID;
+"""
+
 
 def db_path(run_dir: Path) -> Path:
     return Path(run_dir) / DB_NAME

@@ -281,6 +281,20 @@ class RunWriter:
                 "INSERT OR REPLACE INTO noise_floor VALUES (?, ?, ?, ?, ?, ?)", (*row, time.time())
             )
 
+    def add_analysis(self, step: int, kind: str, values: dict[str, float]) -> None:
+        """One analysis of the weights at ``step`` (``circuitviz.analysis``): ``key -> number``,
+        replacing what an earlier analysis of the same step and kind wrote under those keys."""
+        if not kind or not isinstance(kind, str):
+            raise ValueError(f"kind must be a non-empty string, got {kind!r}")
+        now = time.time()
+        rows = [
+            (fields.to_step(step), kind, str(key), None if v is None else float(v), now)
+            for key, v in values.items()
+        ]
+        with self._transaction() as conn:
+            conn.execute(schema.ANALYSES_DDL)  # runs written before analyses existed lack it
+            conn.executemany("INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?)", rows)
+
     # ---- checkpoints ---------------------------------------------------------------------------
 
     def save_checkpoint(self, step: int, tensors: dict, resume_state: dict) -> Path:
@@ -442,7 +456,7 @@ def _create_database(run_dir: Path, **row) -> None:
     tmp = run_dir / f".{schema.DB_NAME}.tmp"
     conn = sqlite3.connect(tmp, isolation_level=None)
     try:
-        conn.executescript(schema.DDL)
+        conn.executescript(schema.DDL + schema.ANALYSES_DDL)
         conn.execute("BEGIN")
         created = fields.now_iso()
         conn.executemany(

@@ -73,7 +73,7 @@ def rescore_run(
     try:
         for done, step in enumerate(steps, start=1):
             if step > 0:
-                _load_weights(params, run, step, merger)
+                load_checkpoint_weights(params, run, step, merger)
             scores, selected = snapshot_scores(model, graph, fixed, config.top_n, config)
             writer.add_snapshot(step, "during", run.task, scores, selected, note="rescore")
             writer.add_noise_floor(step, "fixed", scores)
@@ -95,7 +95,7 @@ def rescore_run(
     return steps
 
 
-def _load_weights(params: dict, run: Run, step: int, merger=None) -> None:
+def load_checkpoint_weights(params: dict, run: Run, step: int, merger=None) -> None:
     """A checkpoint's tensors onto the model; a LoRA run's adapters merged onto the untouched
     weights by ``merger`` (``lora.AdapterMerger``, which keeps them)."""
     from circuitviz.tuning.lora import split_adapters

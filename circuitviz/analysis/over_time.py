@@ -1,0 +1,186 @@
+"""The analyses of a run at each of its checkpoints, written into its store (``circuitviz analyse``).
+
+For the untouched model (step 0) and every checkpoint of the run:
+
+1. load the checkpoint's weights onto the untouched model (as ``rescore`` does);
+2. on the run's fixed probe set (the first ``probe_size`` dev examples of its task and seed):
+   * ``dla``: each node's direct logit attribution (``analysis.dla``), plus the model's logit
+     difference and what no node owns;
+   * ``faithfulness``: at each edge budget (a fraction of the graph's edges), the faithfulness of
+     the circuit the run held at that step (the top edges of its latest snapshot at or before the
+     step) and of the circuit it started from (step 0's snapshot), both with this step's weights.
+     The first separates "the circuit moved" from the second, "the old circuit stopped carrying
+     the task": a falling own-circuit line means the circuit became less faithful; a falling
+     initial-circuit line under a steady own-circuit line means it moved.
+3. store each as rows ``(step, kind, key, value)`` (``Run.analyses``).
+
+Faithfulness is measured as ``discover`` measures it (the run's baseline, positions and metric,
+dead-end edges removed first).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from circuitviz.analysis.dla import direct_logit_attribution
+from circuitviz.attribution.faithfulness import FaithfulnessConfig, evaluate_circuits
+from circuitviz.graph.select import top_n
+from circuitviz.graph.topology import graph_for
+from circuitviz.models import build_param_map
+from circuitviz.runs import Run, RunWriter
+from circuitviz.tasks import build_task_data
+from circuitviz.tuning.rescore import load_checkpoint_weights
+from circuitviz.tuning.storage import config_from_run
+
+KINDS = ("dla", "faithfulness")
+DEFAULT_BUDGETS = (0.01, 0.1)
+
+
+def analyse_run(
+    model,
+    run: Run,
+    *,
+    kinds: Sequence[str] = KINDS,
+    budgets: Sequence[float] = DEFAULT_BUDGETS,
+    probe_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[int]:
+    """Analyse ``run`` with ``model`` (the run's model, untouched) at step 0 and every checkpoint;
+    returns the steps analysed. ``progress(done, total)`` after each step."""
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown or not kinds:
+        raise ValueError(
+            f"unknown analyses {unknown or list(kinds)}: choose from {', '.join(KINDS)}"
+        )
+    bad = [b for b in budgets if not (0 < b <= 1) or math.isnan(b)]
+    if bad or not budgets:
+        raise ValueError(f"edge budgets are fractions in (0, 1], got {list(budgets)}")
+    config = config_from_run(run.config)
+    graph = graph_for(model.info, paper=config.paper_graph, mlp_groups=config.mlp_groups)
+    if graph.edge_names() != run.edge_names():
+        raise ValueError(f"run {run.id} was recorded on a different graph than {model.spec}'s")
+    n = probe_size if probe_size is not None else config.n_probe
+    if n < 1:
+        raise ValueError(f"the probe size must be >= 1, got {n}")
+    probe = build_task_data(
+        run.task, model.tokenizer, split="dev", n=n, seed=config.seed, device=model.device
+    ).batch
+    if "dla" in kinds and getattr(probe, "answer_ids", None) is None:
+        raise ValueError(
+            f"direct logit attribution needs a pair task (an answer and a wrong token); "
+            f"{run.task} has none: analyse it with --only faithfulness"
+        )
+    circuits = _circuits_by_step(run, graph) if "faithfulness" in kinds else None
+    steps = [0] + [step for step, _ in run.checkpoints()]
+    params = build_param_map(model, graph).params
+    merger = None
+    if config.adapters:
+        from circuitviz.tuning.lora import AdapterMerger
+
+        merger = AdapterMerger(model, config.lora_alpha / config.lora_rank)
+    faith_config = FaithfulnessConfig.from_attribution(config.attribution)
+    previous = (run.status, run.status_message)
+    writer = RunWriter.resume(run.dir)
+    try:
+        for done, step in enumerate(steps, start=1):
+            if step > 0:
+                load_checkpoint_weights(params, run, step, merger)
+            if "dla" in kinds:
+                dla = direct_logit_attribution(model, graph, probe)
+                values = dla.as_dict()
+                values["logit_diff"] = float(dla.logit_diff.mean())
+                values["rest"] = float(dla.rest.mean())
+                writer.add_analysis(step, "dla", values)
+            if circuits is not None:
+                writer.add_analysis(
+                    step,
+                    "faithfulness",
+                    _faithfulness(model, graph, probe, circuits, step, budgets, faith_config),
+                )
+            if progress is not None:
+                progress(done, len(steps))
+    finally:
+        writer.set_status(*previous)
+        writer.close()
+    return steps
+
+
+def _circuits_by_step(run: Run, graph) -> dict[int, np.ndarray]:
+    """step -> that step's snapshot scores ``[n_edges]`` of the run's own task (the last snapshot
+    recorded at that step)."""
+    frame, matrix = run.score_matrix(task=run.task)
+    if not len(frame):
+        raise ValueError(f"run {run.id} has no snapshot of its task {run.task}: nothing to measure")
+    return {int(step): matrix[i] for i, step in enumerate(frame["step"])}
+
+
+def _scores_at(circuits: dict[int, np.ndarray], step: int) -> np.ndarray:
+    """The latest snapshot at or before ``step``."""
+    return circuits[max(s for s in circuits if s <= step)]
+
+
+def _faithfulness(model, graph, probe, circuits, step, budgets, config) -> dict[str, float]:
+    chosen = []
+    for budget in budgets:
+        k = max(1, round(budget * graph.n_edges))
+        for which, vector in (
+            ("own", _scores_at(circuits, step)),
+            ("initial", _scores_at(circuits, 0)),
+        ):
+            scores = torch.zeros(graph.n_src, graph.n_dst, dtype=torch.float32)
+            scores[graph.valid_mask] = torch.from_numpy(np.asarray(vector, dtype=np.float32))
+            chosen.append((f"{which}@{budget:g}", top_n(scores, graph, k)))
+    metrics = evaluate_circuits(model, graph, [probe], [c for _, c in chosen], config)
+    # Undefined where the full model and the empty circuit score alike: stored as missing, not 0.
+    faith = [None if math.isnan(f) else f for f in metrics.faithfulness()]
+    values = dict(zip([name for name, _ in chosen], faith))
+    values["m_full"], values["m_empty"] = metrics.m_full, metrics.m_empty
+    return values
+
+
+def summarise_analyses(run: Run, *, flip_share: float = 0.1, top: int = 10) -> dict:
+    """What ``analyse --json`` prints: the steps analysed; for DLA the largest nodes at the last
+    step with their first-step values, and the nodes whose sign flips between the first and last
+    step (those with |DLA| at least ``flip_share`` of the largest at either end); faithfulness of
+    the own and the initial circuit at each budget and step."""
+    frame = run.analyses()
+    out: dict = {"run_id": run.id, "steps": sorted({int(s) for s in frame["step"]})}
+    dla = frame[frame["kind"] == "dla"]
+    if len(dla):
+        table = dla.pivot(index="key", columns="step", values="value")
+        first, last = table.columns.min(), table.columns.max()
+        nodes = table.drop(index=["logit_diff", "rest"], errors="ignore")
+        scale = max(float(nodes[first].abs().max()), float(nodes[last].abs().max()), 1e-12)
+        big = (nodes[first].abs() >= flip_share * scale) | (nodes[last].abs() >= flip_share * scale)
+        flips = nodes[big & (np.sign(nodes[first]) * np.sign(nodes[last]) < 0)]
+        largest = nodes[last].abs().sort_values(ascending=False).index[:top]
+        out["dla"] = {
+            "first_step": int(first),
+            "last_step": int(last),
+            "logit_diff": {int(s): float(v) for s, v in table.loc["logit_diff"].items()},
+            "largest_at_last_step": {
+                name: {"first": float(nodes.at[name, first]), "last": float(nodes.at[name, last])}
+                for name in largest
+            },
+            "sign_flips": {
+                name: {"first": float(row[first]), "last": float(row[last])}
+                for name, row in flips.iterrows()
+            },
+        }
+    faith = frame[frame["kind"] == "faithfulness"]
+    if len(faith):
+        series: dict = {}
+        for key in sorted({k for k in faith["key"] if "@" in k}):
+            which, budget = key.split("@")
+            rows = faith[faith["key"] == key].sort_values("step")
+            for step, value in zip(rows["step"], rows["value"]):
+                entry = series.setdefault(budget, {}).setdefault(int(step), {"step": int(step)})
+                entry[which] = None if value is None or value != value else float(value)
+        out["faithfulness_over_time"] = {
+            budget: list(by_step.values()) for budget, by_step in series.items()
+        }
+    return out

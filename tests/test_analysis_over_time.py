@@ -1,0 +1,123 @@
+"""``circuitviz analyse`` on a real tuning run: what it stores at each checkpoint equals the same
+analysis of the checkpoint loaded on its own (``run:RUN@STEP``), and runs written before analyses
+existed take them too."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+
+from circuitviz.analysis.dla import direct_logit_attribution
+from circuitviz.attribution.faithfulness import FaithfulnessConfig, evaluate_circuits
+from circuitviz.cli import main
+from circuitviz.graph.select import top_n
+from circuitviz.graph.topology import graph_for
+from circuitviz.models import load_model
+from circuitviz.runs import Run
+from circuitviz.tasks import build_task_data
+from circuitviz.tuning.storage import config_from_run
+
+ARGS = [
+    *("--model", "random:gpt2-tiny", "--task", "sv-disagreement", "--method", "circuit"),
+    *("--steps", "6", "--every", "1", "--batch-size", "8", "--n-train", "64", "--n-dev", "16"),
+    *("--n-probe", "8", "--n-heldout", "8", "--top-n", "60", "--lr", "0.05"),
+    *("--checkpoint-every", "3", "--snapshot-every", "3", "--no-progress"),
+]
+
+
+@pytest.fixture(scope="module")
+def analysed(demo_tokenizer_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    assert main(["tune", *ARGS, "--runs-dir", str(root), "--run-id", "r"]) == 0
+    run_dir = root / "r"
+    # A run written before analyses existed has no analyses table: drop it to be one.
+    with sqlite3.connect(run_dir / "run.sqlite") as db:
+        db.execute("DROP TABLE analyses")
+    assert Run(run_dir).analyses().empty
+    return root, run_dir
+
+
+def test_analyse_stores_dla_and_faithfulness_at_every_checkpoint(analysed, capsys):
+    root, run_dir = analysed
+    argv = ["analyse", "r", "--runs-dir", str(root), "--json", "--no-progress"]
+    assert main([*argv, "--budgets", "0.05,0.5"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    run = Run(run_dir)
+    assert summary["steps"] == [0, 3, 6] == [0] + [s for s, _ in run.checkpoints()]
+    assert set(summary) >= {"dla", "faithfulness_over_time"}
+    assert set(summary["faithfulness_over_time"]) == {"0.05", "0.5"}
+    graph = graph_for(load_model("random:gpt2-tiny").info)
+    dla = run.analyses("dla")
+    assert len(dla) == 3 * (graph.n_src + 2)
+    assert run.status == "finished"  # analysing leaves the run's own status alone
+
+
+@pytest.mark.parametrize("step", [3, 6])
+def test_stored_dla_equals_the_checkpoint_analysed_on_its_own(analysed, step):
+    root, run_dir = analysed
+    run = Run(run_dir)
+    if run.analyses("dla").empty:
+        assert main(["analyse", "r", "--runs-dir", str(root), "--no-progress"]) == 0
+        run = Run(run_dir)
+    model = load_model(f"run:{run_dir}@{step}", runs_dir=root)
+    graph = graph_for(model.info)
+    probe = build_task_data(run.task, model.tokenizer, split="dev", n=8, seed=0).batch
+    expected = direct_logit_attribution(model, graph, probe).as_dict()
+    stored = run.analyses("dla")
+    stored = dict(
+        zip(stored[stored["step"] == step]["key"], stored[stored["step"] == step]["value"])
+    )
+    assert max(abs(v) for v in expected.values()) > 1e-4
+    for name, value in expected.items():
+        assert stored[name] == pytest.approx(value, rel=1e-4, abs=1e-6)
+    # And the weights moved: the stored analysis differs from the untouched model's.
+    base = run.analyses("dla")
+    base = dict(zip(base[base["step"] == 0]["key"], base[base["step"] == 0]["value"]))
+    assert any(abs(base[n] - stored[n]) > 1e-6 for n in expected)
+
+
+def test_stored_faithfulness_equals_the_snapshot_circuit_measured_directly(analysed):
+    root, run_dir = analysed
+    assert (
+        main(
+            [
+                "analyse",
+                "r",
+                "--runs-dir",
+                str(root),
+                "--only",
+                "faithfulness",
+                "--budgets",
+                "0.5",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    run = Run(run_dir)
+    model = load_model(f"run:{run_dir}@6", runs_dir=root)
+    graph = graph_for(model.info)
+    frame, matrix = run.score_matrix(task=run.task)
+    vector = matrix[[i for i, s in enumerate(frame["step"]) if s <= 6][-1]]
+    scores = torch.zeros(graph.n_src, graph.n_dst)
+    scores[graph.valid_mask] = torch.from_numpy(np.asarray(vector, dtype=np.float32))
+    circuit = top_n(scores, graph, round(0.5 * graph.n_edges))
+    probe = build_task_data(run.task, model.tokenizer, split="dev", n=8, seed=0).batch
+    config = FaithfulnessConfig.from_attribution(config_from_run(run.config).attribution)
+    expected = evaluate_circuits(model, graph, [probe], [circuit], config).faithfulness()[0]
+    stored = run.analyses("faithfulness")
+    row = stored[(stored["step"] == 6) & (stored["key"] == "own@0.5")]
+    assert float(row["value"].iloc[0]) == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_bad_requests_are_one_line(analysed, capsys):
+    root, _ = analysed
+    assert main(["analyse", "r", "--runs-dir", str(root), "--only", "roles", "--no-progress"]) == 2
+    assert "unknown analyses ['roles']" in capsys.readouterr().err
+    assert main(["analyse", "r", "--runs-dir", str(root), "--budgets", "2", "--no-progress"]) == 2
+    assert "fractions in (0, 1]" in capsys.readouterr().err
+    assert main(["analyse", "nope", "--runs-dir", str(root), "--no-progress"]) == 2
