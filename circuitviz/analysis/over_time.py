@@ -36,7 +36,7 @@ from circuitviz.tasks import build_task_data
 from circuitviz.tuning.rescore import load_checkpoint_weights
 from circuitviz.tuning.storage import config_from_run
 
-KINDS = ("dla", "faithfulness")
+KINDS = ("dla", "faithfulness")  # what needs the model; ``--against`` adds the alignment
 DEFAULT_BUDGETS = (0.01, 0.1)
 
 
@@ -142,13 +142,34 @@ def _faithfulness(model, graph, probe, circuits, step, budgets, config) -> dict[
     return values
 
 
+def store_alignment(run: Run, other: Run, budgets: Sequence[float] = DEFAULT_BUDGETS) -> None:
+    """``alignment.circuit_alignment`` of ``run`` with ``other``, into ``run``'s store (kind
+    ``alignment:<other's id>``, keys ``edge_iou@B`` and ``node_iou@B``)."""
+    from circuitviz.analysis.alignment import circuit_alignment
+
+    table = circuit_alignment(run, other, budgets)
+    previous = (run.status, run.status_message)
+    writer = RunWriter.resume(run.dir)
+    try:
+        for step, rows in table.groupby("step"):
+            values = {}
+            for row in rows.itertuples():
+                values[f"edge_iou@{row.budget:g}"] = row.edge_iou
+                values[f"node_iou@{row.budget:g}"] = row.node_iou
+            writer.add_analysis(int(step), f"alignment:{other.id}", values)
+    finally:
+        writer.set_status(*previous)
+        writer.close()
+
+
 def summarise_analyses(run: Run, *, flip_share: float = 0.1, top: int = 10) -> dict:
     """What ``analyse --json`` prints: the steps analysed; for DLA the largest nodes at the last
     step with their first-step values, and the nodes whose sign flips between the first and last
     step (those with |DLA| at least ``flip_share`` of the largest at either end); faithfulness of
     the own and the initial circuit at each budget and step."""
     frame = run.analyses()
-    out: dict = {"run_id": run.id, "steps": sorted({int(s) for s in frame["step"]})}
+    own = frame[frame["kind"].isin(KINDS)]
+    out: dict = {"run_id": run.id, "steps": sorted({int(s) for s in own["step"]})}
     dla = frame[frame["kind"] == "dla"]
     if len(dla):
         table = dla.pivot(index="key", columns="step", values="value")
@@ -183,4 +204,17 @@ def summarise_analyses(run: Run, *, flip_share: float = 0.1, top: int = 10) -> d
         out["faithfulness_over_time"] = {
             budget: list(by_step.values()) for budget, by_step in series.items()
         }
+    aligned = frame[frame["kind"].str.startswith("alignment:")]
+    if len(aligned):
+        out["alignment"] = {}
+        for kind, rows in aligned.groupby("kind"):
+            by_budget: dict = {}
+            for step, key, value in zip(rows["step"], rows["key"], rows["value"]):
+                measure, budget = key.split("@")
+                entry = by_budget.setdefault(budget, {}).setdefault(int(step), {"step": int(step)})
+                entry[measure] = float(value)
+            out["alignment"][kind.removeprefix("alignment:")] = {
+                budget: [by_step[s] for s in sorted(by_step)]
+                for budget, by_step in by_budget.items()
+            }
     return out

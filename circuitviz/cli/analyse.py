@@ -23,7 +23,8 @@ def register(subparsers) -> None:
         "--only",
         default="dla,faithfulness",
         metavar="KINDS",
-        help="comma-separated analyses: dla, faithfulness (default: both)",
+        help="comma-separated analyses: dla, faithfulness, alignment (with --against) "
+        "(default: dla,faithfulness)",
     )
     parser.add_argument(
         "--budgets",
@@ -31,6 +32,14 @@ def register(subparsers) -> None:
         metavar="FRACTIONS",
         help="edge budgets of the faithfulness analysis, as fractions of the graph's edges "
         "(default: 0.01,0.1)",
+    )
+    parser.add_argument(
+        "--against",
+        metavar="OTHER",
+        default=None,
+        help="also compare RUN's circuits with those of run OTHER (same model) at every step both "
+        "have a snapshot: edge and node IoU at each budget, and the edges one strengthens and the "
+        "other does not; --only alignment does just that, without loading the model",
     )
     parser.add_argument("--probe-size", type=int, default=None, help="default: the run's n_probe")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
@@ -43,12 +52,17 @@ def register(subparsers) -> None:
 
 
 def analyse_command(args: argparse.Namespace) -> int:
-    from circuitviz.analysis.over_time import analyse_run, summarise_analyses
+    from circuitviz.analysis.over_time import analyse_run, store_alignment, summarise_analyses
     from circuitviz.cli.tune import _engine_errors
     from circuitviz.models import ModelLoadError, load_model
     from circuitviz.runs import RunStore
 
     kinds = [k.strip() for k in args.only.split(",") if k.strip()]
+    aligning = args.against is not None
+    if "alignment" in kinds:
+        if not aligning:
+            raise UserError("--only alignment compares two runs: name the other with --against RUN")
+        kinds.remove("alignment")
     try:
         budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
     except ValueError as exc:
@@ -56,7 +70,9 @@ def analyse_command(args: argparse.Namespace) -> int:
             f"--budgets takes fractions such as 0.01,0.1, got {args.budgets!r}"
         ) from exc
     try:
-        run = RunStore.default(args.runs_dir).open(args.run)
+        store = RunStore.default(args.runs_dir)
+        run = store.open(args.run)
+        other = store.open(args.against) if aligning else None
     except _engine_errors() as exc:
         raise UserError(str(exc)) from exc
     if run.is_live():
@@ -74,10 +90,18 @@ def analyse_command(args: argparse.Namespace) -> int:
 
     dtype = str(run.config.get("dtype", "float32")).removeprefix("torch.")
     try:
-        model = load_model(run.model_spec, device=args.device, dtype=dtype)
-        analyse_run(
-            model, run, kinds=kinds, budgets=budgets, probe_size=args.probe_size, progress=progress
-        )
+        if other is not None:
+            store_alignment(run, other, budgets)
+        if kinds:
+            model = load_model(run.model_spec, device=args.device, dtype=dtype)
+            analyse_run(
+                model,
+                run,
+                kinds=kinds,
+                budgets=budgets,
+                probe_size=args.probe_size,
+                progress=progress,
+            )
     except (ModelLoadError, *_engine_errors()) as exc:
         raise UserError(str(exc)) from exc
     finally:
@@ -90,6 +114,10 @@ def analyse_command(args: argparse.Namespace) -> int:
     print(f"analysed run {run.id} at steps {summary['steps']} (read them with Run.analyses())")
     for name, values in summary.get("dla", {}).get("sign_flips", {}).items():
         print(f"  DLA sign flip  {name:12s} {values['first']:+.3f} -> {values['last']:+.3f}")
+    for other_id, by_budget in summary.get("alignment", {}).items():
+        for budget, rows in by_budget.items():
+            cells = ", ".join(f"{r['step']}: {r['edge_iou']:.2f}" for r in rows)
+            print(f"  edge IoU with {other_id} at {budget} of edges: {cells}")
     for budget, rows in summary.get("faithfulness_over_time", {}).items():
         cells = ", ".join(
             f"{r['step']}: {_cell(r.get('own'))}/{_cell(r.get('initial'))}" for r in rows
