@@ -27,6 +27,12 @@ PAGES = [
         "views/dynamics.py", title="Dynamics", icon=":material/show_chart:", url_path="dynamics"
     ),
     st.Page("views/heads.py", title="Heads", icon=":material/grid_on:", url_path="heads"),
+    st.Page(
+        "views/mechanisms.py",
+        title="Mechanisms",
+        icon=":material/biotech:",
+        url_path="mechanisms",
+    ),
     st.Page("views/run.py", title="Run", icon=":material/play_circle:", url_path="run"),
     st.Page("views/export.py", title="Export", icon=":material/download:", url_path="export"),
     st.Page("views/tour.py", title="Tour", icon=":material/school:", url_path="tour"),

@@ -153,6 +153,17 @@ def run_dir_of(run_id: str) -> Path:
     return run_dir
 
 
+@st.cache_resource(max_entries=12, show_spinner=False)
+def _analyses(run_dir: str, stamp: tuple):
+    return Run(run_dir).analyses()
+
+
+def analyses(run_id: str):
+    """``circuitviz analyse``'s results of a run (cached until the run is written again)."""
+    run_dir = run_dir_of(run_id)
+    return _analyses(str(run_dir), run_stamp(run_dir))
+
+
 def load(run_id: str, task: str | None = None) -> RunFrames:
     """The run's data (cached); raises RunNotFound / RunCorrupt / RunStoreError. ``task`` picks
     which task's circuits, for runs that stored several."""

@@ -11,26 +11,37 @@ mkdir -p "$D"
 # Everything but the SmolLM2 run (assets/make_smollm2_run.sh makes that one).
 find "$D" -mindepth 1 -maxdepth 1 ! -name 'smollm2-*' -exec rm -rf {} +
 $CV tune --model demo --task sv-disagreement --method circuit --top-n 200 --every 1 --steps 800 \
-    --checkpoint-every 400 --run-id sv-disagreement-circuit --runs-dir $D --no-progress
-$CV tune --model demo --task sv-disagreement --method full --steps 800 --checkpoint-every 0 \
+    --checkpoint-every 100 --run-id sv-disagreement-circuit --runs-dir $D --no-progress
+$CV tune --model demo --task sv-disagreement --method full --steps 800 --checkpoint-every 100 \
     --run-id sv-disagreement-full --runs-dir $D --no-progress
 $CV tune --model demo --task gender-pronoun --method circuit --top-n 200 --steps 800 --checkpoint-every 0 \
     --run-id gender-debias-circuit --runs-dir $D --no-progress
 $CV rescore sv-disagreement-circuit --runs-dir $D --no-progress
+# The mechanisms at every checkpoint (before the checkpoints are dropped below), and circuit- against
+# full fine-tuning step by step.
+$CV analyse sv-disagreement-circuit --against sv-disagreement-full --runs-dir $D --no-progress
+$CV analyse sv-disagreement-full --runs-dir $D --no-progress
+$CV analyse gender-debias-circuit --runs-dir $D --no-progress
 $CV sweep --model demo --task sv-disagreement --top-n 10,25,50,100,200,400 --steps 400 \
     --checkpoint-every 0 --runs-dir $D --no-progress
-# Keep the repository small: only the sv-disagreement circuit run keeps its model checkpoints (its
-# rescore used them); the others drop theirs, and their checkpoint rows with them.
+# Keep the repository small: only the sv-disagreement circuit run keeps model checkpoints, those of
+# steps 400 and 800 (the dashboard's run:RUN@STEP examples load them); the others drop theirs, and
+# their checkpoint rows with them. The rescore and analyses made from the dropped ones stay.
 .venv/bin/python - <<'PY'
-import shutil, sqlite3
+import sqlite3
 from pathlib import Path
 for run_dir in sorted(Path("assets/demo-runs").iterdir()):
-    if run_dir.name in ("sv-disagreement-circuit",) or run_dir.name.startswith("smollm2-"):
+    if run_dir.name.startswith("smollm2-") or not (run_dir / "run.sqlite").exists():
         continue
-    if not (run_dir / "run.sqlite").exists():
-        continue
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    keep = (400, 800) if run_dir.name == "sv-disagreement-circuit" else ()
     with sqlite3.connect(run_dir / "run.sqlite") as db:
-        db.execute("DELETE FROM checkpoints")
+        rows = db.execute("SELECT step, path, state_path FROM checkpoints").fetchall()
+        for step, path, state in rows:
+            if step not in keep:
+                (run_dir / path).unlink(missing_ok=True)
+                (run_dir / state).unlink(missing_ok=True)
+                db.execute("DELETE FROM checkpoints WHERE step = ?", (step,))
+    if not keep and (run_dir / "checkpoints").is_dir():
+        (run_dir / "checkpoints").rmdir()
     sqlite3.connect(run_dir / "run.sqlite").execute("PRAGMA wal_checkpoint(TRUNCATE)")
 PY

@@ -32,6 +32,7 @@ def root(tmp_path_factory):
     common = {"n_steps": 80, "graph": GRAPH, "snapshot_every": 20, "task": "sv-disagreement"}
     write_synthetic_run(root, run_id="svd-circuit", noise_floor=True, **common)
     write_synthetic_run(root, run_id="svd-full", method="full", seed=1, **common)
+    _analyses(root / "svd-circuit", against="svd-full")
     live = _live_run(root, "svd-live")  # its writer stays open: a process is writing it
     _two_task_run(root, "gender-two-tasks")
     _tuned_task_run(root, "svd-tracks")
@@ -53,6 +54,23 @@ def _graph_meta():
         "edge_names": GRAPH.edge_names(),
         "n_model_params": 1000,
     }
+
+
+def _analyses(run_dir, against):
+    """What ``circuitviz analyse --against`` stores: DLA per source and faithfulness at three
+    checkpoints (head a2.h1 flips sign), IoU with another run at every snapshot step."""
+    writer = RunWriter.resume(run_dir)
+    for i, step in enumerate((0, 40, 80)):
+        dla = {name: 0.1 * (j % 5 - 2) for j, name in enumerate(GRAPH.src_names)}
+        dla["a2.h1"] = 1.0 - i
+        writer.add_analysis(step, "dla", dla | {"logit_diff": 2.0 - i, "rest": 0.01})
+        faith = {"own@0.01": 0.5, "initial@0.01": 0.5 - 0.2 * i, "own@0.1": 0.9}
+        writer.add_analysis(step, "faithfulness", faith | {"initial@0.1": 0.9 - 0.1 * i})
+    for step in (0, 20, 40, 60, 80):
+        iou = {"edge_iou@0.1": 1 - step / 200, "node_iou@0.1": 1 - step / 400}
+        writer.add_analysis(step, f"alignment:{against}", iou)
+    writer.set_status("finished")
+    writer.close()
 
 
 def _live_run(root, run_id):
@@ -421,6 +439,36 @@ def test_heads_page_compares_with_full_fine_tuning(app):
     assert len(specs) == 2
     assert len(specs[1]["data"]) == 8  # circuit and full, W_Q/K/V/O each
     assert at.selectbox[0].value == "svd-full"
+
+
+def test_mechanisms_page_shows_what_analyse_stored(app):
+    at = app("mechanisms", run="svd-circuit")
+    specs = charts(at)
+    assert len(specs) == 4  # DLA heatmaps, DLA lines, faithfulness, overlap
+    first, last = (_grid(trace["z"]) for trace in specs[0]["data"])
+    assert first[2, 1] == 1.0 and last[2, 1] == -1.0  # a2.h1 flipped sign
+    names = [trace["name"] for trace in specs[1]["data"]]
+    assert names[0] == "a2.h1" and "model's logit difference" in names
+    faith = {t["name"]: values(t["y"]) for t in specs[2]["data"]}
+    assert faith["the initial circuit, 1% of edges"] == pytest.approx([0.5, 0.3, 0.1])
+    assert len(specs[3]["data"]) == 2 and values(specs[3]["data"][0]["x"]) == [0, 20, 40, 60, 80]
+    at.select_slider(key="mech_step").set_value(40).run()
+    assert _grid(charts(at)[0]["data"][1]["z"])[2, 1] == 0.0
+
+
+def _grid(z) -> np.ndarray:
+    """A heatmap's z from a chart spec, as a 2-D array."""
+    if isinstance(z, dict):
+        shape = [int(n) for n in str(z["shape"]).split(",")]
+        return np.asarray(values(z), dtype=float).reshape(shape)
+    return np.asarray(z, dtype=float)
+
+
+def test_mechanisms_page_on_a_run_never_analysed(app):
+    at = app("mechanisms", run="svd-full")
+    assert "has not been analysed yet" in texts(at)
+    assert "circuitviz analyse svd-full" in texts(at)
+    assert not charts(at)
 
 
 def test_heads_page_on_a_damaged_run(app):

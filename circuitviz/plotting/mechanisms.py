@@ -1,0 +1,160 @@
+"""Figures of ``circuitviz analyse``'s results (``Run.analyses()`` frames: step, kind, key, value).
+
+* ``dla_matrix`` / the DLA heatmap: each head's direct logit attribution at one step, layer x head,
+  next to step 0's (``plotting.heads.head_heatmap_figure``);
+* ``dla_lines``: the nodes with the largest DLA anywhere, against step;
+* ``faithfulness_lines``: the run's own and its initial circuit's faithfulness against step, per
+  edge budget;
+* ``alignment_lines``: edge and node IoU with another run against step.
+No torch here: pages and exports read the store only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from circuitviz.graph.names import parse_node
+from circuitviz.plotting import style as S
+
+NOT_NODES = ("logit_diff", "rest")
+
+
+def analysed_steps(analyses: pd.DataFrame, kind: str) -> list[int]:
+    return sorted({int(s) for s in analyses.loc[analyses["kind"] == kind, "step"]})
+
+
+def dla_table(analyses: pd.DataFrame) -> pd.DataFrame:
+    """node x step of direct logit attribution (rows: the graph's sources)."""
+    rows = analyses[(analyses["kind"] == "dla") & ~analyses["key"].isin(NOT_NODES)]
+    if rows.empty:
+        return pd.DataFrame()
+    return rows.pivot(index="key", columns="step", values="value")
+
+
+def dla_matrix(analyses: pd.DataFrame, step: int, n_layers: int, n_heads: int) -> np.ndarray:
+    """``[n_layers, n_heads]`` of each head's DLA at ``step`` (NaN where not analysed)."""
+    out = np.full((n_layers, n_heads), np.nan)
+    table = dla_table(analyses)
+    if table.empty or step not in table.columns:
+        return out
+    for name, value in table[step].items():
+        ref = parse_node(name)
+        if ref.kind == "head" and ref.layer < n_layers and ref.head < n_heads:
+            out[ref.layer, ref.head] = value
+    return out
+
+
+def _line_figure(title: str, y_title: str, style: S.FigureStyle | None) -> go.Figure:
+    style = style or S.FigureStyle()
+    fig = go.Figure()
+    fig.update_layout(
+        title={"text": title, "font": {"size": style.title_size}},
+        xaxis_title="step",
+        yaxis_title=y_title,
+        template="plotly_white",
+        font={"family": style.font_family, "size": style.font_size, "color": "#222222"},
+        height=max(360, style.min_height * 3 // 4),
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+    )
+    return fig
+
+
+def dla_lines(analyses: pd.DataFrame, *, top: int = 8, style: S.FigureStyle | None = None):
+    """The ``top`` nodes by largest |DLA| at any step, against step, with the model's logit
+    difference dashed."""
+    fig = _line_figure("Direct logit attribution per node", "logit(answer) − logit(wrong)", style)
+    table = dla_table(analyses)
+    if table.empty:
+        return fig
+    steps = [int(s) for s in table.columns]
+    order = table.abs().max(axis=1).sort_values(ascending=False).index[:top]
+    for name in order:
+        fig.add_trace(
+            go.Scatter(x=steps, y=table.loc[name].tolist(), mode="lines+markers", name=name)
+        )
+    diff = analyses[(analyses["kind"] == "dla") & (analyses["key"] == "logit_diff")].sort_values(
+        "step"
+    )
+    if len(diff):
+        fig.add_trace(
+            go.Scatter(
+                x=diff["step"].tolist(),
+                y=diff["value"].tolist(),
+                mode="lines",
+                name="model's logit difference",
+                line={"dash": "dash", "color": "#444"},
+            )
+        )
+    return fig
+
+
+def faithfulness_frame(analyses: pd.DataFrame) -> pd.DataFrame:
+    """step, budget, circuit (own | initial), faithfulness."""
+    rows = analyses[(analyses["kind"] == "faithfulness") & analyses["key"].str.contains("@")]
+    if rows.empty:
+        return pd.DataFrame(columns=["step", "budget", "circuit", "faithfulness"])
+    parts = rows["key"].str.split("@", expand=True)
+    return pd.DataFrame(
+        {
+            "step": rows["step"].astype(int).to_numpy(),
+            "budget": parts[1].to_numpy(),
+            "circuit": parts[0].to_numpy(),
+            "faithfulness": rows["value"].astype(float).to_numpy(),
+        }
+    ).sort_values(["budget", "circuit", "step"])
+
+
+def faithfulness_lines(analyses: pd.DataFrame, *, style: S.FigureStyle | None = None):
+    """Own circuit (solid) and initial circuit (dotted) faithfulness against step, per budget."""
+    fig = _line_figure("Faithfulness over time", "faithfulness", style)
+    frame = faithfulness_frame(analyses)
+    for (budget, circuit), rows in frame.groupby(["budget", "circuit"], sort=True):
+        fig.add_trace(
+            go.Scatter(
+                x=rows["step"].tolist(),
+                y=rows["faithfulness"].tolist(),
+                mode="lines+markers",
+                name=f"{'the circuit then' if circuit == 'own' else 'the initial circuit'}, "
+                f"{float(budget):.0%} of edges",
+                line={"dash": "solid" if circuit == "own" else "dot"},
+            )
+        )
+    return fig
+
+
+def alignment_frame(analyses: pd.DataFrame) -> pd.DataFrame:
+    """other, step, budget, measure (edge_iou | node_iou), value."""
+    rows = analyses[analyses["kind"].str.startswith("alignment:")]
+    if rows.empty:
+        return pd.DataFrame(columns=["other", "step", "budget", "measure", "value"])
+    parts = rows["key"].str.split("@", expand=True)
+    return pd.DataFrame(
+        {
+            "other": rows["kind"].str.removeprefix("alignment:").to_numpy(),
+            "step": rows["step"].astype(int).to_numpy(),
+            "budget": parts[1].to_numpy(),
+            "measure": parts[0].to_numpy(),
+            "value": rows["value"].astype(float).to_numpy(),
+        }
+    ).sort_values(["other", "budget", "measure", "step"])
+
+
+def alignment_lines(analyses: pd.DataFrame, other: str, *, style: S.FigureStyle | None = None):
+    """Edge IoU (solid) and node IoU (dotted) with run ``other`` against step, per budget."""
+    fig = _line_figure(f"Circuit overlap with {other}", "intersection over union", style)
+    frame = alignment_frame(analyses)
+    frame = frame[frame["other"] == other]
+    for (budget, measure), rows in frame.groupby(["budget", "measure"], sort=True):
+        fig.add_trace(
+            go.Scatter(
+                x=rows["step"].tolist(),
+                y=rows["value"].tolist(),
+                mode="lines+markers",
+                name=f"{'edges' if measure == 'edge_iou' else 'nodes'}, {float(budget):.0%} of edges",
+                line={"dash": "solid" if measure == "edge_iou" else "dot"},
+            )
+        )
+    fig.update_yaxes(range=[0, 1.05])
+    return fig
