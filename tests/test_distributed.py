@@ -65,6 +65,13 @@ def assert_same_run(one: Run, two: Run) -> None:
     torch.testing.assert_close(
         torch.from_numpy(scores_b), torch.from_numpy(scores_a), rtol=1e-4, atol=1e-6
     )
+    changes_a, changes_b = one.head_changes(), two.head_changes()
+    assert len(changes_a) and changes_a[["step", "layer", "head", "kind"]].equals(
+        changes_b[["step", "layer", "head", "kind"]]
+    )
+    assert changes_b["rel_change"].tolist() == pytest.approx(
+        changes_a["rel_change"].tolist(), rel=1e-4, abs=1e-7
+    )
     wa, wb = final_weights(one), final_weights(two)
     assert wa.keys() == wb.keys()
     for name in wa:
@@ -133,7 +140,7 @@ def test_what_cannot_split_exactly_is_refused_before_starting(demo_tokenizer_dir
     ids=["circuit-adamw-clip", "full-instructions-checkpointing"],
 )
 def test_fsdp_shards_the_model_and_tunes_like_one_process(demo_tokenizer_dir, tmp_path, case):
-    """``--shard fsdp`` on a Llama-family model (grouped-query attention, uneven row splits):
+    """``--shard fsdp`` on a Llama-family model (grouped-query attention):
     masked AdamW with clipping on split tensors, and full fine-tuning of an instruction task
     whose exact match generates from gathered weights."""
     task, *options = case

@@ -68,6 +68,8 @@ def test_sharded_masked_steps_equal_whole_tensor_steps(sharded, whole):
 def test_frozen_entries_stay_bit_identical_on_every_shard(sharded):
     tensors, _, keeps = case()
     for name, (dim, keep) in keeps.items():
+        if keep.all():
+            continue
         frozen = (~keep).nonzero()[:, 0]
         before = tensors[name].index_select(dim, frozen)
         after = sharded["params"][name].index_select(dim, frozen)

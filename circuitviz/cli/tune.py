@@ -282,7 +282,13 @@ def tune_command(args: argparse.Namespace) -> int:
     if args.nproc > 1 and distributed.world_size() == 1:
         return _launch(args)
     if distributed.world_size() > 1:
-        distributed.init(args.device or "cpu")
+        from circuitviz.models import ModelLoadError
+        from circuitviz.models.loader import resolve_device
+
+        try:  # nccl and one GPU per process (LOCAL_RANK) when the model goes to CUDA
+            distributed.init(resolve_device(args.device))
+        except ModelLoadError as exc:
+            raise UserError(str(exc)) from exc
         if distributed.rank() != 0:  # rank 0 reports; the others only compute
             args.no_progress = True
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of this worker)
@@ -430,7 +436,8 @@ def _run_to_end(args, model, task, config, writer, data, update, close) -> int:
         if not lost_peer(exc):
             raise
         raise UserError(
-            f"another process of this run stopped ({str(exc).strip().splitlines()[0][:160]}); "
+            f"another process of this run stopped ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0][:160]}); "
             f"run {writer.run_id} is kept at {writer.dir} as failed with every step recorded so "
             f"far. Continue it with: circuitviz tune --resume {writer.run_id} --nproc "
             f"{os.environ.get('WORLD_SIZE', 'N')}"

@@ -26,38 +26,45 @@ def is_sharded(tensor: torch.Tensor) -> bool:
     return isinstance(tensor, DTensor)
 
 
-def whole(tensor: torch.Tensor) -> torch.Tensor:
-    """The whole tensor (gathered from every process when sharded), detached."""
+def whole(tensor: torch.Tensor, *, cpu: bool = False) -> torch.Tensor:
+    """The whole tensor (gathered from every process when sharded), detached. ``cpu``: a sharded
+    tensor's gathered copy goes to the CPU at once, so the device holds one whole tensor at a time
+    (checkpoints gather every trainable tensor and its optimizer state)."""
     tensor = tensor.detach()
-    return tensor.full_tensor() if is_sharded(tensor) else tensor
+    if not is_sharded(tensor):
+        return tensor
+    gathered = tensor.full_tensor()
+    return gathered.cpu() if cpu else gathered
 
 
 @torch.no_grad()
 def assign(target: torch.Tensor, value: torch.Tensor) -> None:
     """``target.copy_(value)`` for a whole ``value``, also when ``target`` is sharded."""
-    if is_sharded(target):
-        block, rows = local_rows(target, _shard_dim(target))
-        index = [slice(None)] * value.ndim
-        index[_shard_dim(target)] = rows
-        block.copy_(value[tuple(index)])
-    else:
-        target.copy_(value)
+    dim = _shard_dim(target) if is_sharded(target) else None
+    if dim is None:  # plain, or a replicated DTensor: every process holds all of it
+        (target.to_local() if is_sharded(target) else target).copy_(value)
+        return
+    block, rows = local_rows(target, dim)
+    index = [slice(None)] * value.ndim
+    index[dim] = rows
+    block.copy_(value[tuple(index)])  # only this process's rows travel to its device
 
 
 def like(reference: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """A new tensor holding ``value`` (whole, shaped like ``reference``), split as ``reference`` is
     (each process keeps its own rows of ``value``; nothing is communicated)."""
-    value = value.to(reference.device, reference.dtype)
     if not is_sharded(reference):
-        return value.clone()
+        return value.to(reference.device, reference.dtype).clone()
     from torch.distributed.tensor import DTensor
 
     dim = _shard_dim(reference)
     index = [slice(None)] * value.ndim
     if dim is not None:
         index[dim] = local_rows(reference, dim)[1]
+    # Slice first: only this process's rows travel to its device.
+    local = value[tuple(index)].to(reference.device, reference.dtype).clone()
     return DTensor.from_local(
-        value[tuple(index)].clone(),
+        local,
         reference.device_mesh,
         reference.placements,
         run_check=False,
@@ -104,7 +111,7 @@ def row_sums_of_squares(tensor: torch.Tensor, dim: int) -> torch.Tensor:
     block, rows = local_rows(tensor, dim)
     squares = block.detach().double() ** 2
     squares = squares.reshape(1) if squares.ndim == 0 else squares.movedim(dim, 0)
-    per_row = squares.reshape(squares.shape[0], -1).sum(1)
+    per_row = squares.flatten(1).sum(1) if squares.ndim > 1 else squares  # a block may be empty
     if not is_sharded(tensor):
         return per_row
     import torch.distributed as dist

@@ -145,9 +145,9 @@ class TuneConfig:
     shard: Shard = option(
         "none",
         help="fsdp: split every parameter, gradient and optimizer state across the processes "
-        "(torch FSDP, one unit per transformer block) for models that do not fit one device; "
-        "needs several processes (--nproc N or torchrun) and a model without fused weight views "
-        "(Llama family)",
+        "(torch FSDP, one unit per transformer block), for training state that does not fit one "
+        "device (the weights must, once: each process loads them whole); needs several "
+        "processes (--nproc N or torchrun) and a model without fused weight views (Llama family)",
     )
     chat_template: bool = option(
         True,

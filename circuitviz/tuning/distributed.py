@@ -72,15 +72,16 @@ def init(device: str | torch.device) -> None:
     )
 
 
-# What gloo and nccl say when the process at the other end of a collective has gone.
-_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL error")
+# What gloo says when the process at the other end of a collective has gone.
+_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
 
 
 def lost_peer(exc: BaseException) -> bool:
-    """Whether ``exc`` is a collective failing because another process of the run stopped."""
+    """Whether ``exc`` is a collective failing because another process of the run stopped (a
+    network error between the processes; other distributed errors keep their traceback)."""
     if not dist.is_initialized():
         return False
-    return isinstance(exc, dist.DistError) or any(marker in str(exc) for marker in _LOST)
+    return isinstance(exc, dist.DistNetworkError) or any(marker in str(exc) for marker in _LOST)
 
 
 def check_config(config: TuneConfig, n_processes: int) -> None:
@@ -89,8 +90,17 @@ def check_config(config: TuneConfig, n_processes: int) -> None:
     if config.shard == "fsdp" and n_processes < 2:
         raise ValueError(
             "--shard fsdp splits the model across processes: start several with --nproc N (or "
-            "torchrun --nproc-per-node N -m circuitviz tune ...), or leave --shard out"
+            "torchrun --nproc-per-node N -m circuitviz tune ...), or leave --shard out (a run "
+            "tuned with --shard fsdp resumes with --resume RUN --nproc N)"
         )
+    if config.shard == "fsdp":
+        from torch.distributed.fsdp import FSDPModule
+
+        if not hasattr(FSDPModule, "set_force_sum_reduction_for_comms"):
+            raise ValueError(
+                f"--shard fsdp needs a newer torch than {torch.__version__} (its FSDP cannot sum "
+                "gradients on every backend); upgrade torch, or leave --shard out"
+            )
     if n_processes == 1:
         return
     if config.batch_size % n_processes:

@@ -445,7 +445,9 @@ class Tuner:
 
     # -- checkpoints -----------------------------------------------------------------------------
     def _checkpoint(self, step: int) -> None:
-        tensors = {f"param/{name}": shards.whole(p) for name, p in self.train_params.items()}
+        tensors = {
+            f"param/{name}": shards.whole(p, cpu=True) for name, p in self.train_params.items()
+        }
         optim_tensors, optim_extra = self.optimizer.state_tensors()
         tensors.update(optim_tensors)
         circuit = self.circuit
@@ -503,7 +505,9 @@ class Tuner:
         state = ResumeState.from_dict(stored)
         from circuitviz.runs.checkpoints import load_tensors
 
-        tensors = load_tensors(path, device=str(self.model.device))
+        # A sharded model copies only each process's rows to its device (``shards.assign``).
+        sharded = any(shards.is_sharded(p) for p in self.train_params.values())
+        tensors = load_tensors(path, device="cpu" if sharded else str(self.model.device))
         with torch.no_grad():
             for name, param in self.train_params.items():
                 key = f"param/{name}"

@@ -72,7 +72,12 @@ class MaskedOptimizer:
             grads.append(grad)
         if not grads:
             return 0.0
-        norm = float(shards.squared_norm(grads).sqrt())
+        if any(shards.is_sharded(g) for g in grads):  # summed across processes
+            norm = float(shards.squared_norm(grads).sqrt())
+        else:
+            norm = float(
+                torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            )
         scale = max_norm / (norm + 1e-6)
         if scale < 1.0:
             for grad in grads:
@@ -125,7 +130,9 @@ class MaskedOptimizer:
         for name, param in self.params.items():
             for key, value in self.inner.state.get(param, {}).items():
                 if torch.is_tensor(value):
-                    tensors[f"optim/{name}/{key}"] = shards.whole(value).clone().contiguous()
+                    tensors[f"optim/{name}/{key}"] = (
+                        shards.whole(value, cpu=True).clone().contiguous()
+                    )
                 else:
                     scalars.setdefault(name, {})[key] = value
         return tensors, {"scalars": scalars}
