@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from circuitviz.tasks.catalog import task_info
 
 COMMANDS = {"tune": "a tuning run", "sweep": "a top-N sweep", "discover": "a circuit discovery"}
+# Jobs the Run page starts outside its form (their cards name them too).
+OTHER_JOBS = {"analyse": "an analysis"}
 METHODS = {
     "tune": ("circuit", "full", "random", "lora", "circuit-lora"),
     "sweep": ("circuit", "random", "circuit-lora"),

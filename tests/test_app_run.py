@@ -231,3 +231,25 @@ def test_jobs_are_off_on_a_network_address(page, monkeypatch):
         assert not next(b for b in at.button if b.label == "Start").disabled
     finally:
         config.set_option("server.address", old)
+
+
+@pytest.mark.slow
+def test_analyse_a_run_in_the_background_and_show_it(page):
+    """A tuning run started here, then analysed from the same page: the job writes into the run,
+    and the Mechanisms page shows it."""
+    at, root, _ = page
+    start(at, model="random:gpt2-tiny", steps=4)
+    (tune,) = jobs.list_jobs(root)
+    assert wait_done(tune) == 0, jobs.log_tail(tune)
+    at.run()
+    at.selectbox(key="analyse_run").set_value(tune.job_id)
+    next(b for b in at.button if b.label == "Analyse").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    (job,) = [j for j in jobs.list_jobs(root) if j.kind == "analyse"]
+    assert job.argv[:2] == ("analyse", tune.job_id)
+    assert wait_done(job) == 0, jobs.log_tail(job)
+    at.run()
+    assert f"`{job.job_id}` · finished" in job_cards(at)
+    next(b for b in at.button if b.label == "Show").click().run()
+    assert not at.exception
+    assert at.get("plotly_chart"), "the Mechanisms page shows the analysis"

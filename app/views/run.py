@@ -89,6 +89,33 @@ if submitted and allowed:
     st.success(f"Started {runform.COMMANDS[kind]} ({job.job_id}).")
 
 
+st.subheader("Analyse a run")
+st.caption(
+    "The mechanisms at each of a run's checkpoints (direct logit attribution per head and MLP, "
+    "the faithfulness of its circuits over time), and optionally its circuits against another "
+    "run's step by step: `circuitviz analyse` in the background, written into the run. The "
+    "Mechanisms page shows the results."
+)
+finished = [r for r in state.all_runs() if r.status in ("finished", "stopped", "failed")]
+if not finished:
+    st.caption("No finished run to analyse yet.")
+else:
+    with st.form("analyse"):
+        ids = [r.id for r in finished]
+        a1, a2 = st.columns(2)
+        target = a1.selectbox("Run", ids, key="analyse_run")
+        against = a2.selectbox("Compare with (optional)", ["(none)", *ids], key="analyse_against")
+        go = st.form_submit_button("Analyse", disabled=not allowed)
+    if go and allowed:
+        argv = ["analyse", target, "--runs-dir", str(root)]
+        if against not in ("(none)", target):
+            argv += ["--against", against]
+        job_id = new_run_id("analyse", target[:40])
+        jobs.start_job(argv, root=root, job_id=job_id, kind="analyse")
+        state.set_view(run=target)
+        st.success(f"Started the analysis of {target} ({job_id}).")
+
+
 def show_discovered(path: str) -> None:
     """Draw a circuit file written by `circuitviz discover --out` (EAP-IG JSON layout)."""
     try:
@@ -127,7 +154,8 @@ def job_list() -> None:
             head, stop, watch = st.columns([6, 1, 1])
             status = jobs.status_word(rc)
             head.markdown(
-                f"**{runform.COMMANDS.get(job.kind, job.kind)}** `{job.job_id}` · {status}"
+                f"**{(runform.COMMANDS | runform.OTHER_JOBS).get(job.kind, job.kind)}** "
+                f"`{job.job_id}` · {status}"
             )
             progress = job_progress(job)
             if progress is not None:
@@ -139,6 +167,9 @@ def job_list() -> None:
             if job.kind == "tune" and watch.button("Watch", key=f"watch-{job.job_id}"):
                 state.set_view(run=job.job_id, step=None, compare=None, node=None)
                 st.switch_page("views/circuit.py")
+            if job.kind == "analyse" and rc == 0 and watch.button("Show", key=f"show-{job.job_id}"):
+                state.set_view(run=job.argv[1], step=None, compare=None, node=None)
+                st.switch_page("views/mechanisms.py")
             if status == "stopped":
                 st.info("Stopped. A stopped tuning run keeps every step it recorded.")
             elif status == "failed":
