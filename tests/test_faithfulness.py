@@ -130,3 +130,31 @@ def test_area_under_and_config_validation():
     assert area_under([0.0, 0.5, 1.0], [0.0, 1.0, 1.0]) == pytest.approx(0.75)
     with pytest.raises(ValueError, match="positions"):
         FaithfulnessConfig(positions="some")
+
+
+def test_target_position_ablation_keeps_edges_no_input_edge_feeds(tiny_gpt2):
+    """Ablated at the target position only, a circuit without any edge from the input still
+    carries the task (the other positions feed it intact): only edges that reach no logits are
+    dropped, so the measure equals the unpruned one there, and is not the empty circuit's."""
+    graph = graph_for(tiny_gpt2.info)
+    batches = [random_batch(seed=5)]
+    src = graph.src_index()
+    mask = graph.valid_mask.clone()
+    mask[src["input"]] = False  # no edge from the input at all
+    circuit = Circuit.from_edge_mask(graph, mask)
+    pruned, kept = (
+        evaluate_circuits(
+            tiny_gpt2,
+            graph,
+            batches,
+            [circuit],
+            FaithfulnessConfig(positions="target", keep_dead_ends=keep),
+        )
+        for keep in (False, True)
+    )
+    assert pruned.m_circuits == pytest.approx(kept.m_circuits, rel=1e-12)
+    assert pruned.faithfulness()[0] != pytest.approx(0.0, abs=1e-3)
+    every = FaithfulnessConfig(positions="all")  # ablated everywhere: nothing reaches the input
+    assert evaluate_circuits(tiny_gpt2, graph, batches, [circuit], every).faithfulness()[0] == (
+        pytest.approx(0.0, abs=1e-9)
+    )

@@ -100,9 +100,10 @@ def test_node_weighted_matches_a_loop_over_edges(graph):
     assert_node_masks_agree(circuit)
 
 
-def path_oracle(circuit: Circuit) -> torch.Tensor:
-    """Edges on an input -> logits path, found by networkx on a node-level graph: an edge for every
-    circuit edge, plus reader -> writer inside each node (a k/v group reaches each head it serves)."""
+def path_oracle(circuit: Circuit, from_input: bool = True) -> torch.Tensor:
+    """Edges on an input -> logits path (``from_input`` off: on any path to logits), found by
+    networkx on a node-level graph: an edge for every circuit edge, plus reader -> writer inside
+    each node (a k/v group reaches each head it serves)."""
     graph = circuit.graph
     group = graph.n_heads // graph.n_kv_heads
     g = nx.DiGraph()
@@ -121,26 +122,28 @@ def path_oracle(circuit: Circuit) -> torch.Tensor:
         g.add_edge(("src", graph.src_names[i]), ("dst", graph.dst_names[j]))
     start, end = ("src", "input"), ("dst", "logits")
     g.add_node(end)
-    from_input = nx.descendants(g, start) | {start}
+    fed = (nx.descendants(g, start) | {start}) if from_input else set(g.nodes)
     to_logits = nx.ancestors(g, end) | {end}
     keep = torch.zeros_like(circuit.edge_mask)
     for i, j in circuit.edge_mask.nonzero().tolist():
-        keep[i, j] = ("src", graph.src_names[i]) in from_input and (
+        keep[i, j] = ("src", graph.src_names[i]) in fed and (
             "dst",
             graph.dst_names[j],
         ) in to_logits
     return keep
 
 
+@pytest.mark.parametrize("from_input", [True, False], ids=["input-to-logits", "to-logits"])
 @pytest.mark.parametrize("n", [5, 20, 60])
-def test_prune_dead_ends_matches_path_search(graph, n):
+def test_prune_dead_ends_matches_path_search(graph, n, from_input):
     kept, dropped = 0, 0
     for seed in range(3):
         circuit = random_circuit(graph, n, seed=seed)
-        pruned = prune_dead_ends(circuit)
-        assert torch.equal(pruned.edge_mask, path_oracle(circuit))
+        pruned = prune_dead_ends(circuit, from_input=from_input)
+        assert torch.equal(pruned.edge_mask, path_oracle(circuit, from_input))
         assert_node_masks_agree(pruned)
-        assert torch.equal(prune_dead_ends(pruned).edge_mask, pruned.edge_mask)
+        again = prune_dead_ends(pruned, from_input=from_input)
+        assert torch.equal(again.edge_mask, pruned.edge_mask)
         kept, dropped = kept + pruned.n_edges, dropped + circuit.n_edges - pruned.n_edges
     if n == 60:  # the check is not vacuous: some edges stay, some go
         assert kept > 0 and dropped > 0

@@ -123,7 +123,10 @@ def discover(
     say("scoring edges")
     scores = attribute(model, graph, data.batches(config.batch_size), config.attribution)
     selected = select(scores.scores, graph, config.selection)
-    circuit = selected if config.keep_dead_ends else prune_dead_ends(selected)
+    from_input = config.attribution.positions != "target"  # as evaluate_circuits prunes
+    circuit = (
+        selected if config.keep_dead_ends else prune_dead_ends(selected, from_input=from_input)
+    )
     say("measuring faithfulness")
     faith_config = FaithfulnessConfig.from_attribution(
         config.attribution, keep_dead_ends=config.keep_dead_ends

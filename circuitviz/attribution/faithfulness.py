@@ -155,9 +155,13 @@ def evaluate_circuits(
     """Mean metric of the full model, of the empty circuit and of every circuit, over all batches
     (one baseline forward, one clean forward and 1 + len(circuits) ablated forwards per batch).
     Dead-end edges (on no input -> logits path) are removed from each circuit first unless
-    ``config.keep_dead_ends``: they cannot carry anything from the input to the logits."""
+    ``config.keep_dead_ends``: they cannot carry anything from the input to the logits. With
+    ``positions="target"`` a dead end is an edge that reaches no logits (``prune_dead_ends``)."""
     if not config.keep_dead_ends:
-        circuits = [prune_dead_ends(circuit) for circuit in circuits]
+        # Ablating the target position only leaves every other position intact: a node there
+        # reads the task through them, so only edges that reach no logits are dead ends.
+        from_input = config.positions != "target"
+        circuits = [prune_dead_ends(circuit, from_input=from_input) for circuit in circuits]
     batches = list(batches)
     for batch in batches:
         check_batch(batch, config.metric, config.baseline, custom_metric=metric is not None)

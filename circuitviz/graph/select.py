@@ -205,8 +205,11 @@ def _feeds(graph: Graph) -> torch.Tensor:
     return same_layer & (mlp | query | key_value)
 
 
-def prune_dead_ends(circuit: Circuit) -> Circuit:
-    """Drop every edge that lies on no ``input -> ... -> logits`` path of the circuit.
+def prune_dead_ends(circuit: Circuit, *, from_input: bool = True) -> Circuit:
+    """Drop every edge that lies on no ``input -> ... -> logits`` path of the circuit (with
+    ``from_input`` off: every edge that reaches no ``logits`` through the circuit, whatever feeds
+    it; right when only the target position is ablated, since the other positions then feed each
+    node's keys and values intact, so a node needs no input edge to carry the task).
 
     Reachability runs as a fixed point over whole node vectors (at most 2 * n_layers + 2 rounds).
     With the paper's graph (no ``input`` or ``logits`` node) the embeddings feed every node and every
@@ -218,6 +221,8 @@ def prune_dead_ends(circuit: Circuit) -> Circuit:
         return circuit
     feeds = _feeds(graph)
     is_input = torch.tensor([parse_node(n).kind == "input" for n in graph.src_names])
+    if not from_input:
+        is_input = torch.ones_like(is_input)  # every source counts as fed
     is_logits = torch.tensor([parse_node(n).kind == "logits" for n in graph.dst_names])
     from_input = is_input
     to_logits = is_logits
