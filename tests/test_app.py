@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
-from support.synthetic import write_synthetic_run
+from support.synthetic import write_synthetic_analyses, write_synthetic_run
 
 from circuitviz.graph.topology import build_graph
 from circuitviz.plotting.layout import layout_for
@@ -32,7 +32,7 @@ def root(tmp_path_factory):
     common = {"n_steps": 80, "graph": GRAPH, "snapshot_every": 20, "task": "sv-disagreement"}
     write_synthetic_run(root, run_id="svd-circuit", noise_floor=True, **common)
     write_synthetic_run(root, run_id="svd-full", method="full", seed=1, **common)
-    _analyses(root / "svd-circuit", against="svd-full")
+    write_synthetic_analyses(root / "svd-circuit", GRAPH, against="svd-full")
     live = _live_run(root, "svd-live")  # its writer stays open: a process is writing it
     _two_task_run(root, "gender-two-tasks")
     _tuned_task_run(root, "svd-tracks")
@@ -54,23 +54,6 @@ def _graph_meta():
         "edge_names": GRAPH.edge_names(),
         "n_model_params": 1000,
     }
-
-
-def _analyses(run_dir, against):
-    """What ``circuitviz analyse --against`` stores: DLA per source and faithfulness at three
-    checkpoints (head a2.h1 flips sign), IoU with another run at every snapshot step."""
-    writer = RunWriter.resume(run_dir)
-    for i, step in enumerate((0, 40, 80)):
-        dla = {name: 0.1 * (j % 5 - 2) for j, name in enumerate(GRAPH.src_names)}
-        dla["a2.h1"] = 1.0 - i
-        writer.add_analysis(step, "dla", dla | {"logit_diff": 2.0 - i, "rest": 0.01})
-        faith = {"own@0.01": 0.5, "initial@0.01": 0.5 - 0.2 * i, "own@0.1": 0.9}
-        writer.add_analysis(step, "faithfulness", faith | {"initial@0.1": 0.9 - 0.1 * i})
-    for step in (0, 20, 40, 60, 80):
-        iou = {"edge_iou@0.1": 1 - step / 200, "node_iou@0.1": 1 - step / 400}
-        writer.add_analysis(step, f"alignment:{against}", iou)
-    writer.set_status("finished")
-    writer.close()
 
 
 def _live_run(root, run_id):
@@ -508,15 +491,18 @@ def tour_button(at, label):
 def test_tour_page(app):
     at = app("tour", run="svd-circuit")
     titles = []
-    for _ in range(5):  # five steps, one at a time, with Next
+    for _ in range(6):  # six steps, one at a time, with Next
         assert len([b for b in at.button if b.label == "Show me"]) == 1
         titles.append(next(m.value for m in at.markdown if m.value.startswith("####")))
-        if len(titles) < 5:
+        if len(titles) < 6:
             tour_button(at, "Next").click().run()
-    assert len(set(titles)) == 5 and tour_button(at, "Next").disabled
+    assert len(set(titles)) == 6 and tour_button(at, "Next").disabled
     tour_button(at, "Back").click().run()
-    assert next(m.value for m in at.markdown if m.value.startswith("####")) == titles[3]
-    for _ in range(3):
+    assert next(m.value for m in at.markdown if m.value.startswith("####")) == titles[4]
+    tour_button(at, "Show me").click().run()  # step 5 opens the Mechanisms page on the run
+    assert not at.exception and len(charts(at)) == 4
+    at.switch_page("views/tour.py").run()
+    for _ in range(4):
         tour_button(at, "Back").click().run()
     assert tour_button(at, "Back").disabled
     tour_button(at, "Show me").click().run()

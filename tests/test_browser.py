@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.synthetic import write_synthetic_run
+from support.synthetic import write_synthetic_analyses, write_synthetic_run
 
 from circuitviz.graph.topology import build_graph
 from circuitviz.plotting.layout import layout_for
@@ -85,6 +85,7 @@ def root(tmp_path_factory):
         root, run_id="svd-circuit", n_steps=80, graph=GRAPH, snapshot_every=20, noise_floor=True
     )
     write_synthetic_run(root, run_id="deep", n_steps=40, graph=DEEP, snapshot_every=20, seed=3)
+    write_synthetic_analyses(root / "svd-circuit", GRAPH, against="deep")
     return root
 
 
@@ -423,11 +424,30 @@ def test_user_input_is_shown_as_text(server, browser):
 
 def test_every_page_opens(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    for path in ("dynamics", "heads", "run", "export", "tour"):
+    for path in ("dynamics", "heads", "mechanisms", "run", "export", "tour"):
         page.goto(f"{server}/{path}?run=svd-circuit")
         page.wait_for_selector("[data-testid='stMain']", timeout=30_000)
         page.wait_for_timeout(1500)
         assert page.locator("[data-testid='stException']").count() == 0, path
+    page.close()
+
+
+def test_the_mechanisms_page_draws_its_figures(server, browser):
+    """The DLA heatmaps (with the flipped head), the DLA, faithfulness and overlap lines, drawn by
+    plotly in a real browser (the step slider is tested in tests/test_app.py)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{server}/mechanisms?run=svd-circuit")
+    wait_for(page, "document.querySelectorAll('.js-plotly-plot').length >= 4", timeout_s=60)
+    assert page.locator("[data-testid='stException']").count() == 0
+    # What plotly drew (its calculated data), not the spec it was sent.
+    cell = "i => document.querySelector('.js-plotly-plot').calcdata[i][0].z[2][1]"
+    assert page.evaluate(cell, 1) == -1.0  # a2.h1 at the last analysed step
+    assert page.evaluate(cell, 0) == 1.0  # and at step 0
+    assert page.locator(".js-plotly-plot .heatmaplayer").count() >= 1
+    lines = (
+        "Array.from(document.querySelectorAll('.js-plotly-plot')).slice(1).map(p => p.data.length)"
+    )
+    assert page.evaluate(lines)[1:] == [4, 2]  # own and initial at 2 budgets; edges and nodes
     page.close()
 
 

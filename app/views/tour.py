@@ -1,4 +1,4 @@
-"""Tour: five short steps for newcomers, one at a time with Back and Next; each opens the page it
+"""Tour: six short steps for newcomers, one at a time with Back and Next; each opens the page it
 talks about in the right state."""
 
 import state
@@ -6,7 +6,7 @@ import streamlit as st
 
 STEP_KEY = "cv_tour_step"
 
-st.subheader("A five-minute tour")
+st.subheader("A six-minute tour")
 st.caption("Each step opens the page it talks about, on the current run. Come back here any time.")
 
 STEPS = [
@@ -53,7 +53,19 @@ STEPS = [
         "views/circuit.py",
     ),
     (
-        "5. Run your own",
+        "5. Why it changed",
+        "The **Mechanisms** page shows what `circuitviz analyse` measured at each checkpoint. "
+        "Each head's **direct logit attribution** says how much it writes the right answer "
+        "straight into the logits: on the demo run, the heads that pushed the agreeing verb "
+        "before tuning push the disagreeing one after it (their colour flips), rather than new "
+        "heads taking over. Below, the **faithfulness** of the circuit at each step and of the "
+        "circuit it started from tells a circuit that moved from one that stopped working, and "
+        "the overlap with full fine-tuning shows where the two methods part.",
+        {"compare": None, "node": None},
+        "views/mechanisms.py",
+    ),
+    (
+        "6. Run your own",
         "The **Run** page starts circuit discovery, a tuning run or a top-N sweep in the "
         "background; the Circuit page follows it live as snapshots land. The **Export** page saves "
         "the current view as SVG, PDF, PNG, interactive HTML, a GIF of the slider, or JSON that "

@@ -181,3 +181,20 @@ def _write_checkpoint(writer, step: int, rng: np.random.Generator) -> None:
 
     tensors = {"w": torch.from_numpy(rng.standard_normal((4, 4)).astype(np.float32))}
     writer.save_checkpoint(step, tensors, {"step": step, "data_position": step * 8})
+
+
+def write_synthetic_analyses(run_dir, graph, against: str) -> None:
+    """What ``circuitviz analyse --against`` stores: DLA per source and faithfulness at three
+    checkpoints (head a2.h1 flips sign), IoU with another run at every snapshot step."""
+    writer = RunWriter.resume(run_dir)
+    for i, step in enumerate((0, 40, 80)):
+        dla = {name: 0.1 * (j % 5 - 2) for j, name in enumerate(graph.src_names)}
+        dla["a2.h1"] = 1.0 - i
+        writer.add_analysis(step, "dla", dla | {"logit_diff": 2.0 - i, "rest": 0.01})
+        faith = {"own@0.01": 0.5, "initial@0.01": 0.5 - 0.2 * i, "own@0.1": 0.9}
+        writer.add_analysis(step, "faithfulness", faith | {"initial@0.1": 0.9 - 0.1 * i})
+    for step in (0, 20, 40, 60, 80):
+        iou = {"edge_iou@0.1": 1 - step / 200, "node_iou@0.1": 1 - step / 400}
+        writer.add_analysis(step, f"alignment:{against}", iou)
+    writer.set_status("finished")
+    writer.close()
