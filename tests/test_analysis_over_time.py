@@ -48,9 +48,13 @@ def test_analyse_stores_dla_and_faithfulness_at_every_checkpoint(analysed, capsy
     summary = json.loads(capsys.readouterr().out)
     run = Run(run_dir)
     assert summary["steps"] == [0, 3, 6] == [0] + [s for s, _ in run.checkpoints()]
-    assert set(summary) >= {"dla", "faithfulness_over_time"}
-    assert set(summary["faithfulness_over_time"]) == {"0.05", "0.5"}
     graph = graph_for(load_model("random:gpt2-tiny").info)
+    assert set(summary) >= {"dla", "roles", "attention_to_tagged", "faithfulness_over_time"}
+    roles = run.analyses("roles")
+    assert len(roles) == 3 * 4 * graph.n_layers * graph.n_heads  # 4 roles, every head, 3 steps
+    assert set(summary["roles"]) == {"previous_token", "duplicate_token", "induction", "copying"}
+    assert len(run.analyses("attention")) == 3 * graph.n_layers * graph.n_heads
+    assert set(summary["faithfulness_over_time"]) == {"0.05", "0.5"}
     dla = run.analyses("dla")
     assert len(dla) == 3 * (graph.n_src + 2)
     assert run.status == "finished"  # analysing leaves the run's own status alone
@@ -116,8 +120,35 @@ def test_stored_faithfulness_equals_the_snapshot_circuit_measured_directly(analy
 
 def test_bad_requests_are_one_line(analysed, capsys):
     root, _ = analysed
-    assert main(["analyse", "r", "--runs-dir", str(root), "--only", "roles", "--no-progress"]) == 2
-    assert "unknown analyses ['roles']" in capsys.readouterr().err
+    assert main(["analyse", "r", "--runs-dir", str(root), "--only", "heads", "--no-progress"]) == 2
+    assert "unknown analyses ['heads']" in capsys.readouterr().err
     assert main(["analyse", "r", "--runs-dir", str(root), "--budgets", "2", "--no-progress"]) == 2
     assert "fractions in (0, 1]" in capsys.readouterr().err
     assert main(["analyse", "nope", "--runs-dir", str(root), "--no-progress"]) == 2
+
+
+def test_the_summary_names_role_holders_and_migrations(tmp_path):
+    """A role moving to another head is a migration; a role no head scores above the floor for is
+    held by none (so chance-level attention never reads as a migration)."""
+    from circuitviz.analysis.over_time import ROLE_FLOOR, summarise_analyses
+    from circuitviz.graph.topology import build_graph
+    from circuitviz.runs import RunWriter
+    from tests.support.synthetic import write_synthetic_run
+
+    run_id = write_synthetic_run(tmp_path, graph=build_graph(2, 2), n_steps=20)
+    writer = RunWriter.resume(tmp_path / run_id)
+    for step, holder in ((0, "a0.h0"), (10, "a1.h1")):
+        heads = ["a0.h0", "a0.h1", "a1.h0", "a1.h1"]
+        values = {f"previous_token:{h}": 0.9 if h == holder else 0.1 for h in heads}
+        values |= {f"induction:{h}": ROLE_FLOOR / 2 for h in heads}
+        writer.add_analysis(step, "roles", values)
+    writer.close()
+    roles = summarise_analyses(Run(tmp_path / run_id))["roles"]
+    moved = roles["previous_token"]
+    assert (moved["holder_first"], moved["holder_last"], moved["migrated"]) == (
+        "a0.h0",
+        "a1.h1",
+        True,
+    )
+    flat = roles["induction"]
+    assert flat["holder_first"] is None and flat["holder_last"] is None and not flat["migrated"]

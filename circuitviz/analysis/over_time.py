@@ -3,7 +3,8 @@
 For the untouched model (step 0) and every checkpoint of the run:
 
 1. load the checkpoint's weights onto the untouched model (as ``rescore`` does);
-2. on the run's fixed probe set (the first ``probe_size`` dev examples of its task and seed):
+2. on the run's fixed probe set (the first ``probe_size`` dev examples of its task and seed), and
+   for the attention roles on random token sequences (``analysis.roles``):
    * ``dla``: each node's direct logit attribution (``analysis.dla``), plus the model's logit
      difference and what no node owns;
    * ``faithfulness``: at each edge budget (a fraction of the graph's edges), the faithfulness of
@@ -11,7 +12,11 @@ For the untouched model (step 0) and every checkpoint of the run:
      step) and of the circuit it started from (step 0's snapshot), both with this step's weights.
      The first separates "the circuit moved" from the second, "the old circuit stopped carrying
      the task": a falling own-circuit line means the circuit became less faithful; a falling
-     initial-circuit line under a steady own-circuit line means it moved.
+     initial-circuit line under a steady own-circuit line means it moved;
+   * ``roles``: every head's previous-token, duplicate-token, induction and copying scores, whose
+     top head per role, step by step, shows a role migrating;
+   * ``attention``: every head's attention from the target position to the tagged tokens (where
+     the clean and corrupted prompts differ);
 3. store each as rows ``(step, kind, key, value)`` (``Run.analyses``).
 
 Faithfulness is measured as ``discover`` measures it (the run's baseline, positions and metric,
@@ -26,17 +31,21 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from circuitviz.analysis.attention import attention_to_tagged
 from circuitviz.analysis.dla import direct_logit_attribution
+from circuitviz.analysis.roles import attention_roles, copying_scores
 from circuitviz.attribution.faithfulness import FaithfulnessConfig, evaluate_circuits
 from circuitviz.graph.select import top_n
 from circuitviz.graph.topology import graph_for
 from circuitviz.models import build_param_map
 from circuitviz.runs import Run, RunWriter
 from circuitviz.tasks import build_task_data
+from circuitviz.tasks.catalog import task_kind
 from circuitviz.tuning.rescore import load_checkpoint_weights
 from circuitviz.tuning.storage import config_from_run
 
-KINDS = ("dla", "faithfulness")  # what needs the model; ``--against`` adds the alignment
+# What needs the model; ``--against`` adds the alignment.
+KINDS = ("dla", "faithfulness", "roles", "attention")
 DEFAULT_BUDGETS = (0.01, 0.1)
 
 
@@ -44,13 +53,17 @@ def analyse_run(
     model,
     run: Run,
     *,
-    kinds: Sequence[str] = KINDS,
+    kinds: Sequence[str] | None = None,
     budgets: Sequence[float] = DEFAULT_BUDGETS,
     probe_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[int]:
     """Analyse ``run`` with ``model`` (the run's model, untouched) at step 0 and every checkpoint;
-    returns the steps analysed. ``progress(done, total)`` after each step."""
+    returns the steps analysed. ``kinds`` None: every analysis the task allows (instruction tasks
+    have no answer token: no DLA or attention). ``progress(done, total)`` after each step."""
+    if kinds is None:
+        pair = task_kind(run.task) == "pairs"
+        kinds = KINDS if pair else tuple(k for k in KINDS if k not in ("dla", "attention"))
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown or not kinds:
         raise ValueError(
@@ -69,10 +82,11 @@ def analyse_run(
     probe = build_task_data(
         run.task, model.tokenizer, split="dev", n=n, seed=config.seed, device=model.device
     ).batch
-    if "dla" in kinds and getattr(probe, "answer_ids", None) is None:
+    pair_only = [k for k in ("dla", "attention") if k in kinds]
+    if pair_only and getattr(probe, "answer_ids", None) is None:
         raise ValueError(
-            f"direct logit attribution needs a pair task (an answer and a wrong token); "
-            f"{run.task} has none: analyse it with --only faithfulness"
+            f"{' and '.join(pair_only)} need a pair task (an answer, a wrong token and a corrupted "
+            f"prompt); {run.task} has none: analyse it with --only faithfulness,roles"
         )
     circuits = _circuits_by_step(run, graph) if "faithfulness" in kinds else None
     steps = [0] + [step for step, _ in run.checkpoints()]
@@ -95,6 +109,11 @@ def analyse_run(
                 values["logit_diff"] = float(dla.logit_diff.mean())
                 values["rest"] = float(dla.rest.mean())
                 writer.add_analysis(step, "dla", values)
+            if "roles" in kinds:
+                writer.add_analysis(step, "roles", _roles(model, probe))
+            if "attention" in kinds:
+                grid = attention_to_tagged(model, probe)
+                writer.add_analysis(step, "attention", _by_head(grid))
             if circuits is not None:
                 writer.add_analysis(
                     step,
@@ -107,6 +126,28 @@ def analyse_run(
         writer.set_status(*previous)
         writer.close()
     return steps
+
+
+def _by_head(grid: torch.Tensor, prefix: str = "") -> dict[str, float]:
+    return {
+        f"{prefix}a{layer}.h{head}": float(grid[layer, head])
+        for layer in range(grid.shape[0])
+        for head in range(grid.shape[1])
+    }
+
+
+def _roles(model, probe) -> dict[str, float]:
+    """Every head's score for each role (``analysis.roles``): ``role:aL.hH`` -> score. Copying is
+    measured on the probe set's prompts where it is a pair task, else skipped."""
+    scores = attention_roles(model)
+    if getattr(probe, "target_pos", None) is not None:
+        scores["copying"] = copying_scores(
+            model, probe.clean_ids, probe.target_pos, probe.attention_mask
+        )
+    values: dict[str, float] = {}
+    for role, grid in scores.items():
+        values |= _by_head(grid, f"{role}:")
+    return values
 
 
 def _circuits_by_step(run: Run, graph) -> dict[int, np.ndarray]:
@@ -162,6 +203,9 @@ def store_alignment(run: Run, other: Run, budgets: Sequence[float] = DEFAULT_BUD
         writer.close()
 
 
+ROLE_FLOOR = 0.3  # below this score no head holds an attention role (uniform attention is ~1/pos)
+
+
 def summarise_analyses(run: Run, *, flip_share: float = 0.1, top: int = 10) -> dict:
     """What ``analyse --json`` prints: the steps analysed; for DLA the largest nodes at the last
     step with their first-step values, and the nodes whose sign flips between the first and last
@@ -191,6 +235,40 @@ def summarise_analyses(run: Run, *, flip_share: float = 0.1, top: int = 10) -> d
                 name: {"first": float(row[first]), "last": float(row[last])}
                 for name, row in flips.iterrows()
             },
+        }
+    roles = frame[frame["kind"] == "roles"]
+    if len(roles):
+        out["roles"] = {}
+        parts = roles["key"].str.split(":", expand=True)
+        roles = roles.assign(role=parts[0], head=parts[1])
+        for role, rows in roles.groupby("role"):
+            by_step = []
+            for step, at in rows.groupby("step"):
+                best = at.loc[at["value"].idxmax()]
+                held = role == "copying" or float(best["value"]) >= ROLE_FLOOR
+                by_step.append(
+                    {
+                        "step": int(step),
+                        "head": best["head"] if held else None,
+                        "best": best["head"],
+                        "score": float(best["value"]),
+                    }
+                )
+            first, last = by_step[0]["head"], by_step[-1]["head"]
+            out["roles"][role] = {
+                "holder_first": first,
+                "holder_last": last,
+                "migrated": first is not None and last is not None and first != last,
+                "by_step": by_step,
+            }
+    attention = frame[frame["kind"] == "attention"]
+    if len(attention):
+        table = attention.pivot(index="key", columns="step", values="value")
+        first, last = table.columns.min(), table.columns.max()
+        top_heads = table[last].sort_values(ascending=False).index[:top]
+        out["attention_to_tagged"] = {
+            name: {"first": float(table.at[name, first]), "last": float(table.at[name, last])}
+            for name in top_heads
         }
     faith = frame[frame["kind"] == "faithfulness"]
     if len(faith):

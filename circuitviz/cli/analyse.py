@@ -11,20 +11,24 @@ from circuitviz.cli.common import UserError, print_json
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "analyse",
-        help="analyse a run's checkpoints: direct logit attribution per head and MLP, and the "
-        "faithfulness of its circuits over time (written into the run store)",
+        help="analyse a run's checkpoints: direct logit attribution per head and MLP, head roles, "
+        "attention to the task's tokens, and the faithfulness of its circuits over time (written "
+        "into the run store)",
         description="For the untouched model and every checkpoint of RUN: each node's direct "
-        "logit attribution on the run's probe set, and the faithfulness at each edge budget of "
-        "the circuit the run held then and of the circuit it started from. Results go into the "
-        "run store (the run itself is unchanged); --json prints a summary.",
+        "logit attribution on the run's probe set; each head's previous-token, duplicate-token, "
+        "induction and copying scores; its attention from the target to the tokens the corrupted "
+        "prompt changes; and the faithfulness at each edge budget of the circuit the run held "
+        "then and of the circuit it started from. Results go into the run store (the run itself "
+        "is unchanged); --json prints a summary.",
     )
     parser.add_argument("run", help="a run id or run directory")
     parser.add_argument(
         "--only",
-        default="dla,faithfulness",
+        default=None,
         metavar="KINDS",
-        help="comma-separated analyses: dla, faithfulness, alignment (with --against) "
-        "(default: dla,faithfulness)",
+        help="comma-separated analyses: dla, faithfulness, roles, attention, alignment (with "
+        "--against) (default: every one the task allows; instruction tasks have no answer token, "
+        "so no dla or attention)",
     )
     parser.add_argument(
         "--budgets",
@@ -57,9 +61,9 @@ def analyse_command(args: argparse.Namespace) -> int:
     from circuitviz.models import ModelLoadError, load_model
     from circuitviz.runs import RunStore
 
-    kinds = [k.strip() for k in args.only.split(",") if k.strip()]
+    kinds = None if args.only is None else [k.strip() for k in args.only.split(",") if k.strip()]
     aligning = args.against is not None
-    if "alignment" in kinds:
+    if kinds is not None and "alignment" in kinds:
         if not aligning:
             raise UserError("--only alignment compares two runs: name the other with --against RUN")
         kinds.remove("alignment")
@@ -92,7 +96,7 @@ def analyse_command(args: argparse.Namespace) -> int:
     try:
         if other is not None:
             store_alignment(run, other, budgets)
-        if kinds:
+        if kinds is None or kinds:
             model = load_model(run.model_spec, device=args.device, dtype=dtype)
             analyse_run(
                 model,
@@ -112,6 +116,12 @@ def analyse_command(args: argparse.Namespace) -> int:
         print_json(summary)
         return 0
     print(f"analysed run {run.id} at steps {summary['steps']} (read them with Run.analyses())")
+    for role, held in summary.get("roles", {}).items():
+        if held["holder_first"] is None and held["holder_last"] is None:
+            print(f"  {role:16s} held by no head (every score under the floor)")
+            continue
+        moved = f" -> {held['holder_last']} (migrated)" if held["migrated"] else ""
+        print(f"  {role:16s} held by {held['holder_first'] or 'no head'}{moved}")
     for name, values in summary.get("dla", {}).get("sign_flips", {}).items():
         print(f"  DLA sign flip  {name:12s} {values['first']:+.3f} -> {values['last']:+.3f}")
     for other_id, by_budget in summary.get("alignment", {}).items():
