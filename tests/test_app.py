@@ -427,16 +427,25 @@ def test_heads_page_compares_with_full_fine_tuning(app):
 def test_mechanisms_page_shows_what_analyse_stored(app):
     at = app("mechanisms", run="svd-circuit")
     specs = charts(at)
-    assert len(specs) == 4  # DLA heatmaps, DLA lines, faithfulness, overlap
+    # DLA heatmaps, DLA lines, role lines, attention heatmaps, faithfulness, overlap
+    assert len(specs) == 6
     first, last = (_grid(trace["z"]) for trace in specs[0]["data"])
     assert first[2, 1] == 1.0 and last[2, 1] == -1.0  # a2.h1 flipped sign
     names = [trace["name"] for trace in specs[1]["data"]]
     assert names[0] == "a2.h1" and "model's logit difference" in names
-    faith = {t["name"]: values(t["y"]) for t in specs[2]["data"]}
+    roles = {t["name"]: values(t["y"]) for t in specs[2]["data"]}
+    assert roles == {"a0.h0": [0.9, 0.9, 0.1], "a1.h2": [0.1, 0.1, 0.9]}  # the role moved
+    attention = [_grid(t["z"]) for t in specs[3]["data"]]
+    assert attention[0][0, 1] == pytest.approx(0.1) and attention[1][0, 1] == pytest.approx(0.3)
+    faith = {t["name"]: values(t["y"]) for t in specs[4]["data"]}
     assert faith["the initial circuit, 1% of edges"] == pytest.approx([0.5, 0.3, 0.1])
-    assert len(specs[3]["data"]) == 2 and values(specs[3]["data"][0]["x"]) == [0, 20, 40, 60, 80]
+    assert len(specs[5]["data"]) == 2 and values(specs[5]["data"][0]["x"]) == [0, 20, 40, 60, 80]
     at.select_slider(key="mech_step").set_value(40).run()
     assert _grid(charts(at)[0]["data"][1]["z"])[2, 1] == 0.0
+    at.radio(key="mech_role").set_value("induction").run()
+    assert len(charts(at)[2]["data"]) == 1  # one head holds it (all tie at chance)
+    csv, html = at.get("download_button")[:2]
+    assert "analyses" in csv.proto.label.lower() and "html" in html.proto.label.lower()
 
 
 def _grid(z) -> np.ndarray:
@@ -500,7 +509,7 @@ def test_tour_page(app):
     tour_button(at, "Back").click().run()
     assert next(m.value for m in at.markdown if m.value.startswith("####")) == titles[4]
     tour_button(at, "Show me").click().run()  # step 5 opens the Mechanisms page on the run
-    assert not at.exception and len(charts(at)) == 4
+    assert not at.exception and len(charts(at)) == 6
     at.switch_page("views/tour.py").run()
     for _ in range(4):
         tour_button(at, "Back").click().run()

@@ -1,8 +1,9 @@
 """Mechanisms: why the circuit changed, from ``circuitviz analyse``'s results in the run store.
 
 Each head's direct logit attribution at an analysed step next to step 0's, the largest nodes'
-against step, the faithfulness of the circuit the run held at each step and of the one it started
-from, and the overlap with another run's circuits step by step.
+against step, which head holds each role step by step, where the heads look, the faithfulness of
+the circuit the run held at each step and of the one it started from, and the overlap with another
+run's circuits step by step.
 """
 
 import state
@@ -10,6 +11,7 @@ import streamlit as st
 
 from circuitviz.plotting.heads import head_heatmap_figure
 from circuitviz.plotting.mechanisms import (
+    ROLE_NAMES,
     alignment_frame,
     alignment_lines,
     analysed_steps,
@@ -17,6 +19,10 @@ from circuitviz.plotting.mechanisms import (
     dla_matrix,
     faithfulness_frame,
     faithfulness_lines,
+    figures_html,
+    head_matrix,
+    role_frame,
+    role_lines,
 )
 
 frames = state.current_run()
@@ -33,6 +39,13 @@ if analyses.empty:
     )
     st.stop()
 n_layers, n_heads = frames.graph_shape[:2]
+shown = []  # every figure on the page, for the export below
+
+
+def show(fig) -> None:
+    shown.append(fig)
+    st.plotly_chart(fig, theme=None, width="stretch")
+
 
 dla_steps = analysed_steps(analyses, "dla")
 if dla_steps:
@@ -46,22 +59,46 @@ if dla_steps:
     )
     panels = {f"step {dla_steps[0]}": dla_matrix(analyses, dla_steps[0], n_layers, n_heads)}
     panels[f"step {step}"] = dla_matrix(analyses, step, n_layers, n_heads)
-    st.plotly_chart(
-        head_heatmap_figure(panels, colorbar_title="DLA", diverging=True, style=style),
-        theme=None,
-        width="stretch",
-    )
+    show(head_heatmap_figure(panels, colorbar_title="DLA", diverging=True, style=style))
     st.caption(
         "Each head's output at the target position, through the final norm at its frozen scale, "
         "onto W_U[answer] − W_U[wrong]: positive pushes the answer. A head whose colour flips "
         "between the panels changed sides during tuning."
     )
-    st.plotly_chart(dla_lines(analyses, style=style), theme=None, width="stretch")
+    show(dla_lines(analyses, style=style))
+
+roles = role_frame(analyses)
+if len(roles):
+    st.markdown("#### Head roles")
+    present = [r for r in ROLE_NAMES if r in set(roles["role"])]
+    role = st.radio("Role", present, format_func=ROLE_NAMES.get, horizontal=True, key="mech_role")
+    show(role_lines(analyses, role, style=style))
+    st.caption(
+        "Previous token, duplicate token and induction: the mean attention a head pays the "
+        "pattern's position on random token sequences (0 to 1; spread evenly it is about "
+        "1 / positions). Copying: how much a head raises the logits of the tokens it attends to "
+        "from the target position. The lines are the heads that hold the role (the top score) "
+        "at some step: where they cross, the role moved to another head."
+    )
+
+attention_steps = analysed_steps(analyses, "attention")
+if attention_steps:
+    st.markdown("#### Attention to the task's tokens")
+    first, last = attention_steps[0], attention_steps[-1]
+    panels = {
+        f"step {s}": head_matrix(analyses, "attention", s, n_layers, n_heads)
+        for s in dict.fromkeys((first, last))
+    }
+    show(head_heatmap_figure(panels, colorbar_title="attention", style=style))
+    st.caption(
+        "The attention each head pays, from the position where the answer is read, to the tokens "
+        "the corrupted prompt changes (the subject whose number flips, the names, the occupation)."
+    )
 
 faith = faithfulness_frame(analyses)
 if len(faith):
     st.markdown("#### Faithfulness over time")
-    st.plotly_chart(faithfulness_lines(analyses, style=style), theme=None, width="stretch")
+    show(faithfulness_lines(analyses, style=style))
     st.caption(
         "Solid: the circuit the run held at that step; dotted: the circuit it started from, both "
         "measured with that step's weights. A falling solid line: the circuit became less "
@@ -73,4 +110,20 @@ if len(aligned):
     st.markdown("#### Compared with another run")
     others = sorted(set(aligned["other"]))
     other = others[0] if len(others) == 1 else st.selectbox("Other run", others, key="mech_other")
-    st.plotly_chart(alignment_lines(analyses, other, style=style), theme=None, width="stretch")
+    show(alignment_lines(analyses, other, style=style))
+
+st.markdown("#### Export")
+csv_col, html_col = st.columns(2)
+csv_col.download_button(
+    "The analyses (CSV)",
+    analyses.to_csv(index=False).encode(),
+    file_name=f"{frames.run_id}.analyses.csv",
+    mime="text/csv",
+    help="One row per step, analysis and key (a node, a head, a role:head, a circuit@budget)",
+)
+html_col.download_button(
+    "These figures (interactive HTML, offline)",
+    figures_html(shown, title=f"{frames.run_id}: mechanisms").encode(),
+    file_name=f"{frames.run_id}.mechanisms.html",
+    mime="text/html",
+)

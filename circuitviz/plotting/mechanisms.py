@@ -5,7 +5,10 @@
 * ``dla_lines``: the nodes with the largest DLA anywhere, against step;
 * ``faithfulness_lines``: the run's own and its initial circuit's faithfulness against step, per
   edge budget;
-* ``alignment_lines``: edge and node IoU with another run against step.
+* ``alignment_lines``: edge and node IoU with another run against step;
+* ``role_frame`` / ``role_lines``: for each role, the score of every head that holds it at some
+  step, against step (a migration shows as two lines crossing);
+* ``head_matrix``: any per-head analysis (attention to the tagged tokens) as a layer x head grid.
 No torch here: pages and exports read the store only.
 """
 
@@ -35,11 +38,23 @@ def dla_table(analyses: pd.DataFrame) -> pd.DataFrame:
 
 def dla_matrix(analyses: pd.DataFrame, step: int, n_layers: int, n_heads: int) -> np.ndarray:
     """``[n_layers, n_heads]`` of each head's DLA at ``step`` (NaN where not analysed)."""
-    out = np.full((n_layers, n_heads), np.nan)
     table = dla_table(analyses)
     if table.empty or step not in table.columns:
-        return out
-    for name, value in table[step].items():
+        return np.full((n_layers, n_heads), np.nan)
+    return _grid(table[step].items(), n_layers, n_heads)
+
+
+def head_matrix(
+    analyses: pd.DataFrame, kind: str, step: int, n_layers: int, n_heads: int
+) -> np.ndarray:
+    """``[n_layers, n_heads]`` of a per-head analysis (keys ``aL.hH``) at ``step``."""
+    rows = analyses[(analyses["kind"] == kind) & (analyses["step"] == step)]
+    return _grid(zip(rows["key"], rows["value"]), n_layers, n_heads)
+
+
+def _grid(items, n_layers: int, n_heads: int) -> np.ndarray:
+    out = np.full((n_layers, n_heads), np.nan)
+    for name, value in items:
         ref = parse_node(name)
         if ref.kind == "head" and ref.layer < n_layers and ref.head < n_heads:
             out[ref.layer, ref.head] = value
@@ -158,3 +173,64 @@ def alignment_lines(analyses: pd.DataFrame, other: str, *, style: S.FigureStyle 
         )
     fig.update_yaxes(range=[0, 1.05])
     return fig
+
+
+ROLE_NAMES = {
+    "previous_token": "previous token",
+    "duplicate_token": "duplicate token",
+    "induction": "induction",
+    "copying": "copying",
+}
+
+
+def role_frame(analyses: pd.DataFrame) -> pd.DataFrame:
+    """step, role, head, score of every head's role score."""
+    rows = analyses[analyses["kind"] == "roles"]
+    if rows.empty:
+        return pd.DataFrame(columns=["step", "role", "head", "score"])
+    parts = rows["key"].str.split(":", expand=True)
+    return pd.DataFrame(
+        {
+            "step": rows["step"].astype(int).to_numpy(),
+            "role": parts[0].to_numpy(),
+            "head": parts[1].to_numpy(),
+            "score": rows["value"].astype(float).to_numpy(),
+        }
+    )
+
+
+def role_lines(analyses: pd.DataFrame, role: str, *, style: S.FigureStyle | None = None):
+    """The score of each head that holds ``role`` (has the top score) at some analysed step,
+    against step: a role migrating shows as lines crossing."""
+    name = ROLE_NAMES.get(role, role)
+    fig = _line_figure(f"Who holds the {name} role", "score", style)
+    frame = role_frame(analyses)
+    frame = frame[frame["role"] == role]
+    if frame.empty:
+        return fig
+    tops = frame.loc[frame.groupby("step")["score"].idxmax(), "head"].unique()
+    for head in tops:
+        rows = frame[frame["head"] == head].sort_values("step")
+        fig.add_trace(
+            go.Scatter(
+                x=rows["step"].tolist(), y=rows["score"].tolist(), mode="lines+markers", name=head
+            )
+        )
+    return fig
+
+
+def figures_html(figures: list[go.Figure], *, title: str = "") -> str:
+    """One self-contained page (plotly.js inline, works offline) with ``figures`` one under
+    another."""
+    import html
+
+    import plotly.io as pio
+
+    parts = [
+        pio.to_html(fig, full_html=False, include_plotlyjs="inline" if i == 0 else False)
+        for i, fig in enumerate(figures)
+    ]
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"</head><body><h2>{html.escape(title)}</h2>{''.join(parts)}</body></html>"
+    )

@@ -184,15 +184,25 @@ def _write_checkpoint(writer, step: int, rng: np.random.Generator) -> None:
 
 
 def write_synthetic_analyses(run_dir, graph, against: str) -> None:
-    """What ``circuitviz analyse --against`` stores: DLA per source and faithfulness at three
-    checkpoints (head a2.h1 flips sign), IoU with another run at every snapshot step."""
+    """What ``circuitviz analyse --against`` stores: at three checkpoints DLA per source (head a2.h1
+    flips sign), faithfulness, every head's role scores (the previous-token role moves from a0.h0
+    to a1.h2) and attention to the tagged tokens; IoU with another run at every snapshot step."""
     writer = RunWriter.resume(run_dir)
+    heads = [
+        f"a{layer}.h{head}" for layer in range(graph.n_layers) for head in range(graph.n_heads)
+    ]
     for i, step in enumerate((0, 40, 80)):
         dla = {name: 0.1 * (j % 5 - 2) for j, name in enumerate(graph.src_names)}
         dla["a2.h1"] = 1.0 - i
         writer.add_analysis(step, "dla", dla | {"logit_diff": 2.0 - i, "rest": 0.01})
         faith = {"own@0.01": 0.5, "initial@0.01": 0.5 - 0.2 * i, "own@0.1": 0.9}
         writer.add_analysis(step, "faithfulness", faith | {"initial@0.1": 0.9 - 0.1 * i})
+        holder = "a0.h0" if i < 2 else "a1.h2"
+        roles = {f"previous_token:{h}": 0.9 if h == holder else 0.1 for h in heads}
+        roles |= {f"induction:{h}": 0.05 for h in heads}
+        writer.add_analysis(step, "roles", roles)
+        attention = {h: 0.1 * ((k + i) % 4) for k, h in enumerate(heads)}
+        writer.add_analysis(step, "attention", attention)
     for step in (0, 20, 40, 60, 80):
         iou = {"edge_iou@0.1": 1 - step / 200, "node_iou@0.1": 1 - step / 400}
         writer.add_analysis(step, f"alignment:{against}", iou)
