@@ -54,6 +54,11 @@ def test_analyse_stores_dla_and_faithfulness_at_every_checkpoint(analysed, capsy
     assert len(roles) == 3 * 4 * graph.n_layers * graph.n_heads  # 4 roles, every head, 3 steps
     assert set(summary["roles"]) == {"previous_token", "duplicate_token", "induction", "copying"}
     assert len(run.analyses("attention")) == 3 * graph.n_layers * graph.n_heads
+    ov = run.analyses("ov")  # pc1, pc2 at every step; the cosine from the first checkpoint on
+    assert len(ov) == (3 * 2 + 2) * graph.n_layers * graph.n_heads
+    assert set(summary["ov_change_toward_answer"]) <= {
+        f"a{i}.h{j}" for i in range(2) for j in range(4)
+    }
     assert set(summary["faithfulness_over_time"]) == {"0.05", "0.5"}
     dla = run.analyses("dla")
     assert len(dla) == 3 * (graph.n_src + 2)

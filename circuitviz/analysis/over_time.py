@@ -17,6 +17,9 @@ For the untouched model (step 0) and every checkpoint of the run:
      top head per role, step by step, shows a role migrating;
    * ``attention``: every head's attention from the target position to the tagged tokens (where
      the clean and corrupted prompts differ);
+   * ``ov``: every head's OV factors, turned after the last step into its OV trajectory (two
+     principal components across the checkpoints) and the |cosine| of its change since step 0
+     with the answer's unembedding direction (``analysis.ov``);
 3. store each as rows ``(step, kind, key, value)`` (``Run.analyses``).
 
 Faithfulness is measured as ``discover`` measures it (the run's baseline, positions and metric,
@@ -33,6 +36,7 @@ import torch
 
 from circuitviz.analysis.attention import attention_to_tagged
 from circuitviz.analysis.dla import direct_logit_attribution
+from circuitviz.analysis.ov import cosine_with, ov_factors, top_change_direction, trajectory
 from circuitviz.analysis.roles import attention_roles, copying_scores
 from circuitviz.attribution.faithfulness import FaithfulnessConfig, evaluate_circuits
 from circuitviz.graph.select import top_n
@@ -45,7 +49,7 @@ from circuitviz.tuning.rescore import load_checkpoint_weights
 from circuitviz.tuning.storage import config_from_run
 
 # What needs the model; ``--against`` adds the alignment.
-KINDS = ("dla", "faithfulness", "roles", "attention")
+KINDS = ("dla", "faithfulness", "roles", "attention", "ov")
 DEFAULT_BUDGETS = (0.01, 0.1)
 
 
@@ -98,11 +102,14 @@ def analyse_run(
         merger = AdapterMerger(model, config.lora_alpha / config.lora_rank)
     faith_config = FaithfulnessConfig.from_attribution(config.attribution)
     previous = (run.status, run.status_message)
+    factors: dict[int, dict] = {}  # step -> every head's OV factors ("ov", after the loop)
     writer = RunWriter.resume(run.dir)
     try:
         for done, step in enumerate(steps, start=1):
             if step > 0:
                 load_checkpoint_weights(params, run, step, merger)
+            if "ov" in kinds:
+                factors[step] = ov_factors(model)
             if "dla" in kinds:
                 dla = direct_logit_attribution(model, graph, probe)
                 values = dla.as_dict()
@@ -122,6 +129,10 @@ def analyse_run(
                 )
             if progress is not None:
                 progress(done, len(steps))
+        if factors:
+            direction = _answer_direction(model, probe)
+            for step, values in _ov_rows(factors, direction).items():
+                writer.add_analysis(step, "ov", values)
     finally:
         writer.set_status(*previous)
         writer.close()
@@ -148,6 +159,31 @@ def _roles(model, probe) -> dict[str, float]:
     for role, grid in scores.items():
         values |= _by_head(grid, f"{role}:")
     return values
+
+
+def _answer_direction(model, probe) -> torch.Tensor | None:
+    """The mean ``W_U[answer] - W_U[wrong]`` over the probe set (None without answers)."""
+    if getattr(probe, "answer_ids", None) is None:
+        return None
+    weight = model.bridge.unembed.original_component.weight.detach().double().cpu()
+    return (weight[probe.answer_ids.cpu()] - weight[probe.wrong_ids.cpu()]).mean(0)
+
+
+def _ov_rows(factors: dict[int, dict], direction) -> dict[int, dict[str, float | None]]:
+    """step -> ``aL.hH:pc1``, ``:pc2`` (the head's OV trajectory) and ``:cos_unembed`` (|cos| of
+    its change since step 0 with the answer direction) for every head (``analysis.ov``)."""
+    steps = sorted(factors)
+    rows: dict[int, dict] = {step: {} for step in steps}
+    for head in factors[steps[0]]:
+        path = [factors[step][head] for step in steps]
+        coords = trajectory(path)
+        for i, step in enumerate(steps):
+            rows[step][f"{head}:pc1"] = float(coords[i, 0])
+            rows[step][f"{head}:pc2"] = float(coords[i, 1])
+            if direction is not None and i > 0:
+                change = top_change_direction(path[0], path[i])
+                rows[step][f"{head}:cos_unembed"] = cosine_with(change, direction)
+    return rows
 
 
 def _circuits_by_step(run: Run, graph) -> dict[int, np.ndarray]:
@@ -269,6 +305,14 @@ def summarise_analyses(run: Run, *, flip_share: float = 0.1, top: int = 10) -> d
         out["attention_to_tagged"] = {
             name: {"first": float(table.at[name, first]), "last": float(table.at[name, last])}
             for name in top_heads
+        }
+    ov = frame[(frame["kind"] == "ov") & frame["key"].str.endswith(":cos_unembed")]
+    if len(ov):
+        last = ov[ov["step"] == ov["step"].max()].dropna(subset=["value"])
+        best = last.sort_values("value", ascending=False).head(top)
+        out["ov_change_toward_answer"] = {
+            key.removesuffix(":cos_unembed"): float(value)
+            for key, value in zip(best["key"], best["value"])
         }
     faith = frame[frame["kind"] == "faithfulness"]
     if len(faith):
