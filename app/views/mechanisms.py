@@ -21,6 +21,8 @@ from circuitviz.plotting.mechanisms import (
     faithfulness_lines,
     figures_html,
     head_matrix,
+    ov_figure,
+    ov_frame,
     role_frame,
     role_lines,
 )
@@ -93,6 +95,22 @@ if attention_steps:
     st.caption(
         "The attention each head pays, from the position where the answer is read, to the tokens "
         "the corrupted prompt changes (the subject whose number flips, the names, the occupation)."
+    )
+
+ov = ov_frame(analyses)
+if len(ov):
+    st.markdown("#### How a head's OV circuit turned")
+    heads = sorted(set(ov["head"]), key=lambda h: tuple(int(x) for x in h[1:].split(".h")))
+    last = ov[ov["step"] == ov["step"].max()].dropna(subset=["cos_unembed"])
+    default = (
+        last.sort_values("cos_unembed", ascending=False)["head"].iloc[0] if len(last) else heads[0]
+    )
+    head = st.selectbox("Head", heads, index=heads.index(default), key="mech_ov_head")
+    show(ov_figure(analyses, head, style=style))
+    st.caption(
+        "Left: the head's OV matrix (what it writes for what it reads) at each checkpoint, on the "
+        "two directions along which it moved most. Right: how well the change since step 0 "
+        "points along W_U[answer] − W_U[wrong] (1: the head learnt to write the answer)."
     )
 
 faith = faithfulness_frame(analyses)

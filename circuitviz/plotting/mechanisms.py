@@ -234,3 +234,74 @@ def figures_html(figures: list[go.Figure], *, title: str = "") -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"</head><body><h2>{html.escape(title)}</h2>{''.join(parts)}</body></html>"
     )
+
+
+def ov_frame(analyses: pd.DataFrame) -> pd.DataFrame:
+    """step, head, pc1, pc2, cos_unembed (NaN where not measured) of every head's OV analysis."""
+    rows = analyses[analyses["kind"] == "ov"]
+    if rows.empty:
+        return pd.DataFrame(columns=["step", "head", "pc1", "pc2", "cos_unembed"])
+    parts = rows["key"].str.split(":", expand=True)
+    long = pd.DataFrame(
+        {
+            "step": rows["step"].astype(int).to_numpy(),
+            "head": parts[0].to_numpy(),
+            "measure": parts[1].to_numpy(),
+            "value": rows["value"].astype(float).to_numpy(),
+        }
+    )
+    wide = long.pivot_table(index=["step", "head"], columns="measure", values="value")
+    return wide.reindex(columns=["pc1", "pc2", "cos_unembed"]).reset_index()
+
+
+def ov_figure(analyses: pd.DataFrame, head: str, *, style: S.FigureStyle | None = None):
+    """One head's OV matrix across checkpoints on its two principal components, coloured by step,
+    beside the |cosine| of its change with the answer's unembedding direction against step."""
+    from plotly.subplots import make_subplots
+
+    style = style or S.FigureStyle()
+    frame = ov_frame(analyses)
+    frame = frame[frame["head"] == head].sort_values("step")
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=(f"{head}: W_V W_O across checkpoints (PCA)", "change vs answer direction"),
+    )
+    steps = frame["step"].tolist()
+    fig.add_trace(
+        go.Scatter(
+            x=frame["pc1"].tolist(),
+            y=frame["pc2"].tolist(),
+            mode="lines+markers+text",
+            text=[str(s) for s in steps],
+            textposition="top center",
+            marker={"color": steps, "colorscale": "Viridis", "size": 10, "showscale": False},
+            line={"color": "#bbbbbb"},
+            name="trajectory",
+        ),
+        row=1,
+        col=1,
+    )
+    cos = frame.dropna(subset=["cos_unembed"])
+    fig.add_trace(
+        go.Scatter(
+            x=cos["step"].tolist(),
+            y=cos["cos_unembed"].tolist(),
+            mode="lines+markers",
+            name="|cos|",
+        ),
+        row=1,
+        col=2,
+    )
+    fig.update_xaxes(title_text="PC 1", row=1, col=1)
+    fig.update_yaxes(title_text="PC 2", row=1, col=1)
+    fig.update_xaxes(title_text="step", row=1, col=2)
+    fig.update_yaxes(title_text="|cos|", range=[0, 1.05], row=1, col=2)
+    fig.update_layout(
+        template="plotly_white",
+        showlegend=False,
+        height=max(360, style.min_height * 3 // 4),
+        font={"family": style.font_family, "size": style.font_size, "color": "#222222"},
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+    )
+    return fig
