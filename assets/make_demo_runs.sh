@@ -17,8 +17,9 @@ $CV tune --model demo --task sv-disagreement --method full --steps 800 --checkpo
 $CV tune --model demo --task gender-pronoun --method circuit --top-n 200 --steps 800 --checkpoint-every 0 \
     --run-id gender-debias-circuit --runs-dir $D --no-progress
 $CV rescore sv-disagreement-circuit --runs-dir $D --no-progress
-# The mechanisms at every checkpoint (before the checkpoints are dropped below), and circuit- against
-# full fine-tuning step by step.
+# The mechanisms at every checkpoint (before the checkpoints are dropped below: every analysis the
+# task allows, the gender run's prejudice risk per occupation included), and circuit- against full
+# fine-tuning step by step.
 $CV analyse sv-disagreement-circuit --against sv-disagreement-full --runs-dir $D --no-progress
 $CV analyse sv-disagreement-full --runs-dir $D --no-progress
 $CV analyse gender-debias-circuit --runs-dir $D --no-progress

@@ -554,3 +554,20 @@ def test_app_command_refuses_bad_arguments(tmp_path, capsys):
     a_file.write_text("")
     assert main(["app", "--runs-dir", str(a_file), "--no-browser"]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_mechanisms_page_draws_the_bias_distribution(app, root):
+    """A gender run's prejudice risk per occupation, before and after, as overlaid histograms."""
+    from circuitviz.runs import RunWriter as Writer
+
+    writer = Writer.resume(root / "gender-two-tasks")
+    writer.add_analysis(0, "bias", {f"job{i}": 0.5 + 0.02 * i for i in range(10)})
+    writer.add_analysis(5, "bias", {f"job{i}": 0.01 * i for i in range(10)})
+    writer.set_status("finished")
+    writer.close()
+    at = app("mechanisms", run="gender-two-tasks")
+    (spec,) = charts(at)
+    before, after = spec["data"]
+    assert before["type"] == after["type"] == "histogram"
+    assert values(after["x"]) == pytest.approx([0.01 * i for i in range(10)])
+    assert "mean 0.59" in before["name"] and "mean 0.05" in after["name"]

@@ -15,6 +15,7 @@ from circuitviz.plotting.mechanisms import (
     alignment_frame,
     alignment_lines,
     analysed_steps,
+    bias_figure,
     dla_lines,
     dla_matrix,
     faithfulness_frame,
@@ -111,6 +112,14 @@ if len(ov):
         "Left: the head's OV matrix (what it writes for what it reads) at each checkpoint, on the "
         "two directions along which it moved most. Right: how well the change since step 0 "
         "points along W_U[answer] − W_U[wrong] (1: the head learnt to write the answer)."
+    )
+
+if (analyses["kind"] == "bias").any():
+    st.markdown("#### Bias")
+    show(bias_figure(analyses, style=style))
+    st.caption(
+        "Each occupation's prejudice risk |2p − 1|, p the mean probability of the stereotyped "
+        "pronoun over the two: 0 means either pronoun alike. De-biasing moves the mass to 0."
     )
 
 faith = faithfulness_frame(analyses)

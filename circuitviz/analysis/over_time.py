@@ -17,6 +17,8 @@ For the untouched model (step 0) and every checkpoint of the run:
      top head per role, step by step, shows a role migrating;
    * ``attention``: every head's attention from the target position to the tagged tokens (where
      the clean and corrupted prompts differ);
+   * ``bias`` (gender-pronoun): each occupation's prejudice risk on the dev set
+     (``analysis.bias``);
    * ``ov``: every head's OV factors, turned after the last step into its OV trajectory (two
      principal components across the checkpoints) and the |cosine| of its change since step 0
      with the answer's unembedding direction (``analysis.ov``);
@@ -35,6 +37,7 @@ import numpy as np
 import torch
 
 from circuitviz.analysis.attention import attention_to_tagged
+from circuitviz.analysis.bias import occupation_risks
 from circuitviz.analysis.dla import direct_logit_attribution
 from circuitviz.analysis.ov import cosine_with, ov_factors, top_change_direction, trajectory
 from circuitviz.analysis.roles import attention_roles, copying_scores
@@ -49,7 +52,7 @@ from circuitviz.tuning.rescore import load_checkpoint_weights
 from circuitviz.tuning.storage import config_from_run
 
 # What needs the model; ``--against`` adds the alignment.
-KINDS = ("dla", "faithfulness", "roles", "attention", "ov")
+KINDS = ("dla", "faithfulness", "roles", "attention", "ov", "bias")
 DEFAULT_BUDGETS = (0.01, 0.1)
 
 
@@ -68,6 +71,7 @@ def analyse_run(
     if kinds is None:
         pair = task_kind(run.task) == "pairs"
         kinds = KINDS if pair else tuple(k for k in KINDS if k not in ("dla", "attention"))
+        kinds = tuple(k for k in kinds if k != "bias" or run.task == "gender-pronoun")
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown or not kinds:
         raise ValueError(
@@ -93,6 +97,16 @@ def analyse_run(
             f"prompt); {run.task} has none: analyse it with --only faithfulness,roles"
         )
     circuits = _circuits_by_step(run, graph) if "faithfulness" in kinds else None
+    bias_data = None
+    if "bias" in kinds:  # per occupation, on the dev set (more prompts than the probe)
+        bias_data = build_task_data(
+            run.task,
+            model.tokenizer,
+            split="dev",
+            n=max(config.n_dev, 64),
+            seed=config.seed,
+            device=model.device,
+        )
     steps = [0] + [step for step, _ in run.checkpoints()]
     params = build_param_map(model, graph).params
     merger = None
@@ -121,6 +135,8 @@ def analyse_run(
             if "attention" in kinds:
                 grid = attention_to_tagged(model, probe)
                 writer.add_analysis(step, "attention", _by_head(grid))
+            if "bias" in kinds:
+                writer.add_analysis(step, "bias", occupation_risks(model, bias_data))
             if circuits is not None:
                 writer.add_analysis(
                     step,
@@ -313,6 +329,15 @@ def summarise_analyses(run: Run, *, flip_share: float = 0.1, top: int = 10) -> d
         out["ov_change_toward_answer"] = {
             key.removesuffix(":cos_unembed"): float(value)
             for key, value in zip(best["key"], best["value"])
+        }
+    bias = frame[frame["kind"] == "bias"]
+    if len(bias):
+        by_step = bias.groupby("step")["value"]
+        first, last = min(by_step.groups), max(by_step.groups)
+        out["prejudice_risk"] = {
+            "mean_first": float(by_step.get_group(first).mean()),
+            "mean_last": float(by_step.get_group(last).mean()),
+            "occupations": int(by_step.get_group(last).size),
         }
     faith = frame[frame["kind"] == "faithfulness"]
     if len(faith):

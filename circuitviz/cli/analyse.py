@@ -26,9 +26,9 @@ def register(subparsers) -> None:
         "--only",
         default=None,
         metavar="KINDS",
-        help="comma-separated analyses: dla, faithfulness, roles, attention, alignment (with "
-        "--against) (default: every one the task allows; instruction tasks have no answer token, "
-        "so no dla or attention)",
+        help="comma-separated analyses: dla, faithfulness, roles, attention, ov, bias, alignment "
+        "(with --against) (default: every one the task allows; instruction tasks have no answer "
+        "token, so no dla or attention; bias is the gender task's)",
     )
     parser.add_argument(
         "--budgets",
@@ -128,6 +128,12 @@ def analyse_command(args: argparse.Namespace) -> int:
         for budget, rows in by_budget.items():
             cells = ", ".join(f"{r['step']}: {r['edge_iou']:.2f}" for r in rows)
             print(f"  edge IoU with {other_id} at {budget} of edges: {cells}")
+    if "prejudice_risk" in summary:
+        risk = summary["prejudice_risk"]
+        print(
+            f"  prejudice risk over {risk['occupations']} occupations: "
+            f"{risk['mean_first']:.2f} -> {risk['mean_last']:.2f}"
+        )
     for budget, rows in summary.get("faithfulness_over_time", {}).items():
         cells = ", ".join(
             f"{r['step']}: {_cell(r.get('own'))}/{_cell(r.get('initial'))}" for r in rows

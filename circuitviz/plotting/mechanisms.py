@@ -305,3 +305,26 @@ def ov_figure(analyses: pd.DataFrame, head: str, *, style: S.FigureStyle | None 
         margin={"l": 60, "r": 20, "t": 50, "b": 50},
     )
     return fig
+
+
+def bias_figure(analyses: pd.DataFrame, *, style: S.FigureStyle | None = None):
+    """The distribution of prejudice risk over occupations at the first and the last analysed
+    step (histograms on one axis, 0 to 1), the paper's de-biasing view."""
+    fig = _line_figure("Prejudice risk across occupations", "occupations", style)
+    rows = analyses[analyses["kind"] == "bias"]
+    if rows.empty:
+        return fig
+    steps = sorted({int(s) for s in rows["step"]})
+    for step in dict.fromkeys((steps[0], steps[-1])):
+        values = rows.loc[rows["step"] == step, "value"].astype(float).tolist()
+        fig.add_trace(
+            go.Histogram(
+                x=values,
+                name=f"step {step} (mean {np.mean(values):.2f})",
+                xbins={"start": 0, "end": 1, "size": 0.05},
+                opacity=0.6,
+            )
+        )
+    fig.update_layout(barmode="overlay", xaxis_title="prejudice risk |2p − 1|")
+    fig.update_xaxes(range=[0, 1])
+    return fig
