@@ -24,6 +24,18 @@ from circuitviz.plotting import style as S
 NOT_NODES = ("logit_diff", "rest")
 
 
+def _split_keys(rows: pd.DataFrame, sep: str, parts: tuple[str, ...], value: str) -> pd.DataFrame:
+    """``rows`` of ``Run.analyses()`` as step, the key split at ``sep`` into ``parts``, and the
+    value under the name ``value``."""
+    if rows.empty:
+        return pd.DataFrame(columns=["step", *parts, value])
+    split = rows["key"].str.split(sep, n=len(parts) - 1, expand=True)
+    columns = {"step": rows["step"].astype(int).to_numpy()}
+    columns |= {name: split[i].to_numpy() for i, name in enumerate(parts)}
+    columns[value] = rows["value"].astype(float).to_numpy()
+    return pd.DataFrame(columns)
+
+
 def analysed_steps(analyses: pd.DataFrame, kind: str) -> list[int]:
     return sorted({int(s) for s in analyses.loc[analyses["kind"] == kind, "step"]})
 
@@ -106,19 +118,10 @@ def dla_lines(analyses: pd.DataFrame, *, top: int = 8, style: S.FigureStyle | No
 
 
 def faithfulness_frame(analyses: pd.DataFrame) -> pd.DataFrame:
-    """step, budget, circuit (own | initial), faithfulness."""
+    """step, circuit (own | initial), budget, faithfulness."""
     rows = analyses[(analyses["kind"] == "faithfulness") & analyses["key"].str.contains("@")]
-    if rows.empty:
-        return pd.DataFrame(columns=["step", "budget", "circuit", "faithfulness"])
-    parts = rows["key"].str.split("@", expand=True)
-    return pd.DataFrame(
-        {
-            "step": rows["step"].astype(int).to_numpy(),
-            "budget": parts[1].to_numpy(),
-            "circuit": parts[0].to_numpy(),
-            "faithfulness": rows["value"].astype(float).to_numpy(),
-        }
-    ).sort_values(["budget", "circuit", "step"])
+    frame = _split_keys(rows, "@", ("circuit", "budget"), "faithfulness")
+    return frame.sort_values(["budget", "circuit", "step"])
 
 
 def faithfulness_lines(analyses: pd.DataFrame, *, style: S.FigureStyle | None = None):
@@ -140,20 +143,11 @@ def faithfulness_lines(analyses: pd.DataFrame, *, style: S.FigureStyle | None = 
 
 
 def alignment_frame(analyses: pd.DataFrame) -> pd.DataFrame:
-    """other, step, budget, measure (edge_iou | node_iou), value."""
+    """other, step, measure (edge_iou | node_iou), budget, value."""
     rows = analyses[analyses["kind"].str.startswith("alignment:")]
-    if rows.empty:
-        return pd.DataFrame(columns=["other", "step", "budget", "measure", "value"])
-    parts = rows["key"].str.split("@", expand=True)
-    return pd.DataFrame(
-        {
-            "other": rows["kind"].str.removeprefix("alignment:").to_numpy(),
-            "step": rows["step"].astype(int).to_numpy(),
-            "budget": parts[1].to_numpy(),
-            "measure": parts[0].to_numpy(),
-            "value": rows["value"].astype(float).to_numpy(),
-        }
-    ).sort_values(["other", "budget", "measure", "step"])
+    frame = _split_keys(rows, "@", ("measure", "budget"), "value")
+    frame.insert(0, "other", rows["kind"].str.removeprefix("alignment:").to_numpy())
+    return frame.sort_values(["other", "budget", "measure", "step"])
 
 
 def alignment_lines(analyses: pd.DataFrame, other: str, *, style: S.FigureStyle | None = None):
@@ -185,18 +179,7 @@ ROLE_NAMES = {
 
 def role_frame(analyses: pd.DataFrame) -> pd.DataFrame:
     """step, role, head, score of every head's role score."""
-    rows = analyses[analyses["kind"] == "roles"]
-    if rows.empty:
-        return pd.DataFrame(columns=["step", "role", "head", "score"])
-    parts = rows["key"].str.split(":", expand=True)
-    return pd.DataFrame(
-        {
-            "step": rows["step"].astype(int).to_numpy(),
-            "role": parts[0].to_numpy(),
-            "head": parts[1].to_numpy(),
-            "score": rows["value"].astype(float).to_numpy(),
-        }
-    )
+    return _split_keys(analyses[analyses["kind"] == "roles"], ":", ("role", "head"), "score")
 
 
 def role_lines(analyses: pd.DataFrame, role: str, *, style: S.FigureStyle | None = None):
@@ -238,18 +221,9 @@ def figures_html(figures: list[go.Figure], *, title: str = "") -> str:
 
 def ov_frame(analyses: pd.DataFrame) -> pd.DataFrame:
     """step, head, pc1, pc2, cos_unembed (NaN where not measured) of every head's OV analysis."""
-    rows = analyses[analyses["kind"] == "ov"]
-    if rows.empty:
+    long = _split_keys(analyses[analyses["kind"] == "ov"], ":", ("head", "measure"), "value")
+    if long.empty:
         return pd.DataFrame(columns=["step", "head", "pc1", "pc2", "cos_unembed"])
-    parts = rows["key"].str.split(":", expand=True)
-    long = pd.DataFrame(
-        {
-            "step": rows["step"].astype(int).to_numpy(),
-            "head": parts[0].to_numpy(),
-            "measure": parts[1].to_numpy(),
-            "value": rows["value"].astype(float).to_numpy(),
-        }
-    )
     wide = long.pivot_table(index=["step", "head"], columns="measure", values="value")
     return wide.reindex(columns=["pc1", "pc2", "cos_unembed"]).reset_index()
 
