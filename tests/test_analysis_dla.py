@@ -29,14 +29,20 @@ def _with_random_biases(model, seed: int = 0) -> None:
 
 
 @pytest.mark.parametrize(
-    "spec, tolerance",
-    [("random:gpt2-tiny", 1e-12), ("random:llama-tiny", 1e-6)],
-    ids=["layernorm", "rmsnorm-gqa"],  # Llama's RMSNorm computes in float32 even in float64
+    "spec, tolerance, groups",
+    [
+        ("random:gpt2-tiny", 1e-12, None),
+        ("random:llama-tiny", 1e-6, None),
+        ("random:gpt2-tiny", 1e-12, 4),
+        ("random:llama-tiny", 1e-6, 4),
+    ],
+    # Llama's RMSNorm computes in float32 even in float64
+    ids=["layernorm", "rmsnorm-gqa", "layernorm-mlp-groups", "rmsnorm-mlp-groups"],
 )
-def test_node_shares_plus_biases_are_the_models_logit_difference(spec, tolerance):
+def test_node_shares_plus_biases_are_the_models_logit_difference(spec, tolerance, groups):
     model = load_model(spec, device="cpu", dtype="float64", seed=2)
     _with_random_biases(model)
-    graph = graph_for(model.info)
+    graph = graph_for(model.info, mlp_groups=groups)
     dla = direct_logit_attribution(model, graph, _pair_batch(model.info.d_vocab))
     assert dla.nodes == graph.src_names
     total = dla.per_example.sum(0) + dla.rest
