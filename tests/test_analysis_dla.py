@@ -51,22 +51,39 @@ def test_node_shares_plus_biases_are_the_models_logit_difference(spec, tolerance
     assert dla.per_example.abs().max() > 1e-3
 
 
-def test_rest_is_the_attention_biases_the_norm_shift_and_the_unembedding_bias():
+@pytest.mark.parametrize("groups", [None, 4], ids=["whole-mlps", "mlp-groups"])
+def test_rest_is_the_biases_no_node_owns(groups):
+    """GPT-2: the attention output biases (and, with MLP groups, the MLP output biases: a group's
+    share is its neurons' part, without the bias), the norm's shift and the unembedding bias,
+    recomputed from the weights; so the node shares themselves are checked, not only their sum."""
     model = load_model("random:gpt2-tiny", device="cpu", dtype="float64", seed=2)
     _with_random_biases(model)
     batch = _pair_batch(model.info.d_vocab)
-    dla = direct_logit_attribution(model, graph_for(model.info), batch)
+    dla = direct_logit_attribution(model, graph_for(model.info, mlp_groups=groups), batch)
     hf = model.hf_model
     # The residual entering ln_f at the target, from a plain forward of the Hugging Face model.
     resid = _final_residual(hf, batch)[torch.arange(len(batch)), batch.target_pos]
     ln = hf.transformer.ln_f
     sigma = (resid.var(-1, unbiased=False, keepdim=True) + ln.eps).sqrt()
     biases = sum(block.attn.c_proj.bias for block in hf.transformer.h)
+    if groups is not None:
+        biases = biases + sum(block.mlp.c_proj.bias for block in hf.transformer.h)
     direction = hf.lm_head.weight[batch.answer_ids] - hf.lm_head.weight[batch.wrong_ids]
     linear = ln.weight * (biases - biases.mean()) / sigma
     expected = ((linear + ln.bias) * direction).sum(-1)
     torch.testing.assert_close(dla.rest, expected.detach())
     assert expected.abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("groups", [None, 4], ids=["whole-mlps", "mlp-groups"])
+def test_a_model_without_biases_leaves_nothing_to_rest(groups):
+    """Llama has no biases and RMSNorm no shift: every bit of the logit difference is some
+    node's, so a share lost or counted twice would show here."""
+    model = load_model("random:llama-tiny", device="cpu", dtype="float64", seed=2)
+    graph = graph_for(model.info, mlp_groups=groups)
+    dla = direct_logit_attribution(model, graph, _pair_batch(model.info.d_vocab))
+    assert dla.logit_diff.abs().max() > 1e-3
+    torch.testing.assert_close(dla.rest, torch.zeros_like(dla.rest), atol=1e-6, rtol=0)
 
 
 def _final_residual(hf, batch) -> torch.Tensor:

@@ -35,16 +35,17 @@ def test_factors_are_the_models_value_and_output_weights():
     gpt2 = load_model("random:gpt2-tiny", device="cpu", dtype="float64", seed=1)
     block = gpt2.hf_model.transformer.h[1].attn
     head, dh, d = 2, 8, 32
-    got = ov_factors(gpt2)["a1.h2"]
-    torch.testing.assert_close(
-        got.v, block.c_attn.weight[:, 2 * d + head * dh : 2 * d + (head + 1) * dh]
-    )
-    torch.testing.assert_close(got.o, block.c_proj.weight[head * dh : (head + 1) * dh])
+    got = ov_factors(gpt2)["a1.h2"]  # kept in float32
+    value = block.c_attn.weight[:, 2 * d + head * dh : 2 * d + (head + 1) * dh]
+    torch.testing.assert_close(got.v, value.float())
+    torch.testing.assert_close(got.o, block.c_proj.weight[head * dh : (head + 1) * dh].float())
     llama = load_model("random:llama-tiny", device="cpu", dtype="float64", seed=1)
     attn = llama.hf_model.model.layers[0].self_attn
     got = ov_factors(llama)["a0.h3"]  # 4 heads over 2 key/value groups: head 3 reads group 1
-    torch.testing.assert_close(got.v, attn.v_proj.weight[8:16].T)
-    torch.testing.assert_close(got.o, attn.o_proj.weight[:, 24:32].T)
+    torch.testing.assert_close(got.v, attn.v_proj.weight[8:16].T.float())
+    torch.testing.assert_close(got.o, attn.o_proj.weight[:, 24:32].T.float())
+    factors = ov_factors(llama)
+    assert factors["a0.h2"].v.data_ptr() == factors["a0.h3"].v.data_ptr()  # one W_V per group
 
 
 def test_trajectory_is_pca_of_the_flattened_matrices():
@@ -78,3 +79,9 @@ def test_a_change_that_writes_the_answer_direction_has_cosine_one():
     now = OVFactors(torch.cat([start.v, read], 1), torch.cat([start.o, 2 * answer[None]], 0))
     assert cosine_with(top_change_direction(start, now), answer) == pytest.approx(1.0)
     assert cosine_with(None, answer) is None
+    # Across examples the answer and the wrong token swap: the mean of |cos| does not cancel.
+    swapped = torch.stack([answer, -answer, answer])
+    assert cosine_with(top_change_direction(start, now), swapped) == pytest.approx(1.0)
+    other = torch.linalg.qr(torch.stack([answer, torch.randn(12, dtype=torch.float64)], 1))[0][:, 1]
+    both = torch.stack([answer, other])  # one along the change, one orthogonal to it
+    assert cosine_with(top_change_direction(start, now), both) == pytest.approx(0.5)

@@ -56,6 +56,10 @@ def test_analyse_stores_dla_and_faithfulness_at_every_checkpoint(analysed, capsy
     assert len(run.analyses("attention")) == 3 * graph.n_layers * graph.n_heads
     ov = run.analyses("ov")  # pc1, pc2 at every step; the cosine from the first checkpoint on
     assert len(ov) == (3 * 2 + 2) * graph.n_layers * graph.n_heads
+    cos = ov[ov["key"].str.endswith(":cos_unembed")]["value"]
+    assert cos.notna().all() and ((cos > 0) & (cos <= 1)).all()
+    pc1 = ov[ov["key"] == "a0.h0:pc1"]["value"]
+    assert pc1.nunique() == 3  # the head moved: three distinct points
     assert set(summary["ov_change_toward_answer"]) <= {
         f"a{i}.h{j}" for i in range(2) for j in range(4)
     }
@@ -157,3 +161,35 @@ def test_the_summary_names_role_holders_and_migrations(tmp_path):
     )
     flat = roles["induction"]
     assert flat["holder_first"] is None and flat["holder_last"] is None and not flat["migrated"]
+
+
+def test_analyse_leaves_the_runs_status_and_replaces_earlier_rows(analysed, capsys):
+    """The run stays "finished" while it is analysed (a killed analysis cannot leave it "running"),
+    and a second analysis with other budgets leaves no row of the first."""
+    from circuitviz.analysis.over_time import analyse_run
+
+    root, run_dir = analysed
+    model = load_model("random:gpt2-tiny", device="cpu")
+    seen = []
+    analyse_run(
+        model,
+        Run(run_dir),
+        kinds=["faithfulness"],
+        budgets=[0.2, 0.4],
+        progress=lambda done, total: seen.append(Run(run_dir).status),
+    )
+    assert seen == ["finished"] * 3
+    analyse_run(model, Run(run_dir), kinds=["faithfulness"], budgets=[0.3])
+    keys = set(Run(run_dir).analyses("faithfulness")["key"])
+    assert keys == {"own@0.3", "initial@0.3", "m_full", "m_empty"}
+
+
+def test_nothing_is_written_for_a_request_that_cannot_run(analysed, capsys):
+    root, run_dir = analysed
+    before = Run(run_dir).analyses()
+    argv = ["analyse", "r", "--runs-dir", str(root), "--no-progress"]
+    assert main([*argv, "--against", "r", "--only", "alignment", "--budgets", "2"]) == 2
+    assert "fractions in (0, 1]" in capsys.readouterr().err
+    assert main([*argv, "--only", "dla,bias"]) == 2
+    assert "gender-pronoun task's" in capsys.readouterr().err
+    assert Run(run_dir).analyses().equals(before)

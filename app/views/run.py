@@ -4,6 +4,8 @@ Starting and stopping jobs is allowed only when the dashboard is served on this 
 (loopback), or when ``circuitviz app --allow-remote-jobs`` said so.
 """
 
+from pathlib import Path
+
 import jobs
 import runform
 import state
@@ -13,6 +15,7 @@ from circuitviz.plotting.circuit import circuit_figure
 from circuitviz.plotting.export import read_circuit_json
 from circuitviz.plotting.scene import SceneOptions, build_scene
 from circuitviz.runs import RunStoreError, new_run_id
+from circuitviz.runs.store import DEMO_RUNS
 from circuitviz.tasks.catalog import task_info, task_names
 
 root = state.runs_dir()
@@ -96,7 +99,12 @@ st.caption(
     "run's step by step: `circuitviz analyse` in the background, written into the run. The "
     "Mechanisms page shows the results."
 )
-finished = [r for r in state.all_runs() if r.status in ("finished", "stopped", "failed")]
+# The bundled demo runs come analysed, and analysing writes into a run: they are not offered.
+finished = [
+    r
+    for r in state.all_runs()
+    if r.status in ("finished", "stopped", "failed") and Path(r.dir).parent != DEMO_RUNS
+]
 if not finished:
     st.caption("No finished run to analyse yet.")
 else:

@@ -10,8 +10,9 @@ fits:
    ``<OV_s, OV_t> = tr((W_V_s^T W_V_t)(W_O_t W_O_s^T))``, from the factors (dh x dh products).
 2. ``top_change_direction``: the top right singular vector of ``ΔOV = OV_s - OV_0`` (the output
    direction the change writes most), from a QR of the stacked factors (rank <= 2 dh).
-3. ``cosine_with``: its |cosine| with the task's unembedding direction ``W_U[answer] - W_U[wrong]``
-   (the sign of a singular vector is arbitrary).
+3. ``cosine_with``: its |cosine| with each example's unembedding direction
+   ``W_U[answer] - W_U[wrong]``, averaged (the sign of a singular vector is arbitrary, and so, across
+   examples, is which token is the answer: their mean direction would mostly cancel).
 """
 
 from __future__ import annotations
@@ -33,29 +34,32 @@ class OVFactors:
 
 
 def ov_factors(model) -> dict[str, OVFactors]:
-    """Every head's OV factors now (float64 copies), ``aL.hH`` -> factors. With grouped-query
-    attention a head reads its key/value group's ``W_V``."""
+    """Every head's OV factors now, ``aL.hH`` -> factors. With grouped-query attention a head
+    reads its key/value group's ``W_V`` (the same tensor for every head of the group)."""
     info = model.info
     group = info.n_heads // info.n_kv_heads
     out = {}
     with torch.no_grad():
         for layer in range(info.n_layers):
             attn = model.bridge.blocks[layer].attn
-            w_v, w_o = attn.W_V.detach().double(), attn.W_O.detach().double()
+            # float32 copies on the CPU, one W_V per key/value group: a checkpoint of a 1B model
+            # keeps about 0.3 GB here (the arithmetic below is in float64).
+            w_v = attn.W_V.detach().float().cpu().clone()
+            w_o = attn.W_O.detach().float().cpu().clone()
             for head in range(info.n_heads):
-                out[f"a{layer}.h{head}"] = OVFactors(
-                    v=w_v[head // group].clone().cpu(), o=w_o[head].clone().cpu()
-                )
+                out[f"a{layer}.h{head}"] = OVFactors(v=w_v[head // group], o=w_o[head])
     return out
 
 
 def gram(steps: list[OVFactors]) -> torch.Tensor:
     """``[n, n]`` inner products of the flattened OV matrices of ``steps``."""
     n = len(steps)
+    v = [step.v.double() for step in steps]
+    o = [step.o.double() for step in steps]
     out = torch.empty(n, n, dtype=torch.float64)
     for i in range(n):
         for j in range(i, n):
-            value = torch.trace((steps[i].v.T @ steps[j].v) @ (steps[j].o @ steps[i].o.T))
+            value = torch.trace((v[i].T @ v[j]) @ (o[j] @ o[i].T))
             out[i, j] = out[j, i] = value
     return out
 
@@ -77,8 +81,8 @@ def trajectory(steps: list[OVFactors]) -> torch.Tensor:
 def top_change_direction(start: OVFactors, now: OVFactors) -> torch.Tensor | None:
     """The unit top right singular vector of ``OV_now - OV_start`` ``[d_model]``; None when it is
     zero (the head did not change)."""
-    a = torch.cat([now.v, -start.v], dim=1)  # [d, 2dh]
-    b = torch.cat([now.o, start.o], dim=0)  # [2dh, d]
+    a = torch.cat([now.v, -start.v], dim=1).double()  # [d, 2dh]
+    b = torch.cat([now.o, start.o], dim=0).double()  # [2dh, d]
     q, r = torch.linalg.qr(a)
     _, s, vh = torch.linalg.svd(r @ b, full_matrices=False)
     if float(s[0]) <= 1e-12 * max(1.0, float(b.abs().max())):
@@ -86,9 +90,12 @@ def top_change_direction(start: OVFactors, now: OVFactors) -> torch.Tensor | Non
     return vh[0]
 
 
-def cosine_with(direction: torch.Tensor | None, target: torch.Tensor) -> float | None:
-    """|cos| between a singular direction and ``target``; None without a direction."""
+def cosine_with(direction: torch.Tensor | None, targets: torch.Tensor) -> float | None:
+    """The mean |cos| between a singular direction and each row of ``targets`` ``[n, d]`` (or one
+    target ``[d]``); None without a direction. The absolute value makes a singular vector's
+    arbitrary sign, and a target's, irrelevant."""
     if direction is None:
         return None
-    target = target.double()
-    return float((direction @ target).abs() / target.norm().clamp_min(1e-30))
+    targets = targets.double().reshape(-1, direction.shape[0])
+    cos = (targets @ direction.double()).abs() / targets.norm(dim=1).clamp_min(1e-30)
+    return float(cos.mean())

@@ -56,6 +56,27 @@ KINDS = ("dla", "faithfulness", "roles", "attention", "ov", "bias")
 DEFAULT_BUDGETS = (0.01, 0.1)
 
 
+def check_budgets(budgets: Sequence[float]) -> None:
+    """ValueError unless ``budgets`` are fractions of the graph's edges in (0, 1]."""
+    bad = [b for b in budgets if math.isnan(b) or not (0 < b <= 1)]
+    if bad or not budgets:
+        raise ValueError(f"edge budgets are fractions in (0, 1], got {list(budgets)}")
+
+
+def check_request(run: Run, kinds: Sequence[str], budgets: Sequence[float]) -> None:
+    """ValueError, before anything is written, for analyses or budgets that cannot be run."""
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown or not kinds:
+        raise ValueError(
+            f"unknown analyses {unknown or list(kinds)}: choose from {', '.join(KINDS)}"
+        )
+    check_budgets(budgets)
+    if "bias" in kinds and run.task != "gender-pronoun":
+        raise ValueError(
+            f"bias (prejudice risk per occupation) is the gender-pronoun task's, not {run.task}'s"
+        )
+
+
 def analyse_run(
     model,
     run: Run,
@@ -72,14 +93,7 @@ def analyse_run(
         pair = task_kind(run.task) == "pairs"
         kinds = KINDS if pair else tuple(k for k in KINDS if k not in ("dla", "attention"))
         kinds = tuple(k for k in kinds if k != "bias" or run.task == "gender-pronoun")
-    unknown = sorted(set(kinds) - set(KINDS))
-    if unknown or not kinds:
-        raise ValueError(
-            f"unknown analyses {unknown or list(kinds)}: choose from {', '.join(KINDS)}"
-        )
-    bad = [b for b in budgets if not (0 < b <= 1) or math.isnan(b)]
-    if bad or not budgets:
-        raise ValueError(f"edge budgets are fractions in (0, 1], got {list(budgets)}")
+    check_request(run, kinds, budgets)
     config = config_from_run(run.config)
     graph = graph_for(model.info, paper=config.paper_graph, mlp_groups=config.mlp_groups)
     if graph.edge_names() != run.edge_names():
@@ -115,10 +129,12 @@ def analyse_run(
 
         merger = AdapterMerger(model, config.lora_alpha / config.lora_rank)
     faith_config = FaithfulnessConfig.from_attribution(config.attribution)
-    previous = (run.status, run.status_message)
     factors: dict[int, dict] = {}  # step -> every head's OV factors ("ov", after the loop)
-    writer = RunWriter.resume(run.dir)
+    # The unembedding directions of the untouched model (a tied unembedding moves during tuning).
+    directions = _answer_directions(model, probe) if "ov" in kinds else None
+    writer = RunWriter.resume(run.dir, mark_running=False)
     try:
+        writer.clear_analyses(kinds)  # no row of an earlier analysis stays beside the new ones
         for done, step in enumerate(steps, start=1):
             if step > 0:
                 load_checkpoint_weights(params, run, step, merger)
@@ -146,11 +162,9 @@ def analyse_run(
             if progress is not None:
                 progress(done, len(steps))
         if factors:
-            direction = _answer_direction(model, probe)
-            for step, values in _ov_rows(factors, direction).items():
+            for step, values in _ov_rows(factors, directions).items():
                 writer.add_analysis(step, "ov", values)
     finally:
-        writer.set_status(*previous)
         writer.close()
     return steps
 
@@ -177,17 +191,20 @@ def _roles(model, probe) -> dict[str, float]:
     return values
 
 
-def _answer_direction(model, probe) -> torch.Tensor | None:
-    """The mean ``W_U[answer] - W_U[wrong]`` over the probe set (None without answers)."""
+def _answer_directions(model, probe) -> torch.Tensor | None:
+    """``[n, d_model]``: each probe example's ``W_U[answer] - W_U[wrong]`` (None without answers).
+    Kept per example: answer and wrong swap between examples (a plural subject, the other name),
+    so their mean would mostly cancel."""
     if getattr(probe, "answer_ids", None) is None:
         return None
     weight = model.bridge.unembed.original_component.weight.detach().double().cpu()
-    return (weight[probe.answer_ids.cpu()] - weight[probe.wrong_ids.cpu()]).mean(0)
+    return weight[probe.answer_ids.cpu()] - weight[probe.wrong_ids.cpu()]
 
 
-def _ov_rows(factors: dict[int, dict], direction) -> dict[int, dict[str, float | None]]:
+def _ov_rows(factors: dict[int, dict], directions) -> dict[int, dict[str, float | None]]:
     """step -> ``aL.hH:pc1``, ``:pc2`` (the head's OV trajectory) and ``:cos_unembed`` (|cos| of
-    its change since step 0 with the answer direction) for every head (``analysis.ov``)."""
+    its change since step 0 with each probe example's answer direction, averaged) for every head
+    (``analysis.ov``)."""
     steps = sorted(factors)
     rows: dict[int, dict] = {step: {} for step in steps}
     for head in factors[steps[0]]:
@@ -196,9 +213,9 @@ def _ov_rows(factors: dict[int, dict], direction) -> dict[int, dict[str, float |
         for i, step in enumerate(steps):
             rows[step][f"{head}:pc1"] = float(coords[i, 0])
             rows[step][f"{head}:pc2"] = float(coords[i, 1])
-            if direction is not None and i > 0:
+            if directions is not None and i > 0:
                 change = top_change_direction(path[0], path[i])
-                rows[step][f"{head}:cos_unembed"] = cosine_with(change, direction)
+                rows[step][f"{head}:cos_unembed"] = cosine_with(change, directions)
     return rows
 
 
@@ -241,9 +258,9 @@ def store_alignment(run: Run, other: Run, budgets: Sequence[float] = DEFAULT_BUD
     from circuitviz.analysis.alignment import circuit_alignment
 
     table = circuit_alignment(run, other, budgets)
-    previous = (run.status, run.status_message)
-    writer = RunWriter.resume(run.dir)
+    writer = RunWriter.resume(run.dir, mark_running=False)
     try:
+        writer.clear_analyses([f"alignment:{other.id}"])
         for step, rows in table.groupby("step"):
             values = {}
             for row in rows.itertuples():
@@ -251,7 +268,6 @@ def store_alignment(run: Run, other: Run, budgets: Sequence[float] = DEFAULT_BUD
                 values[f"node_iou@{row.budget:g}"] = row.node_iou
             writer.add_analysis(int(step), f"alignment:{other.id}", values)
     finally:
-        writer.set_status(*previous)
         writer.close()
 
 
@@ -295,7 +311,7 @@ def summarise_analyses(run: Run, *, flip_share: float = 0.1, top: int = 10) -> d
         roles = roles.assign(role=parts[0], head=parts[1])
         for role, rows in roles.groupby("role"):
             by_step = []
-            for step, at in rows.groupby("step"):
+            for step, at in rows.dropna(subset=["value"]).groupby("step"):
                 best = at.loc[at["value"].idxmax()]
                 held = role == "copying" or float(best["value"]) >= ROLE_FLOOR
                 by_step.append(

@@ -56,7 +56,14 @@ def register(subparsers) -> None:
 
 
 def analyse_command(args: argparse.Namespace) -> int:
-    from circuitviz.analysis.over_time import analyse_run, store_alignment, summarise_analyses
+    from circuitviz.analysis.alignment import diverging_edges
+    from circuitviz.analysis.over_time import (
+        analyse_run,
+        check_budgets,
+        check_request,
+        store_alignment,
+        summarise_analyses,
+    )
     from circuitviz.cli.tune import _engine_errors
     from circuitviz.models import ModelLoadError, load_model
     from circuitviz.runs import RunStore
@@ -93,6 +100,12 @@ def analyse_command(args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
 
     dtype = str(run.config.get("dtype", "float32")).removeprefix("torch.")
+    try:  # every request checked before anything is written
+        check_budgets(budgets)
+        if kinds:
+            check_request(run, kinds, budgets)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
     try:
         if other is not None:
             store_alignment(run, other, budgets)
@@ -112,6 +125,15 @@ def analyse_command(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     summary = summarise_analyses(run.refresh())
+    if other is not None:  # computed from the two stores, not stored
+        table = diverging_edges(run, other, top=10)
+        summary["diverging_edges"] = {
+            "strengthened_here_not_in": other.id,
+            "edges": [
+                {"edge": row.edge, "change_here": row.change_a, "change_there": row.change_b}
+                for row in table.itertuples()
+            ],
+        }
     if args.json:
         print_json(summary)
         return 0
@@ -133,6 +155,11 @@ def analyse_command(args: argparse.Namespace) -> int:
         print(
             f"  prejudice risk over {risk['occupations']} occupations: "
             f"{risk['mean_first']:.2f} -> {risk['mean_last']:.2f}"
+        )
+    for row in summary.get("diverging_edges", {}).get("edges", [])[:5]:
+        print(
+            f"  strengthened here, not in {other.id}: {row['edge']} "
+            f"(|score| {row['change_here']:+.3f} here, {row['change_there']:+.3f} there)"
         )
     for budget, rows in summary.get("faithfulness_over_time", {}).items():
         cells = ", ".join(

@@ -191,7 +191,10 @@ def role_lines(analyses: pd.DataFrame, role: str, *, style: S.FigureStyle | None
     frame = frame[frame["role"] == role]
     if frame.empty:
         return fig
-    tops = frame.loc[frame.groupby("step")["score"].idxmax(), "head"].unique()
+    scored = frame.dropna(subset=["score"])
+    if scored.empty:
+        return fig
+    tops = scored.loc[scored.groupby("step")["score"].idxmax(), "head"].unique()
     for head in tops:
         rows = frame[frame["head"] == head].sort_values("step")
         fig.add_trace(

@@ -104,9 +104,13 @@ class RunWriter:
         return cls(run_dir, conn, lock_fd)
 
     @classmethod
-    def resume(cls, root_or_dir: str | Path, run_id: str | None = None) -> RunWriter:
+    def resume(
+        cls, root_or_dir: str | Path, run_id: str | None = None, *, mark_running: bool = True
+    ) -> RunWriter:
         """Reopen a run for writing: ``resume(root, run_id)`` or ``resume(run_dir)``. Sets status
-        back to "running"; rows the resumed run logs again replace the old ones."""
+        back to "running"; rows the resumed run logs again replace the old ones. With
+        ``mark_running`` off the status is left as it is (``analyse``, ``rescore``: they add to a
+        finished run, which stays finished even if they are killed)."""
         run_dir = Path(root_or_dir) if run_id is None else Path(root_or_dir) / run_id
         path = schema.db_path(run_dir)
         if not path.is_file():
@@ -136,7 +140,8 @@ class RunWriter:
             raise
         if ckpt.remove_partial_files(run_dir):
             log.info("run %s: removed half-written checkpoint files", writer.run_id)
-        writer.set_status("running")
+        if mark_running:
+            writer.set_status("running")
         return writer
 
     def __enter__(self) -> RunWriter:
@@ -280,6 +285,17 @@ class RunWriter:
             conn.execute(
                 "INSERT OR REPLACE INTO noise_floor VALUES (?, ?, ?, ?, ?, ?)", (*row, time.time())
             )
+
+    def clear_analyses(self, kinds) -> None:
+        """Remove every stored row of these analysis kinds (before they are computed again, so no
+        row of an earlier analysis survives beside the new ones)."""
+        kinds = list(kinds)
+        if not kinds:
+            return
+        with self._transaction() as conn:
+            conn.execute(schema.ANALYSES_DDL)
+            marks = ",".join("?" * len(kinds))
+            conn.execute(f"DELETE FROM analyses WHERE kind IN ({marks})", kinds)
 
     def add_analysis(self, step: int, kind: str, values: dict[str, float]) -> None:
         """One analysis of the weights at ``step`` (``circuitviz.analysis``): ``key -> number``,

@@ -68,8 +68,7 @@ def rescore_run(
         from circuitviz.tuning.lora import AdapterMerger
 
         merger = AdapterMerger(model, config.lora_alpha / config.lora_rank)
-    previous = (run.status, run.status_message)
-    writer = RunWriter.resume(run.dir)
+    writer = RunWriter.resume(run.dir, mark_running=False)
     try:
         for done, step in enumerate(steps, start=1):
             if step > 0:
@@ -90,7 +89,6 @@ def rescore_run(
             if progress is not None:
                 progress(done, len(steps))
     finally:
-        writer.set_status(*previous)
         writer.close()
     return steps
 
