@@ -10,6 +10,7 @@ from circuitviz.analysis.ov import (
     cosine_with,
     gram,
     ov_factors,
+    qk_factors,
     top_change_direction,
     trajectory,
 )
@@ -46,6 +47,19 @@ def test_factors_are_the_models_value_and_output_weights():
     torch.testing.assert_close(got.o, attn.o_proj.weight[:, 24:32].T.float())
     factors = ov_factors(llama)
     assert factors["a0.h2"].v.data_ptr() == factors["a0.h3"].v.data_ptr()  # one W_V per group
+
+
+def test_qk_factors_are_the_query_and_key_weights():
+    gpt2 = load_model("random:gpt2-tiny", device="cpu", dtype="float64", seed=1)
+    block = gpt2.hf_model.transformer.h[0].attn
+    got = qk_factors(gpt2)["a0.h1"]
+    torch.testing.assert_close(got.v, block.c_attn.weight[:, 8:16].float())
+    torch.testing.assert_close(got.o, block.c_attn.weight[:, 32 + 8 : 32 + 16].T.float())
+    llama = load_model("random:llama-tiny", device="cpu", dtype="float64", seed=1)
+    attn = llama.hf_model.model.layers[1].self_attn
+    got = qk_factors(llama)["a1.h3"]  # group 1's key
+    torch.testing.assert_close(got.v, attn.q_proj.weight[24:32].T.float())
+    torch.testing.assert_close(got.o, attn.k_proj.weight[8:16].float())
 
 
 def test_trajectory_is_pca_of_the_flattened_matrices():

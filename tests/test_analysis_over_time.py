@@ -60,6 +60,8 @@ def test_analyse_stores_dla_and_faithfulness_at_every_checkpoint(analysed, capsy
     assert cos.notna().all() and ((cos > 0) & (cos <= 1)).all()
     pc1 = ov[ov["key"] == "a0.h0:pc1"]["value"]
     assert pc1.nunique() == 3  # the head moved: three distinct points
+    qk = run.analyses("qk")
+    assert len(qk) == 3 * 2 * graph.n_layers * graph.n_heads
     assert set(summary["ov_change_toward_answer"]) <= {
         f"a{i}.h{j}" for i in range(2) for j in range(4)
     }

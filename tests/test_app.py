@@ -445,6 +445,9 @@ def test_mechanisms_page_shows_what_analyse_stored(app):
     assert len(specs[6]["data"]) == 2 and values(specs[6]["data"][0]["x"]) == [0, 20, 40, 60, 80]
     at.select_slider(key="mech_step").set_value(40).run()
     assert _grid(charts(at)[0]["data"][1]["z"])[2, 1] == 0.0
+    at.radio(key="mech_ov_kind").set_value("qk").run()
+    qk_path = charts(at)[4]["data"][0]
+    assert values(qk_path["x"]) == [0.0, -10.0, -20.0]  # a2.h1's QK trajectory
     at.radio(key="mech_role").set_value("induction").run()
     assert len(charts(at)[2]["data"]) == 1  # one head holds it (all tie at chance)
     csv, html = at.get("download_button")[:2]

@@ -106,12 +106,21 @@ if len(ov):
     default = (
         last.sort_values("cos_unembed", ascending=False)["head"].iloc[0] if len(last) else heads[0]
     )
-    head = st.selectbox("Head", heads, index=heads.index(default), key="mech_ov_head")
-    show(ov_figure(analyses, head, style=style))
+    left, right = st.columns([2, 1])
+    head = left.selectbox("Head", heads, index=heads.index(default), key="mech_ov_head")
+    matrix = right.radio(
+        "Matrix",
+        ["ov", "qk"],
+        format_func={"ov": "OV: what it writes", "qk": "QK: where it looks"}.get,
+        horizontal=True,
+        key="mech_ov_kind",
+    )
+    show(ov_figure(analyses, head, kind=matrix, style=style))
     st.caption(
-        "Left: the head's OV matrix (what it writes for what it reads) at each checkpoint, on the "
-        "two directions along which it moved most. Right: how well the change since step 0 "
-        "points along W_U[answer] − W_U[wrong] (1: the head learnt to write the answer)."
+        "Left: the head's OV matrix (what it writes for what it reads) or QK matrix (which query "
+        "attends to which key) at each checkpoint, on the two directions along which it moved "
+        "most. Right: how well the OV change since step 0 points along W_U[answer] − W_U[wrong], "
+        "averaged over the probe's examples (1: the head learnt to write the answer)."
     )
 
 if (analyses["kind"] == "bias").any():

@@ -6,7 +6,7 @@ as its two factors per checkpoint, never as the d x d matrix, so every head of a
 fits:
 
 1. ``trajectory``: the flattened OV matrices of one head across checkpoints, projected on their two
-   principal components. PCA needs only the inner products of the points,
+   principal components (the same for its QK matrix ``W_Q W_K^T``, ``qk_factors``). PCA needs only the inner products of the points,
    ``<OV_s, OV_t> = tr((W_V_s^T W_V_t)(W_O_t W_O_s^T))``, from the factors (dh x dh products).
 2. ``top_change_direction``: the top right singular vector of ``ΔOV = OV_s - OV_0`` (the output
    direction the change writes most), from a QR of the stacked factors (rank <= 2 dh).
@@ -48,6 +48,23 @@ def ov_factors(model) -> dict[str, OVFactors]:
             w_o = attn.W_O.detach().float().cpu().clone()
             for head in range(info.n_heads):
                 out[f"a{layer}.h{head}"] = OVFactors(v=w_v[head // group], o=w_o[head])
+    return out
+
+
+def qk_factors(model) -> dict[str, OVFactors]:
+    """Every head's QK matrix ``W_Q W_K^T`` (``[d_model, d_model]``: which query reads attend to
+    which key reads) as the same two factors, ``v`` = ``W_Q`` and ``o`` = ``W_K^T``, for
+    ``trajectory``. With grouped-query attention a head uses its group's ``W_K``."""
+    info = model.info
+    group = info.n_heads // info.n_kv_heads
+    out = {}
+    with torch.no_grad():
+        for layer in range(info.n_layers):
+            attn = model.bridge.blocks[layer].attn
+            w_q = attn.W_Q.detach().float().cpu().clone()
+            w_k = attn.W_K.detach().float().cpu().clone()
+            for head in range(info.n_heads):
+                out[f"a{layer}.h{head}"] = OVFactors(v=w_q[head], o=w_k[head // group].T)
     return out
 
 

@@ -21,7 +21,8 @@ For the untouched model (step 0) and every checkpoint of the run:
      (``analysis.bias``);
    * ``ov``: every head's OV factors, turned after the last step into its OV trajectory (two
      principal components across the checkpoints) and the |cosine| of its change since step 0
-     with the answer's unembedding direction (``analysis.ov``);
+     with the answer's unembedding direction, and its QK trajectory (kind ``qk``)
+     (``analysis.ov``);
 3. store each as rows ``(step, kind, key, value)`` (``Run.analyses``).
 
 Faithfulness is measured as ``discover`` measures it (the run's baseline, positions and metric,
@@ -39,7 +40,13 @@ import torch
 from circuitviz.analysis.attention import attention_to_tagged
 from circuitviz.analysis.bias import occupation_risks
 from circuitviz.analysis.dla import direct_logit_attribution
-from circuitviz.analysis.ov import cosine_with, ov_factors, top_change_direction, trajectory
+from circuitviz.analysis.ov import (
+    cosine_with,
+    ov_factors,
+    qk_factors,
+    top_change_direction,
+    trajectory,
+)
 from circuitviz.analysis.roles import attention_roles, copying_scores
 from circuitviz.attribution.faithfulness import FaithfulnessConfig, evaluate_circuits
 from circuitviz.graph.select import top_n
@@ -130,16 +137,19 @@ def analyse_run(
         merger = AdapterMerger(model, config.lora_alpha / config.lora_rank)
     faith_config = FaithfulnessConfig.from_attribution(config.attribution)
     factors: dict[int, dict] = {}  # step -> every head's OV factors ("ov", after the loop)
+    qk: dict[int, dict] = {}  # and its QK factors
     # The unembedding directions of the untouched model (a tied unembedding moves during tuning).
     directions = _answer_directions(model, probe) if "ov" in kinds else None
     writer = RunWriter.resume(run.dir, mark_running=False)
     try:
-        writer.clear_analyses(kinds)  # no row of an earlier analysis stays beside the new ones
+        # No row of an earlier analysis stays beside the new ones ("ov" writes "qk" too).
+        writer.clear_analyses([*kinds, *(["qk"] if "ov" in kinds else [])])
         for done, step in enumerate(steps, start=1):
             if step > 0:
                 load_checkpoint_weights(params, run, step, merger)
             if "ov" in kinds:
                 factors[step] = ov_factors(model)
+                qk[step] = qk_factors(model)
             if "dla" in kinds:
                 dla = direct_logit_attribution(model, graph, probe)
                 values = dla.as_dict()
@@ -164,6 +174,8 @@ def analyse_run(
         if factors:
             for step, values in _ov_rows(factors, directions).items():
                 writer.add_analysis(step, "ov", values)
+            for step, values in _ov_rows(qk, None).items():
+                writer.add_analysis(step, "qk", values)
     finally:
         writer.close()
     return steps

@@ -222,27 +222,35 @@ def figures_html(figures: list[go.Figure], *, title: str = "") -> str:
     )
 
 
-def ov_frame(analyses: pd.DataFrame) -> pd.DataFrame:
-    """step, head, pc1, pc2, cos_unembed (NaN where not measured) of every head's OV analysis."""
-    long = _split_keys(analyses[analyses["kind"] == "ov"], ":", ("head", "measure"), "value")
+def ov_frame(analyses: pd.DataFrame, kind: str = "ov") -> pd.DataFrame:
+    """step, head, pc1, pc2, cos_unembed (NaN where not measured) of every head's OV analysis
+    (``kind="qk"``: its QK trajectory, which has no cosine)."""
+    long = _split_keys(analyses[analyses["kind"] == kind], ":", ("head", "measure"), "value")
     if long.empty:
         return pd.DataFrame(columns=["step", "head", "pc1", "pc2", "cos_unembed"])
     wide = long.pivot_table(index=["step", "head"], columns="measure", values="value")
     return wide.reindex(columns=["pc1", "pc2", "cos_unembed"]).reset_index()
 
 
-def ov_figure(analyses: pd.DataFrame, head: str, *, style: S.FigureStyle | None = None):
-    """One head's OV matrix across checkpoints on its two principal components, coloured by step,
-    beside the |cosine| of its change with the answer's unembedding direction against step."""
+def ov_figure(
+    analyses: pd.DataFrame, head: str, *, kind: str = "ov", style: S.FigureStyle | None = None
+):
+    """One head's OV (or ``kind="qk"``: QK) matrix across checkpoints on its two principal
+    components, coloured by step, beside the |cosine| of its OV change with the answer's
+    unembedding direction against step."""
     from plotly.subplots import make_subplots
 
     style = style or S.FigureStyle()
-    frame = ov_frame(analyses)
+    frame = ov_frame(analyses, kind)
     frame = frame[frame["head"] == head].sort_values("step")
+    matrix = "W_V W_O" if kind == "ov" else "W_Q W_Kᵀ"
     fig = make_subplots(
         rows=1,
         cols=2,
-        subplot_titles=(f"{head}: W_V W_O across checkpoints (PCA)", "change vs answer direction"),
+        subplot_titles=(
+            f"{head}: {matrix} across checkpoints (PCA)",
+            "change vs answer direction" if kind == "ov" else "",
+        ),
     )
     steps = frame["step"].tolist()
     fig.add_trace(

@@ -208,6 +208,8 @@ def write_synthetic_analyses(run_dir, graph, against: str) -> None:
         if i:
             ov |= {f"{h}:cos_unembed": 0.9 if h == "a2.h1" else 0.2 for h in heads}
         writer.add_analysis(step, "ov", ov)
+        qk = {f"{h}:pc1": float(-i * (k + 1)) for k, h in enumerate(heads)}
+        writer.add_analysis(step, "qk", qk | {f"{h}:pc2": 0.0 for h in heads})
     for step in (0, 20, 40, 60, 80):
         iou = {"edge_iou@0.1": 1 - step / 200, "node_iou@0.1": 1 - step / 400}
         writer.add_analysis(step, f"alignment:{against}", iou)
