@@ -62,6 +62,13 @@ def test_analyse_stores_dla_and_faithfulness_at_every_checkpoint(analysed, capsy
     assert pc1.nunique() == 3  # the head moved: three distinct points
     qk = run.analyses("qk")
     assert len(qk) == 3 * 2 * graph.n_layers * graph.n_heads
+    pattern = run.analyses("pattern")
+    first = pattern[pattern["step"] == 0]
+    n = int(first["key"].str.startswith("token:").sum())
+    assert n >= 3 and len(first) == n + graph.n_layers * graph.n_heads * n * (n + 1) // 2
+    rows = first[first["key"].str.startswith("a1.h2:")]
+    sums = rows.assign(q=rows["key"].str.split(":").str[1]).groupby("q")["value"].sum()
+    assert np.allclose(sums.to_numpy(), 1.0)  # each query's weights sum to 1
     assert set(summary["ov_change_toward_answer"]) <= {
         f"a{i}.h{j}" for i in range(2) for j in range(4)
     }

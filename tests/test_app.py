@@ -427,8 +427,9 @@ def test_heads_page_compares_with_full_fine_tuning(app):
 def test_mechanisms_page_shows_what_analyse_stored(app):
     at = app("mechanisms", run="svd-circuit")
     specs = charts(at)
-    # DLA heatmaps, DLA lines, role lines, attention heatmaps, OV, faithfulness, overlap
-    assert len(specs) == 7
+    # DLA heatmaps, DLA lines, role lines, attention heatmaps, one head's pattern, OV,
+    # faithfulness, overlap
+    assert len(specs) == 8
     first, last = (_grid(trace["z"]) for trace in specs[0]["data"])
     assert first[2, 1] == 1.0 and last[2, 1] == -1.0  # a2.h1 flipped sign
     names = [trace["name"] for trace in specs[1]["data"]]
@@ -438,15 +439,24 @@ def test_mechanisms_page_shows_what_analyse_stored(app):
     attention = [_grid(t["z"]) for t in specs[3]["data"]]
     assert attention[0][0, 1] == pytest.approx(0.1) and attention[1][0, 1] == pytest.approx(0.3)
     assert at.selectbox(key="mech_ov_head").value == "a2.h1"  # the head turned toward the answer
-    path, cos = specs[4]["data"]
+    (pattern,) = specs[4]["data"]
+    assert pattern["x"] == ["0 The", "1 keys", "2 are"]
+    assert np.isnan(_grid(pattern["z"])[0, 2])  # above the diagonal: not attended
+    assert _grid(pattern["z"])[2, 0] == pytest.approx(1 / 3)
+    at.selectbox(key="mech_pattern_head").set_value("a0.h1").run()
+    assert _grid(charts(at)[4]["data"][0]["z"])[2, 1] == pytest.approx(0.7)  # the last step
+    at.select_slider(key="mech_pattern_step").set_value(0).run()
+    assert _grid(charts(at)[4]["data"][0]["z"])[2, 1] == pytest.approx(0.9)
+    specs = charts(at)
+    path, cos = specs[5]["data"]
     assert values(path["x"]) == [0.0, 10.0, 20.0] and values(cos["y"]) == [0.9, 0.9]
-    faith = {t["name"]: values(t["y"]) for t in specs[5]["data"]}
+    faith = {t["name"]: values(t["y"]) for t in specs[6]["data"]}
     assert faith["the initial circuit, 1% of edges"] == pytest.approx([0.5, 0.3, 0.1])
-    assert len(specs[6]["data"]) == 2 and values(specs[6]["data"][0]["x"]) == [0, 20, 40, 60, 80]
+    assert len(specs[7]["data"]) == 2 and values(specs[7]["data"][0]["x"]) == [0, 20, 40, 60, 80]
     at.select_slider(key="mech_step").set_value(40).run()
     assert _grid(charts(at)[0]["data"][1]["z"])[2, 1] == 0.0
     at.radio(key="mech_ov_kind").set_value("qk").run()
-    qk_path = charts(at)[4]["data"][0]
+    qk_path = charts(at)[5]["data"][0]
     assert values(qk_path["x"]) == [0.0, -10.0, -20.0]  # a2.h1's QK trajectory
     at.radio(key="mech_role").set_value("induction").run()
     assert len(charts(at)[2]["data"]) == 1  # one head holds it (all tie at chance)
@@ -515,7 +525,7 @@ def test_tour_page(app):
     tour_button(at, "Back").click().run()
     assert next(m.value for m in at.markdown if m.value.startswith("####")) == titles[4]
     tour_button(at, "Show me").click().run()  # step 5 opens the Mechanisms page on the run
-    assert not at.exception and len(charts(at)) == 7
+    assert not at.exception and len(charts(at)) == 8
     at.switch_page("views/tour.py").run()
     for _ in range(4):
         tour_button(at, "Back").click().run()

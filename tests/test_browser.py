@@ -437,7 +437,7 @@ def test_the_mechanisms_page_draws_its_figures(server, browser):
     plotly in a real browser (the step slider is tested in tests/test_app.py)."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{server}/mechanisms?run=svd-circuit")
-    wait_for(page, "document.querySelectorAll('.js-plotly-plot').length >= 7", timeout_s=60)
+    wait_for(page, "document.querySelectorAll('.js-plotly-plot').length >= 8", timeout_s=60)
     assert page.locator("[data-testid='stException']").count() == 0
     # What plotly drew (its calculated data), not the spec it was sent.
     cell = "i => document.querySelector('.js-plotly-plot').calcdata[i][0].z[2][1]"
@@ -447,9 +447,9 @@ def test_the_mechanisms_page_draws_its_figures(server, browser):
     lines = (
         "Array.from(document.querySelectorAll('.js-plotly-plot')).slice(1).map(p => p.data.length)"
     )
-    # the two holders of the role; attention panels; OV path and cosine; own and initial at 2
-    # budgets; edges and nodes
-    assert page.evaluate(lines)[1:] == [2, 2, 2, 4, 2]
+    # the two holders of the role; attention panels; one head's pattern; OV path and cosine; own
+    # and initial at 2 budgets; edges and nodes
+    assert page.evaluate(lines)[1:] == [2, 2, 1, 2, 4, 2]
     page.close()
 
 

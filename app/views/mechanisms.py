@@ -24,6 +24,7 @@ from circuitviz.plotting.mechanisms import (
     head_matrix,
     ov_figure,
     ov_frame,
+    pattern_figure,
     role_frame,
     role_lines,
 )
@@ -97,6 +98,20 @@ if attention_steps:
         "The attention each head pays, from the position where the answer is read, to the tokens "
         "the corrupted prompt changes (the subject whose number flips, the names, the occupation)."
     )
+    pattern_steps = analysed_steps(analyses, "pattern")
+    if pattern_steps:
+        heads_here = [f"a{layer}.h{h}" for layer in range(n_layers) for h in range(n_heads)]
+        c1, c2 = st.columns([1, 2])
+        chosen = c1.selectbox("Head", heads_here, key="mech_pattern_head")
+        at_step = (
+            pattern_steps[0]
+            if len(pattern_steps) == 1
+            else c2.select_slider(
+                "Step", options=pattern_steps, value=pattern_steps[-1], key="mech_pattern_step"
+            )
+        )
+        show(pattern_figure(analyses, at_step, chosen, style=style))
+        st.caption("The head's whole attention pattern on the first probe prompt.")
 
 ov = ov_frame(analyses)
 if len(ov):

@@ -4,6 +4,8 @@
   forward (the bridge's ``hook_pattern``; with grouped-query attention every query head has its own
   row). The oracle test recomputes them from the weights by hand (GPT-2) and against Hugging Face's
   own eager attention (Llama family).
+* ``prompt_pattern``: the whole pattern of every head on one prompt (its real tokens), with the
+  tokens, for a page to draw at a chosen step;
 * ``attention_to_tagged``: per head, the attention weight from each example's target position to its
   *tagged* tokens, the positions where the clean and the corrupted prompt differ (the subject whose
   number flips, IOI's names, the occupation): ``[n_layers, n_heads]``, the mean over examples.
@@ -58,3 +60,13 @@ def attention_to_tagged(model, batch) -> torch.Tensor:
     at_target = by_example[rows, :, :, batch.target_pos.to(patterns.device)]  # [batch, L, H, key]
     weight = (at_target.double() * tagged[:, None, None, :].double()).sum(-1)  # [batch, L, H]
     return weight[usable].mean(0)
+
+
+def prompt_pattern(model, ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+    """(``[n_layers, n_heads, n, n]`` pattern of one prompt's ``n`` real tokens, their texts)."""
+    ids = ids.reshape(1, -1)
+    mask = attention_mask.reshape(1, -1) if attention_mask is not None else torch.ones_like(ids)
+    n = int(mask.sum())
+    patterns = attention_patterns(model, ids[:, :n], mask[:, :n])[:, 0]  # [L, H, n, n]
+    tokens = [model.tokenizer.decode([int(t)]) for t in ids[0, :n]]
+    return patterns, tokens

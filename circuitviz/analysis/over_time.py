@@ -16,7 +16,8 @@ For the untouched model (step 0) and every checkpoint of the run:
    * ``roles``: every head's previous-token, duplicate-token, induction and copying scores, whose
      top head per role, step by step, shows a role migrating;
    * ``attention``: every head's attention from the target position to the tagged tokens (where
-     the clean and corrupted prompts differ);
+     the clean and corrupted prompts differ), and every head's whole pattern on the probe's first
+     prompt (kind ``pattern``);
    * ``bias`` (gender-pronoun): each occupation's prejudice risk on the dev set
      (``analysis.bias``);
    * ``ov``: every head's OV factors, turned after the last step into its OV trajectory (two
@@ -37,7 +38,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from circuitviz.analysis.attention import attention_to_tagged
+from circuitviz.analysis.attention import attention_to_tagged, prompt_pattern
 from circuitviz.analysis.bias import occupation_risks
 from circuitviz.analysis.dla import direct_logit_attribution
 from circuitviz.analysis.ov import (
@@ -143,7 +144,8 @@ def analyse_run(
     writer = RunWriter.resume(run.dir, mark_running=False)
     try:
         # No row of an earlier analysis stays beside the new ones ("ov" writes "qk" too).
-        writer.clear_analyses([*kinds, *(["qk"] if "ov" in kinds else [])])
+        extra = (["qk"] if "ov" in kinds else []) + (["pattern"] if "attention" in kinds else [])
+        writer.clear_analyses([*kinds, *extra])
         for done, step in enumerate(steps, start=1):
             if step > 0:
                 load_checkpoint_weights(params, run, step, merger)
@@ -161,6 +163,7 @@ def analyse_run(
             if "attention" in kinds:
                 grid = attention_to_tagged(model, probe)
                 writer.add_analysis(step, "attention", _by_head(grid))
+                writer.add_analysis(step, "pattern", _pattern_rows(model, probe))
             if "bias" in kinds:
                 writer.add_analysis(step, "bias", occupation_risks(model, bias_data))
             if circuits is not None:
@@ -187,6 +190,21 @@ def _by_head(grid: torch.Tensor, prefix: str = "") -> dict[str, float]:
         for layer in range(grid.shape[0])
         for head in range(grid.shape[1])
     }
+
+
+def _pattern_rows(model, probe) -> dict[str, float]:
+    """The probe's first prompt: every head's whole pattern, ``aL.hH:query:key`` -> weight, and
+    its tokens, ``token:position:text`` -> position."""
+    patterns, tokens = prompt_pattern(model, probe.clean_ids[0], probe.attention_mask[0])
+    rows: dict[str, float] = {f"token:{i}:{text}": float(i) for i, text in enumerate(tokens)}
+    n = len(tokens)
+    for layer in range(patterns.shape[0]):
+        for head in range(patterns.shape[1]):
+            grid = patterns[layer, head].double().cpu()
+            for q in range(n):
+                for k in range(q + 1):  # causal: nothing above the diagonal
+                    rows[f"a{layer}.h{head}:{q}:{k}"] = float(grid[q, k])
+    return rows
 
 
 def _roles(model, probe) -> dict[str, float]:

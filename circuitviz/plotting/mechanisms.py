@@ -313,3 +313,58 @@ def bias_figure(analyses: pd.DataFrame, *, style: S.FigureStyle | None = None):
     fig.update_layout(barmode="overlay", xaxis_title="prejudice risk |2p − 1|")
     fig.update_xaxes(range=[0, 1])
     return fig
+
+
+def prompt_tokens(analyses: pd.DataFrame, step: int) -> list[str]:
+    """The texts of the prompt whose whole pattern was stored at ``step``, in order."""
+    rows = analyses[(analyses["kind"] == "pattern") & (analyses["step"] == step)]
+    rows = rows[rows["key"].str.startswith("token:")]
+    parts = rows["key"].str.split(":", n=2, expand=True)
+    if rows.empty:
+        return []
+    order = parts[1].astype(int).to_numpy().argsort()
+    return parts[2].to_numpy()[order].tolist()
+
+
+def pattern_matrix(analyses: pd.DataFrame, step: int, head: str) -> np.ndarray:
+    """``[n, n]`` attention weights of ``head`` on the stored prompt at ``step`` (query rows, key
+    columns; NaN above the diagonal, where a causal head cannot look)."""
+    n = len(prompt_tokens(analyses, step))
+    out = np.full((n, n), np.nan)
+    rows = analyses[(analyses["kind"] == "pattern") & (analyses["step"] == step)]
+    rows = rows[rows["key"].str.startswith(f"{head}:")]
+    for key, value in zip(rows["key"], rows["value"]):
+        _, q, k = key.split(":")
+        out[int(q), int(k)] = value
+    return out
+
+
+def pattern_figure(
+    analyses: pd.DataFrame, step: int, head: str, *, style: S.FigureStyle | None = None
+):
+    """``head``'s whole attention pattern on the stored prompt at ``step``, tokens on both axes."""
+    style = style or S.FigureStyle()
+    tokens = prompt_tokens(analyses, step)
+    labels = [f"{i} {t.strip() or repr(t)}" for i, t in enumerate(tokens)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=pattern_matrix(analyses, step, head),
+            x=labels,
+            y=labels,
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            colorbar={"title": {"text": "attention"}},
+        )
+    )
+    fig.update_layout(
+        title={"text": f"{head} at step {step}", "font": {"size": style.title_size}},
+        xaxis_title="key (attended to)",
+        yaxis_title="query",
+        yaxis={"autorange": "reversed"},
+        template="plotly_white",
+        font={"family": style.font_family, "size": style.font_size, "color": "#222222"},
+        height=max(420, 26 * len(tokens) + 160),
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+    )
+    return fig

@@ -203,6 +203,16 @@ def write_synthetic_analyses(run_dir, graph, against: str) -> None:
         writer.add_analysis(step, "roles", roles)
         attention = {h: 0.1 * ((k + i) % 4) for k, h in enumerate(heads)}
         writer.add_analysis(step, "attention", attention)
+        tokens = {"token:0:The": 0.0, "token:1: keys": 1.0, "token:2: are": 2.0}
+        pattern = {
+            f"{h}:{q}:{k}": 1.0 / (q + 1) for h in heads for q in range(3) for k in range(q + 1)
+        }
+        pattern["a0.h1:2:0"], pattern["a0.h1:2:1"], pattern["a0.h1:2:2"] = (
+            0.1 * i,
+            0.9 - 0.1 * i,
+            0.1,
+        )
+        writer.add_analysis(step, "pattern", tokens | pattern)
         ov = {f"{h}:pc1": float(i * (k + 1)) for k, h in enumerate(heads)}
         ov |= {f"{h}:pc2": float(-i) for h in heads}
         if i:
