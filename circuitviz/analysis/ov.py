@@ -36,35 +36,37 @@ class OVFactors:
 def ov_factors(model) -> dict[str, OVFactors]:
     """Every head's OV factors now, ``aL.hH`` -> factors. With grouped-query attention a head
     reads its key/value group's ``W_V`` (the same tensor for every head of the group)."""
-    info = model.info
-    group = info.n_heads // info.n_kv_heads
-    out = {}
-    with torch.no_grad():
-        for layer in range(info.n_layers):
-            attn = model.bridge.blocks[layer].attn
-            # float32 copies on the CPU, one W_V per key/value group: a checkpoint of a 1B model
-            # keeps about 0.3 GB here (the arithmetic below is in float64).
-            w_v = attn.W_V.detach().float().cpu().clone()
-            w_o = attn.W_O.detach().float().cpu().clone()
-            for head in range(info.n_heads):
-                out[f"a{layer}.h{head}"] = OVFactors(v=w_v[head // group], o=w_o[head])
-    return out
+    return _head_factors(model, "W_V", "W_O", grouped="left")
 
 
 def qk_factors(model) -> dict[str, OVFactors]:
     """Every head's QK matrix ``W_Q W_K^T`` (``[d_model, d_model]``: which query reads attend to
     which key reads) as the same two factors, ``v`` = ``W_Q`` and ``o`` = ``W_K^T``, for
     ``trajectory``. With grouped-query attention a head uses its group's ``W_K``."""
+    return _head_factors(model, "W_Q", "W_K", grouped="right", transpose_right=True)
+
+
+def _head_factors(
+    model, left: str, right: str, *, grouped: str, transpose_right: bool = False
+) -> dict[str, OVFactors]:
+    """``aL.hH`` -> (the bridge's ``left`` weight, its ``right`` weight) of every head; the
+    ``grouped`` side is indexed by key/value group. Float32 copies on the CPU, one per group on
+    the grouped side: a checkpoint of a 1B model keeps about 0.3 GB (``gram`` and
+    ``top_change_direction`` compute in float64)."""
     info = model.info
     group = info.n_heads // info.n_kv_heads
     out = {}
     with torch.no_grad():
         for layer in range(info.n_layers):
             attn = model.bridge.blocks[layer].attn
-            w_q = attn.W_Q.detach().float().cpu().clone()
-            w_k = attn.W_K.detach().float().cpu().clone()
+            a = getattr(attn, left).detach().float().cpu().clone()
+            b = getattr(attn, right).detach().float().cpu().clone()
             for head in range(info.n_heads):
-                out[f"a{layer}.h{head}"] = OVFactors(v=w_q[head], o=w_k[head // group].T)
+                first = a[head // group] if grouped == "left" else a[head]
+                second = b[head // group] if grouped == "right" else b[head]
+                out[f"a{layer}.h{head}"] = OVFactors(
+                    v=first, o=second.T if transpose_right else second
+                )
     return out
 
 
