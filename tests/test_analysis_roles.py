@@ -173,14 +173,15 @@ def test_attention_to_tagged_tokens_reads_the_differing_positions(planted):
 
 
 def test_a_prompts_whole_pattern_is_its_real_tokens_rows():
-    """One prompt's pattern, padding cut off, equals those rows of the batch's patterns."""
+    """One prompt's pattern, read from a right-padded batch's forward, equals the pattern of the
+    prompt alone."""
     from circuitviz.analysis.attention import prompt_pattern
 
     model = load_model("random:llama-tiny", device="cpu", dtype="float64", seed=3)
     batch = random_batch(n=3, n_pos=8, vocab=400, seed=4, full_first=False)
     n = int(batch.attention_mask[1].sum())
     assert n < 8  # a padded row
-    patterns, tokens = prompt_pattern(model, batch.clean_ids[1], batch.attention_mask[1])
+    patterns, tokens = prompt_pattern(model, batch, row=1)
     assert patterns.shape == (2, 4, n, n) and len(tokens) == n
     whole = attention_patterns(model, batch.clean_ids[1:2, :n])[:, 0]
     torch.testing.assert_close(patterns, whole)

@@ -45,16 +45,18 @@ def tagged_positions(batch) -> torch.Tensor:
     return differ & batch.attention_mask.bool()
 
 
-def attention_to_tagged(model, batch) -> torch.Tensor:
+def attention_to_tagged(model, batch, patterns: torch.Tensor | None = None) -> torch.Tensor:
     """``[n_layers, n_heads]`` float64: mean over examples of the attention from the target
-    position to the tagged tokens. ValueError when no example has a tagged token."""
+    position to the tagged tokens. ValueError when no example has a tagged token. ``patterns``:
+    the batch's ``attention_patterns`` when the caller has them already."""
     tagged = tagged_positions(batch).to(model.device)
     usable = tagged.any(1)
     if not usable.any():
         raise ValueError(
             "no example's clean and corrupted prompts differ at any token: nothing is tagged"
         )
-    patterns = attention_patterns(model, batch.clean_ids, batch.attention_mask)
+    if patterns is None:
+        patterns = attention_patterns(model, batch.clean_ids, batch.attention_mask)
     by_example = patterns.transpose(0, 1)  # [batch, L, H, query, key]
     rows = torch.arange(len(batch), device=patterns.device)
     at_target = by_example[rows, :, :, batch.target_pos.to(patterns.device)]  # [batch, L, H, key]
@@ -62,11 +64,12 @@ def attention_to_tagged(model, batch) -> torch.Tensor:
     return weight[usable].mean(0)
 
 
-def prompt_pattern(model, ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
-    """(``[n_layers, n_heads, n, n]`` pattern of one prompt's ``n`` real tokens, their texts)."""
-    ids = ids.reshape(1, -1)
-    mask = attention_mask.reshape(1, -1) if attention_mask is not None else torch.ones_like(ids)
-    n = int(mask.sum())
-    patterns = attention_patterns(model, ids[:, :n], mask[:, :n])[:, 0]  # [L, H, n, n]
-    tokens = [model.tokenizer.decode([int(t)]) for t in ids[0, :n]]
-    return patterns, tokens
+def prompt_pattern(model, batch, row: int = 0, patterns: torch.Tensor | None = None):
+    """(``[n_layers, n_heads, n, n]`` pattern of the batch's prompt ``row`` over its ``n`` real
+    tokens, their texts). The rows of a right-padded batch's forward (``patterns``, computed here
+    when not given): a causal model's real tokens never see the padding after them."""
+    if patterns is None:
+        patterns = attention_patterns(model, batch.clean_ids, batch.attention_mask)
+    n = int(batch.attention_mask[row].sum())
+    tokens = [model.tokenizer.decode([int(t)]) for t in batch.clean_ids[row, :n]]
+    return patterns[:, row, :, :n, :n], tokens

@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from circuitviz.analysis.attention import attention_to_tagged, prompt_pattern
+from circuitviz.analysis.attention import attention_patterns, attention_to_tagged, prompt_pattern
 from circuitviz.analysis.bias import occupation_risks
 from circuitviz.analysis.dla import direct_logit_attribution
 from circuitviz.analysis.ov import (
@@ -161,9 +161,10 @@ def analyse_run(
             if "roles" in kinds:
                 writer.add_analysis(step, "roles", _roles(model, probe))
             if "attention" in kinds:
-                grid = attention_to_tagged(model, probe)
+                patterns = attention_patterns(model, probe.clean_ids, probe.attention_mask)
+                grid = attention_to_tagged(model, probe, patterns)
                 writer.add_analysis(step, "attention", _by_head(grid))
-                writer.add_analysis(step, "pattern", _pattern_rows(model, probe))
+                writer.add_analysis(step, "pattern", _pattern_rows(model, probe, patterns))
             if "bias" in kinds:
                 writer.add_analysis(step, "bias", occupation_risks(model, bias_data))
             if circuits is not None:
@@ -192,10 +193,10 @@ def _by_head(grid: torch.Tensor, prefix: str = "") -> dict[str, float]:
     }
 
 
-def _pattern_rows(model, probe) -> dict[str, float]:
+def _pattern_rows(model, probe, patterns) -> dict[str, float]:
     """The probe's first prompt: every head's whole pattern, ``aL.hH:query:key`` -> weight, and
-    its tokens, ``token:position:text`` -> position."""
-    patterns, tokens = prompt_pattern(model, probe.clean_ids[0], probe.attention_mask[0])
+    its tokens, ``token:position:text`` -> position (``patterns``: the probe's own)."""
+    patterns, tokens = prompt_pattern(model, probe, 0, patterns)
     rows: dict[str, float] = {f"token:{i}:{text}": float(i) for i, text in enumerate(tokens)}
     n = len(tokens)
     for layer in range(patterns.shape[0]):
