@@ -76,16 +76,22 @@ def _grid(items, n_layers: int, n_heads: int) -> np.ndarray:
 def _line_figure(title: str, y_title: str, style: S.FigureStyle | None) -> go.Figure:
     style = style or S.FigureStyle()
     fig = go.Figure()
+    _style(fig, style, title=title)
+    fig.update_layout(xaxis_title="step", yaxis_title=y_title)
+    return fig
+
+
+def _style(fig: go.Figure, style: S.FigureStyle, *, title: str = "", height: int = 0) -> None:
+    """The look every figure here shares: white template, the style's fonts, a height (at least
+    ``height``) that scales with the style, the title if any."""
     fig.update_layout(
-        title={"text": title, "font": {"size": style.title_size}},
-        xaxis_title="step",
-        yaxis_title=y_title,
         template="plotly_white",
         font={"family": style.font_family, "size": style.font_size, "color": "#222222"},
-        height=max(360, style.min_height * 3 // 4),
+        height=max(height, 360, style.min_height * 3 // 4),
         margin={"l": 60, "r": 20, "t": 50, "b": 50},
     )
-    return fig
+    if title:
+        fig.update_layout(title={"text": title, "font": {"size": style.title_size}})
 
 
 def dla_lines(analyses: pd.DataFrame, *, top: int = 8, style: S.FigureStyle | None = None):
@@ -282,13 +288,8 @@ def ov_figure(
     fig.update_yaxes(title_text="PC 2", row=1, col=1)
     fig.update_xaxes(title_text="step", row=1, col=2)
     fig.update_yaxes(title_text="|cos|", range=[0, 1.05], row=1, col=2)
-    fig.update_layout(
-        template="plotly_white",
-        showlegend=False,
-        height=max(360, style.min_height * 3 // 4),
-        font={"family": style.font_family, "size": style.font_size, "color": "#222222"},
-        margin={"l": 60, "r": 20, "t": 50, "b": 50},
-    )
+    _style(fig, style)
+    fig.update_layout(showlegend=False)
     return fig
 
 
@@ -357,14 +358,8 @@ def pattern_figure(
             colorbar={"title": {"text": "attention"}},
         )
     )
+    _style(fig, style, title=f"{head} at step {step}", height=max(420, 26 * len(tokens) + 160))
     fig.update_layout(
-        title={"text": f"{head} at step {step}", "font": {"size": style.title_size}},
-        xaxis_title="key (attended to)",
-        yaxis_title="query",
-        yaxis={"autorange": "reversed"},
-        template="plotly_white",
-        font={"family": style.font_family, "size": style.font_size, "color": "#222222"},
-        height=max(420, 26 * len(tokens) + 160),
-        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+        xaxis_title="key (attended to)", yaxis_title="query", yaxis={"autorange": "reversed"}
     )
     return fig
