@@ -24,7 +24,13 @@ import pytest
 import torch
 
 from circuitviz.analysis.attention import attention_patterns, attention_to_tagged
-from circuitviz.analysis.roles import attention_roles, copying_scores, holders, random_sequences
+from circuitviz.analysis.roles import (
+    ROLES,
+    attention_roles,
+    copying_scores,
+    holders,
+    random_sequences,
+)
 from circuitviz.models import load_model
 from tests.support.batches import random_batch
 
@@ -186,3 +192,11 @@ def test_a_prompts_whole_pattern_is_its_real_tokens_rows():
     whole = attention_patterns(model, batch.clean_ids[1:2, :n])[:, 0]
     torch.testing.assert_close(patterns, whole)
     assert tokens == [model.tokenizer.decode([int(t)]) for t in batch.clean_ids[1, :n]]
+
+
+def test_the_dashboard_names_every_role():
+    """The plotting side (no torch) lists the roles the detectors store, for box colours."""
+    from circuitviz.plotting.style import NODE_COLORS, ROLE_LABELS
+
+    assert tuple(ROLE_LABELS) == ROLES
+    assert ("kind", "dla", *ROLES) == NODE_COLORS

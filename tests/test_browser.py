@@ -251,6 +251,9 @@ def test_scrubbing_redraws_in_the_browser_without_the_server(server, browser):
         {"top_n": 30, "node": "a2.kv1", "focus": True, "collapse": True},
         {"top_n": None, "threshold": 0.05, "only_circuit": True},
         {"top_n": 2000},
+        {"top_n": 30, "node_color": "dla", "step": "60"},
+        {"top_n": 30, "node_color": "previous_token", "compare": "before"},
+        {"top_n": 10, "node_color": "induction", "step": "before", "collapse": True},
     ],
 )
 def test_the_browser_draws_the_python_scene(server, browser, root, changes):
@@ -273,6 +276,32 @@ def test_the_browser_draws_the_python_scene(server, browser, root, changes):
     points = page.evaluate(f"() => Array.from({{length: 300}}, (_, e) => {RENDERER}.points(e))")
     np.testing.assert_allclose(
         np.array(points).reshape(300, -1, 2), layout.edge_curves[:300], atol=1e-5
+    )
+    assert errors == []
+    page.close()
+
+
+def test_boxes_coloured_by_dla_follow_the_step_and_the_url(server, browser, root):
+    """The box-colour menu offers the run's analyses; DLA fills follow the step slider (the
+    latest analysed step at or before it) and the choice reaches the URL."""
+    page, _, errors = open_graph(browser, f"{server}/?run=svd-circuit&step=20&top_n=30")
+    menu = page.locator(".cvz-node-color")
+    options = menu.locator("option").evaluate_all("(os) => os.map((o) => o.value)")
+    assert options == ["kind", "dla", "previous_token", "induction"]
+    menu.select_option("dla")
+    page.wait_for_url(re.compile(r"node_color=dla"), timeout=15_000)
+    legend = page.locator(".cvz-legend").inner_text()
+    assert "box DLA > 0 (step 0)" in legend
+    drawn = page.evaluate("() => window.__circuitviz.main.state.drawn[0].scene.fills")
+    ((scene, _),), _ = python_scene(
+        root, ViewState(run="svd-circuit", step="20", top_n=30, node_color="dla")
+    )
+    assert drawn == list(scene.node_fill)
+    page.locator(".cvz-step").focus()
+    page.keyboard.press("ArrowRight")  # step 40: the next analysed step
+    page.wait_for_function(
+        "() => document.querySelector('.cvz-legend').innerText.includes('(step 40)')",
+        timeout=5_000,
     )
     assert errors == []
     page.close()

@@ -5,14 +5,17 @@ import io
 import json
 import re
 
+import numpy as np
 import pytest
 from PIL import Image
-from support.synthetic import write_synthetic_run
+from support.synthetic import write_synthetic_analyses, write_synthetic_run
 
 from circuitviz.cli import main
 from circuitviz.graph.io import load_json
 from circuitviz.graph.topology import build_graph
 from circuitviz.plotting.edges import select_edges
+from circuitviz.plotting.layout import layout_for
+from circuitviz.plotting.rundata import load_run_frames, node_color_modes, node_values
 from circuitviz.plotting.view import ViewState
 from circuitviz.runs import RunStore
 
@@ -101,6 +104,7 @@ def test_view_file_round_trip(runs, tmp_path):
         (["--step", "7"], "no snapshot at step '7'"),
         (["--top-n", "lots"], "--top-n"),
         (["--node", "a7.h7"], "not a box"),
+        (["--node-color", "dla"], "no dla analysis to colour boxes by: run `circuitviz analyse"),
     ],
 )
 def test_bad_input_is_one_clear_line(runs, tmp_path, capsys, extra, message):
@@ -120,3 +124,50 @@ def test_unknown_extension_and_missing_run(runs, tmp_path, capsys):
     assert "cannot tell the format" in capsys.readouterr().err
     assert main(["export", "--runs-dir", str(root), "--out", str(tmp_path / "x.svg")]) == 2
     assert "--run" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    """A run ``circuitviz analyse`` has measured at steps 0, 40 and 80."""
+    root = tmp_path_factory.mktemp("analysed")
+    graph = build_graph(3, 3)
+    run_id = write_synthetic_run(root, n_steps=80, graph=graph, snapshot_every=20, seed=2)
+    write_synthetic_analyses(root / run_id, graph, against="other")
+    return root, run_id
+
+
+def test_node_values_are_the_stored_analyses_per_box(analysed):
+    root, run_id = analysed
+    run = RunStore([root]).open(run_id)
+    frames = load_run_frames(run)
+    layout = layout_for(3, 3)
+    assert node_color_modes(frames) == ["kind", "dla", "previous_token", "induction"]
+    table = run.analyses()
+    for mode in ("dla", "previous_token"):
+        values = node_values(frames, layout, mode)
+        assert values.steps.tolist() == [0, 40, 80]
+        prefix = "" if mode == "dla" else f"{mode}:"
+        kind = "dla" if mode == "dla" else "roles"
+        for row, step in enumerate(values.steps.tolist()):
+            for n, name in enumerate(layout.node_names):  # the oracle: one lookup per box
+                hit = table[
+                    (table.step == step) & (table.kind == kind) & (table.key == prefix + name)
+                ]
+                want = float(hit["value"].iloc[0]) if len(hit) else float("nan")
+                np.testing.assert_equal(float(values.values[row, n]), np.float32(want))
+    dla = node_values(frames, layout, "dla")
+    assert dla.scale == pytest.approx(1.0) and dla.sqrt  # a2.h1's +1 at step 0 is the largest
+    assert node_values(frames, layout, "previous_token").scale == 1.0  # a share of attention
+    assert node_values(frames, layout, "kind") is None
+    assert node_values(frames, layout, "copying") is None  # never measured
+
+
+def test_export_colours_boxes_by_an_analysis(analysed, tmp_path):
+    root, run_id = analysed
+    out = tmp_path / "dla.svg"
+    argv = ["export", "--runs-dir", str(root), "--run", run_id, "--step", "60", "--out", str(out)]
+    assert main([*argv, "--node-color", "dla"]) == 0
+    svg = out.read_text()
+    assert "box DLA &gt; 0 (step 40)" in svg  # step 60 shows the latest analysed step, 40
+    assert main([*argv[:-1], str(tmp_path / "roles.svg"), "--node-color", "previous_token"]) == 0
+    assert "box previous-token score (step 40)" in (tmp_path / "roles.svg").read_text()

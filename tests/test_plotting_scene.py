@@ -6,12 +6,14 @@ import itertools
 import numpy as np
 import pytest
 from matplotlib.collections import LineCollection
+from matplotlib.colors import to_hex
 
 from circuitviz.plotting import style as S
 from circuitviz.plotting.circuit import circuit_figure
 from circuitviz.plotting.layout import layout_for
 from circuitviz.plotting.scene import (
     COLLAPSED_BAND,
+    NodeValues,
     SceneOptions,
     build_scene,
     mix_white,
@@ -226,3 +228,105 @@ def test_options_are_validated():
     ]:
         with pytest.raises(ValueError, match=match):
             SceneOptions(**bad)
+
+
+# ---- boxes coloured by an analysis -------------------------------------------------------------
+
+
+def value_fill_oracle(mode, value, scale, sqrt):
+    """One box's fill, written out the long way: hue by sign (DLA) or purple (a role), strength
+    ``|value| / scale`` (square-rooted for DLA) rounded to fifths, mixed with white."""
+    if np.isnan(value):
+        return S.NO_VALUE_FILL
+    ratio = min(abs(float(value)) / scale, 1.0) ** (0.5 if sqrt else 1.0)
+    level = int(ratio * 5 + 0.5) / 5  # halves round up
+    if mode == "dla":
+        hue = S.HELPS if value > 0 else S.HURTS
+    else:
+        hue, level = S.ROLE_FILL, (level if value > 0 else 0.0)
+    rgb = [int(hue[i : i + 2], 16) for i in (1, 3, 5)]
+    mixed = [int(np.floor(255 - (255 - c) * level + 0.5)) for c in rgb]
+    return "#" + "".join(f"{c:02x}" for c in mixed)
+
+
+@pytest.fixture(scope="module")
+def dla_values(layout):
+    rng = np.random.default_rng(5)
+    values = rng.standard_normal((3, layout.n_nodes)).astype(np.float32)
+    kinds = np.asarray(layout.node_kind)
+    values[:, (kinds == "kv") | (kinds == "logits")] = np.nan  # DLA has no value there
+    values[1, 3] = 0.0
+    scale = float(np.nanmax(np.abs(values)))
+    return NodeValues(
+        mode="dla", steps=np.array([0, 40, 80]), values=values, scale=scale, sqrt=True
+    )
+
+
+@pytest.mark.parametrize(("step", "row"), [(0, 0), (39, 0), (40, 1), (79.5, 1), (200, 2)])
+def test_boxes_take_the_latest_analysed_step(layout, scores, dla_values, step, row):
+    scene = build_scene(
+        layout, scores, options=SceneOptions(top_n=20), node_values=dla_values, step=step
+    )
+    assert scene.node_value_step == int(dla_values.steps[row])
+    values = dla_values.values[row]
+    want = [value_fill_oracle("dla", v, dla_values.scale, True) for v in values.tolist()]
+    assert list(scene.node_fill) == want
+    at, strongest = np.unravel_index(
+        np.nanargmax(np.abs(dla_values.values)), dla_values.values.shape
+    )
+    if row == at:  # the run's largest |DLA| gets the full colour of its sign
+        assert scene.node_fill[strongest] in (S.HELPS.lower(), S.HURTS.lower())
+    if row == 1:
+        assert scene.node_fill[3] == "#ffffff"  # zero DLA is white
+    labels = [entry.label for entry in scene.legend if entry.kind == "fill"]
+    assert labels == [f"box DLA > 0 (step {scene.node_value_step})", "box DLA < 0"]
+    assert (
+        scene.edges.tolist()
+        == build_scene(layout, scores, options=SceneOptions(top_n=20)).edges.tolist()
+    )
+
+
+def test_role_colours_are_shares_of_attention(layout, scores):
+    values = np.full((1, layout.n_nodes), np.nan, np.float32)
+    heads = [n for n, kind in enumerate(layout.node_kind) if kind == "head"]
+    values[0, heads] = np.linspace(-0.1, 1.2, len(heads))
+    roles = NodeValues(mode="induction", steps=np.array([0]), values=values, scale=1.0, sqrt=False)
+    scene = build_scene(layout, scores, node_values=roles, step=10)
+    for n in range(layout.n_nodes):
+        assert scene.node_fill[n] == value_fill_oracle("induction", values[0, n], 1.0, False)
+    assert scene.node_fill[heads[-1]] == S.ROLE_FILL.lower()  # 1.2 is capped at full colour
+    assert scene.node_fill[heads[0]] == "#ffffff"  # a negative score is no role
+    assert scene.label_colors[heads[-1]] == "#ffffff"  # white text on the dark purple
+    assert scene.label_colors[heads[0]] == "#333333"
+
+
+def test_node_values_are_validated(layout):
+    good = {"steps": np.array([0]), "values": np.zeros((1, layout.n_nodes), np.float32)}
+    with pytest.raises(ValueError, match="no box colouring"):
+        NodeValues(mode="rainbow", scale=1.0, sqrt=False, **good)
+    with pytest.raises(ValueError, match="scale"):
+        NodeValues(mode="dla", scale=0.0, sqrt=True, **good)
+    short = NodeValues(
+        mode="dla", steps=np.array([0]), values=np.zeros((1, 3), np.float32), scale=1.0, sqrt=True
+    )
+    with pytest.raises(ValueError, match="one column per box"):
+        build_scene(layout, np.zeros(layout.n_edges), node_values=short)
+
+
+def test_both_renderers_draw_the_box_colours(layout, scores, dla_values):
+    scene = build_scene(
+        layout, scores, options=SceneOptions(top_n=20), node_values=dla_values, step=80
+    )
+    fig = circuit_figure(scene)
+    fills = {trace.fillcolor for trace in fig.data if trace.fill == "toself"}
+    assert fills == set(scene.node_fill)
+    legend = {trace.name for trace in fig.data if trace.showlegend}
+    assert {"box DLA > 0 (step 80)", "box DLA < 0"} <= legend
+    hover = next(trace for trace in fig.data if trace.name == "nodes").hovertext
+    n = int(np.nanargmax(np.abs(dla_values.values[2])))
+    assert f"DLA {dla_values.values[2, n]:+.4g} at step 80" in hover[n]
+    static = circuit_static_figure(scene, title="t")
+    got = {to_hex(patch.get_facecolor()) for patch in static.axes[0].patches}
+    assert set(scene.node_fill) <= got
+    texts = [t.get_text() for t in static.legends[0].get_texts()]
+    assert "box DLA > 0 (step 80)" in texts and "box DLA < 0" in texts

@@ -21,6 +21,7 @@ FULL = ViewState(
     compare="before",
     compare_mode="side",
     color_by="target",
+    node_color="induction",
     only_circuit=True,
     task="sv",
     overlay=("a", "b"),
@@ -53,6 +54,7 @@ def test_bad_url_parameters_are_dropped_and_reported():
         ("color_by", "red", "color_by"),
         ("step", "middle", "step"),
         ("compare_mode", "stack", "compare_mode"),
+        ("node_color", "rainbow", "node_color"),
     ],
 )
 def test_validation_names_the_field(field, value, match):

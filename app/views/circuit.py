@@ -6,6 +6,8 @@ import panels
 import state
 import streamlit as st
 
+from circuitviz.plotting.rundata import node_color_modes
+
 frames = state.current_run()
 if frames is None:
     st.stop()
@@ -29,6 +31,13 @@ layout = state.layout_of(frames.layout_key)
 state.check_view(frames, layout)
 if frames.shown_status != "finished":
     st.caption(f"Run status: {state.run_title(frames)}")
+modes = node_color_modes(frames)
+if state.view().node_color not in modes:
+    st.info(
+        f"This run has no {state.view().node_color} analysis, so its boxes show their kind: run "
+        f"`circuitviz analyse {frames.run_id}` (or **Analyse a run** on the Run page) to colour "
+        "them by direct logit attribution or a head's role."
+    )
 run_dir = state.run_dir_of(frames.run_id)
 graphview.show(frames, layout, str(run_dir), state.run_stamp(run_dir))
 if not state.view().presentation:
@@ -36,5 +45,7 @@ if not state.view().presentation:
         "Drag the step slider or press ▶; type a top-N or drag its slider; hover an edge for its "
         "score and rank; click a box for its edges and history; scroll to zoom, drag to pan, "
         "double-click to fit. Width ∝ |score|; a paler box carries less attribution; boxes outlined "
-        "dark are trained by the run's own circuit at this step."
+        "dark are trained by the run's own circuit at this step. *boxes: DLA* fills each head and "
+        "MLP by its direct logit attribution (blue: it pushes the answer over the wrong token), "
+        "*boxes: induction* etc. by that role's score, both at the latest analysed step."
     )

@@ -4,6 +4,7 @@ circuitviz export --run RUN --step after --top-n 100 --out circuit.svg
 circuitviz export --view saved.view.json --out circuit.pdf
 circuitviz export --run RUN --out slider.gif
 circuitviz export --run RUN --out run.player.html   # the dashboard's renderer, offline
+circuitviz export --run RUN --node-color dla --out dla.svg   # boxes by direct logit attribution
 
 Nothing here imports torch: a run is drawn from its stored scores and its graph's names.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from circuitviz.cli.common import UserError, print_json, require_app_extra
+from circuitviz.plotting.style import NODE_COLORS  # plain constants: no plotting stack
 
 # The export formats (``circuitviz.plotting.export.FORMATS``), listed here so that ``--help`` does
 # not import the plotting stack; a test keeps the two equal.
@@ -35,7 +37,13 @@ def register(subparsers) -> None:
     parser.add_argument("--threshold", type=float, help="show edges with |score| >= T")
     parser.add_argument("--top-n", help="show the N strongest edges, or 'all' (default 100)")
     parser.add_argument("--node", help="highlight one box (a3.h1, m2, input, logits)")
-    parser.add_argument("--color-by", choices=["sign", "target"])
+    parser.add_argument("--color-by", choices=["sign", "target"], help="colour edges by")
+    parser.add_argument(
+        "--node-color",
+        choices=NODE_COLORS,
+        help="fill boxes by their kind (default), their direct logit attribution or a role's "
+        "score, as `circuitviz analyse` measured them at the latest step at or before --step",
+    )
     parser.add_argument(
         "--only-circuit", action="store_true", help="only edges of the run's own circuit"
     )
@@ -72,7 +80,7 @@ def build_view(args):
     except ValueError as exc:
         raise UserError(f"--view {args.view}: {exc}") from exc
     changes: dict = {}
-    for name in ("run", "step", "compare", "threshold", "node", "color_by"):
+    for name in ("run", "step", "compare", "threshold", "node", "color_by", "node_color"):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value
@@ -92,6 +100,18 @@ def build_view(args):
     if view.run is None:
         raise UserError("say which run to export: --run RUN (see `circuitviz runs list`) or --view")
     return view
+
+
+def check_node_color(frames, mode: str) -> None:
+    """UserError when the run has not stored the analysis ``mode`` colours boxes by."""
+    from circuitviz.plotting.rundata import node_color_modes
+
+    modes = node_color_modes(frames)
+    if mode not in modes:
+        raise UserError(
+            f"run {frames.run_id} has no {mode} analysis to colour boxes by: run "
+            f"`circuitviz analyse {frames.run_id}` first (it offers: {', '.join(modes)})"
+        )
 
 
 def export_command(args) -> int:
@@ -119,6 +139,7 @@ def export_command(args) -> int:
             raise RunCorrupt(
                 f"its recorded edge names do not match the graph of shape {frames.graph_shape}"
             )
+        check_node_color(frames, view.node_color)
     except RunNotFound as exc:
         raise UserError(str(exc)) from exc
     except (RunCorrupt, RunStoreError) as exc:

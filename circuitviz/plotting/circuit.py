@@ -118,7 +118,10 @@ def _box_traces(scene: Scene, style: S.FigureStyle) -> list[go.Scatter]:
             y=y[big],
             mode="text",
             text=[label for label, on in zip(labels, big.tolist()) if on],
-            textfont={"size": style.label_size, "color": "#333333"},
+            textfont={
+                "size": style.label_size,
+                "color": [c for c, on in zip(scene.label_colors, big.tolist()) if on],
+            },
             hoverinfo="skip",
             showlegend=False,
             name="labels",
@@ -155,6 +158,13 @@ def _node_hover_trace(scene: Scene) -> go.Scatter:
             layout.node_names, n_in.tolist(), n_out.tolist(), scene.node_mass.tolist()
         )
     ]
+    if scene.node_value is not None:  # boxes coloured by an analysis: say its value
+        mode = scene.node_value_mode
+        name = "DLA" if mode == "dla" else f"{S.ROLE_LABELS[mode]} score"
+        hover = [
+            text + (f"<br>{name} {v:+.4g} at step {scene.node_value_step}" if v == v else "")
+            for text, v in zip(hover, scene.node_value.tolist())
+        ]
     x, y, _, _ = scene.boxes()
     return go.Scatter(
         x=x,
@@ -174,6 +184,23 @@ def _legend_traces(scene: Scene, style: S.FigureStyle) -> list[go.Scatter]:
     entry)."""
     traces = []
     for entry in scene.legend:
+        if entry.kind == "fill":  # a box colouring's swatch
+            traces.append(
+                go.Scatter(
+                    x=[None],
+                    y=[None],
+                    mode="markers",
+                    marker={
+                        "symbol": "square",
+                        "size": 12,
+                        "color": entry.color,
+                        "line": {"color": S.NODE_LINE, "width": 1},
+                    },
+                    name=entry.label,
+                    showlegend=True,
+                    hoverinfo="skip",
+                )
+            )
         if entry.kind != "line":
             continue
         line = {"color": entry.color, "width": 3 * style.line_scale, "dash": entry.dash}

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from circuitviz.plotting import style as S
 from circuitviz.plotting.layout import Layout
-from circuitviz.plotting.scene import Scene, SceneOptions, build_scene
+from circuitviz.plotting.scene import NodeValues, Scene, SceneOptions, build_scene
 from circuitviz.plotting.style import FigureStyle
 from circuitviz.plotting.view import ViewState, resolve_token, step_tokens, token_label
 
@@ -48,6 +49,10 @@ class RunFrames:
     evals: pd.DataFrame = field(repr=False)
     head_changes: pd.DataFrame = field(repr=False)
     noise_std: np.ndarray | None = field(repr=False)
+    # ``circuitviz analyse``'s DLA and role rows (step, kind, key, value), to colour boxes by
+    analyses: pd.DataFrame = field(
+        repr=False, default_factory=lambda: pd.DataFrame(columns=["step", "kind", "key", "value"])
+    )
     live: bool | None = None  # a process holds the run's writer lock (None: unknown)
 
     @property
@@ -131,7 +136,67 @@ def load_run_frames(run, *, task: str | None = None) -> RunFrames:
         evals=run.evals(),
         head_changes=run.head_changes(),
         noise_std=run.noise_floor_std(),
+        analyses=_box_analyses(run),
         live=run.is_live() if run.status == "running" else None,
+    )
+
+
+def _box_analyses(run) -> pd.DataFrame:
+    """The analyses boxes can be coloured by: DLA and the role scores."""
+    frames = [run.analyses(kind) for kind in ("dla", "roles")]
+    return pd.concat(frames, ignore_index=True) if any(len(f) for f in frames) else frames[0]
+
+
+def node_color_modes(frames: RunFrames) -> list[str]:
+    """The box colourings this run offers: ``kind`` always, then each analysis it has stored."""
+    table = frames.analyses
+    modes = ["kind"]
+    if (table["kind"] == "dla").any():
+        modes.append("dla")
+    roles = table.loc[table["kind"] == "roles", "key"].str.split(":").str[0]
+    modes += [role for role in S.ROLE_LABELS if (roles == role).any()]
+    return modes
+
+
+def node_values(frames: RunFrames, layout: Layout, mode: str) -> NodeValues | None:
+    """The run's ``mode`` analysis (``dla`` or a role) per box and analysed step, or None for
+    ``kind`` and for a run without it. Full colour is the largest |value| of the whole run (so a
+    colour means the same at every step); an attention role's score is a share of attention, so
+    its full colour is 1."""
+    if mode == "kind":
+        return None
+    if mode not in S.NODE_COLOR_LABELS:
+        raise ValueError(f"no box colouring {mode!r}; choose from {', '.join(S.NODE_COLORS)}")
+    table = frames.analyses
+    if mode == "dla":
+        rows = table[table["kind"] == "dla"]
+        keys = rows["key"]
+    else:
+        rows = table[(table["kind"] == "roles") & table["key"].str.startswith(f"{mode}:")]
+        keys = rows["key"].str.removeprefix(f"{mode}:")
+    if not len(rows):
+        return None
+    grid = (
+        rows.assign(key=keys, value=pd.to_numeric(rows["value"], errors="coerce"))
+        .pivot_table(index="step", columns="key", values="value", aggfunc="last", dropna=False)
+        .sort_index()
+    )
+    values = np.full((len(grid), layout.n_nodes), np.nan, np.float32)
+    index = layout.node_index()
+    for name in grid.columns:
+        if name in index:
+            values[:, index[name]] = grid[name].to_numpy(dtype=np.float32)
+    magnitude = np.abs(values[np.isfinite(values)])
+    if mode in ("dla", "copying"):
+        scale = float(magnitude.max()) if magnitude.size and magnitude.max() > 0 else 1.0
+    else:
+        scale = 1.0
+    return NodeValues(
+        mode=mode,
+        steps=grid.index.to_numpy(dtype=np.int64),
+        values=values,
+        scale=scale,
+        sqrt=mode == "dla",
     )
 
 
@@ -203,15 +268,31 @@ def view_scenes(
     step the run lacks; ValueError for a box it lacks."""
     resolved = resolve_view(frames, view)
     options = scene_options(view, style)
+    values = node_values(frames, layout, view.node_color)
+    steps = frames.snapshots["step"].to_numpy(dtype=np.float64)
     side = view.compare_mode == "side" if side_by_side is None else side_by_side
     if resolved.compare is not None and side:
         return [
             (
-                build_scene(layout, resolved.compare, frames.selected[resolved.row_a], options),
+                build_scene(
+                    layout,
+                    resolved.compare,
+                    frames.selected[resolved.row_a],
+                    options,
+                    node_values=values,
+                    step=steps[resolved.row_a],
+                ),
                 f"A: {token_label(resolved.token_a, frames.snapshots)}",
             ),
             (
-                build_scene(layout, resolved.scores, resolved.selected, options),
+                build_scene(
+                    layout,
+                    resolved.scores,
+                    resolved.selected,
+                    options,
+                    node_values=values,
+                    step=steps[resolved.row_b],
+                ),
                 f"B: {token_label(resolved.token_b, frames.snapshots)}",
             ),
         ]
@@ -222,5 +303,7 @@ def view_scenes(
         options,
         compare=resolved.compare,
         noise_std=frames.noise_std if resolved.compare is not None else None,
+        node_values=values,
+        step=steps[resolved.row_b],
     )
     return [(scene, resolved.title)]

@@ -14,13 +14,16 @@ module) only draw it. Steps:
    category), width and opacity by |score| relative to the strongest shown edge (four bins on a
    square-root scale), all thinner when many edges are shown. Groups are ordered weakest first so strong edges end on top.
 4. Boxes: filled in their kind's colour, paler the less attribution flows through them at this step
-   (Σ|score| of their shown edges); idle boxes white; boxes the run's circuit trains outlined.
+   (Σ|score| of their shown edges); idle boxes white; boxes the run's circuit trains outlined. Or
+   filled by an analysis (``NodeValues``: DLA, a role's score) at the latest analysed step at or
+   before this one, whiter the smaller its value.
 5. Layers that no shown edge touches may collapse to a thin band (``collapse``), so a sparse circuit
    in a 30-layer model uses the height for the layers that matter.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -87,6 +90,33 @@ class SceneOptions:
 
 
 @dataclass(frozen=True, eq=False)
+class NodeValues:
+    """One analysis's value of every box at each step ``circuitviz analyse`` measured, to colour
+    the boxes by (``rundata.node_values`` reads it from a run). A box's colour strength is
+    ``|value| / scale`` (its square root when ``sqrt``: DLA is heavy-tailed), in ``FILL_LEVELS``
+    steps; its hue the value's sign for ``dla``, one purple for a role."""
+
+    mode: str  # "dla" or a role of style.ROLE_LABELS
+    steps: np.ndarray  # [n_steps] int, ascending
+    values: np.ndarray  # [n_steps, n_nodes] float32; NaN where the analysis has no value
+    scale: float  # |value| drawn at full colour (> 0)
+    sqrt: bool
+
+    def __post_init__(self) -> None:
+        if self.mode not in S.NODE_COLOR_LABELS:
+            raise ValueError(f"no box colouring {self.mode!r}; choose from {S.NODE_COLORS[1:]}")
+        if not len(self.steps) or self.values.shape[0] != len(self.steps):
+            raise ValueError("node values need one row per analysed step, and at least one step")
+        if not self.scale > 0:
+            raise ValueError(f"the full-colour scale must be positive, got {self.scale!r}")
+
+    def row_at(self, step: float) -> int:
+        """The row of the latest analysed step at or before ``step`` (the weights the run held
+        then), or the first row for a step before every analysed one."""
+        return max(int(np.searchsorted(self.steps, step, side="right")) - 1, 0)
+
+
+@dataclass(frozen=True, eq=False)
 class EdgeGroup:
     """Edges drawn alike: one plotly trace, one matplotlib LineCollection, one canvas path."""
 
@@ -104,7 +134,7 @@ class LegendEntry:
     label: str
     color: str
     dash: Literal["solid", "dot"] = "solid"
-    kind: Literal["line", "box"] = "line"
+    kind: Literal["line", "box", "fill"] = "line"  # box: an outline; fill: a filled swatch
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -125,9 +155,17 @@ class Scene:
     node_mass: np.ndarray = field(repr=False)  # [n_nodes] Σ|score| of the drawn edges
     node_active: np.ndarray = field(repr=False)  # [n_nodes] bool: a drawn edge touches it
     in_circuit: np.ndarray | None = field(repr=False)  # [n_nodes] bool, the run's circuit
+    node_value: np.ndarray | None = field(repr=False)  # [n_nodes] the boxes' colouring values
+    node_value_step: int | None  # the analysed step they are from
+    node_value_mode: str | None  # which analysis ("dla" or a role)
     focus: int | None
     band_in: np.ndarray = field(repr=False)  # y boundaries of the layout's bands
     band_out: np.ndarray = field(repr=False)  # where they are drawn (collapsed bands shrink)
+
+    @property
+    def label_colors(self) -> tuple[str, ...]:
+        """Each box's label colour: white on a dark fill, dark grey otherwise."""
+        return tuple(label_color(fill) for fill in self.node_fill)
 
     @property
     def n_drawn(self) -> int:
@@ -175,11 +213,14 @@ def build_scene(
     *,
     compare: np.ndarray | None = None,
     noise_std: np.ndarray | None = None,
+    node_values: NodeValues | None = None,
+    step: float = 0,
 ) -> Scene:
     """The scene of one step (``scores``), or of the change from ``compare`` (step A) to it.
 
     ``scores``, ``compare``, ``noise_std``: per-edge vectors in the layout's edge order;
-    ``selected``: the run's own circuit at this step (boolean per edge)."""
+    ``selected``: the run's own circuit at this step (boolean per edge); ``node_values``: colour
+    the boxes by this analysis at ``step`` (the training step shown) instead of by their kind."""
     options = options or SceneOptions()
     scores = _vector("scores", scores, layout.n_edges).astype(np.float64)
     order = rank_order(scores)
@@ -231,6 +272,20 @@ def build_scene(
     active[layout.edge_src_node[edges]] = True
     active[layout.edge_dst_node[edges]] = True
     in_circuit = None if selected is None else circuit_nodes(layout, selected)
+    legend = _legend(groups, in_circuit is not None and bool(in_circuit.any()))
+    value = value_step = None
+    if node_values is None:
+        fills = node_fills(layout, mass, active)
+    else:
+        if node_values.values.shape[1] != layout.n_nodes:
+            raise ValueError(
+                f"node values must have one column per box ({layout.n_nodes}), got "
+                f"{node_values.values.shape[1]}"
+            )
+        row = node_values.row_at(step)
+        value, value_step = node_values.values[row], int(node_values.steps[row])
+        fills = value_fills(node_values, value)
+        legend += value_legend(node_values.mode, value_step)
     band_in = layout.band_edges()
     band_out = _collapsed_bands(layout, active) if options.collapse else band_in.copy()
     return Scene(
@@ -242,11 +297,14 @@ def build_scene(
         ranks=edge_ranks(order),
         diff=diff,
         groups=tuple(groups),
-        legend=_legend(groups, in_circuit is not None and bool(in_circuit.any())),
-        node_fill=node_fills(layout, mass, active),
+        legend=legend,
+        node_fill=fills,
         node_mass=mass,
         node_active=active,
         in_circuit=in_circuit,
+        node_value=value,
+        node_value_step=value_step,
+        node_value_mode=None if node_values is None else node_values.mode,
         focus=focus,
         band_in=band_in,
         band_out=band_out,
@@ -464,6 +522,45 @@ def mix_white(color: str, t: float) -> str:
     channels = [int(color[i : i + 2], 16) for i in (1, 3, 5)]
     mixed = [int(np.floor(255 + (c - 255) * t + 0.5)) for c in channels]
     return "#" + "".join(f"{c:02x}" for c in mixed)
+
+
+def value_fills(values: NodeValues, row: np.ndarray) -> tuple[str, ...]:
+    """Each box's fill by its analysis value ``row`` (one entry per box): ``dla`` in blue
+    (towards the answer) or vermillion (towards the wrong token), a role's score in purple, at a
+    strength of ``|value| / scale`` (square-rooted when ``values.sqrt``) rounded to
+    ``FILL_LEVELS`` steps over white; a box without a value grey."""
+    fills = []
+    for value in row.tolist():
+        if value != value:  # NaN: the analysis says nothing about this box
+            fills.append(S.NO_VALUE_FILL)
+            continue
+        ratio = min(abs(value) / values.scale, 1.0)
+        if values.sqrt:
+            ratio = math.sqrt(ratio)
+        level = math.floor(ratio * FILL_LEVELS + 0.5) / FILL_LEVELS
+        if values.mode == "dla":
+            color = S.HELPS if value > 0 else S.HURTS
+        else:
+            color, level = S.ROLE_FILL, level if value > 0 else 0.0
+        fills.append(mix_white(color, level))
+    return tuple(fills)
+
+
+def label_color(fill: str) -> str:
+    """White text on a dark ``fill`` (#rrggbb; luma below half, in integer arithmetic so that the
+    browser renderer decides alike), else dark grey."""
+    r, g, b = (int(fill[i : i + 2], 16) for i in (1, 3, 5))
+    return "#ffffff" if 299 * r + 587 * g + 114 * b < 127_500 else "#333333"
+
+
+def value_legend(mode: str, step: int) -> tuple[LegendEntry, ...]:
+    """The filled swatches that explain boxes coloured by ``mode`` (the first names the step)."""
+    colors = (S.HELPS, S.HURTS) if mode == "dla" else (S.ROLE_FILL,)
+    labels = S.NODE_COLOR_LABELS[mode]
+    return tuple(
+        LegendEntry(label + (f" (step {step})" if i == 0 else ""), color, kind="fill")
+        for i, (label, color) in enumerate(zip(labels, colors))
+    )
 
 
 def circuit_nodes(layout: Layout, selected: np.ndarray) -> np.ndarray:

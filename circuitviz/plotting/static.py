@@ -115,7 +115,7 @@ def _draw_boxes(ax, scene: Scene, style: S.FigureStyle) -> None:
                 ha="center",
                 va="center",
                 fontsize=style.label_size * 0.8,
-                color="#333333",
+                color=scene.label_colors[node],
                 zorder=3,
             )
     if scene.focus is not None:
@@ -136,7 +136,19 @@ def _draw_boxes(ax, scene: Scene, style: S.FigureStyle) -> None:
 def _legend_handles(scene: Scene) -> list:
     handles = []
     for entry in scene.legend:
-        if entry.kind == "box":
+        if entry.kind == "fill":
+            handles.append(
+                Rectangle(
+                    (0, 0),
+                    1,
+                    1,
+                    facecolor=entry.color,
+                    edgecolor=S.NODE_LINE,
+                    linewidth=0.8,
+                    label=entry.label,
+                )
+            )
+        elif entry.kind == "box":
             handles.append(
                 Rectangle(
                     (0, 0),

@@ -73,6 +73,24 @@ RUN_COLORS = (
 
 ColorBy = Literal["sign", "target"]
 
+# Boxes coloured by an analysis of ``circuitviz analyse`` instead of by their kind: direct logit
+# attribution (towards the answer in HELPS' blue, towards the wrong token in HURTS' vermillion) or
+# one attention role's score (the ``analysis.roles`` detectors), on a white-to-purple scale.
+ROLE_LABELS = {
+    "previous_token": "previous-token",
+    "duplicate_token": "duplicate-token",
+    "induction": "induction",
+    "copying": "copying",
+}
+NODE_COLORS = ("kind", "dla", *ROLE_LABELS)
+NodeColor = Literal["kind", "dla", "previous_token", "duplicate_token", "induction", "copying"]
+ROLE_FILL = "#7B3294"
+NO_VALUE_FILL = "#eeeeee"  # a box the analysis says nothing about (the logits, a key/value bar)
+NODE_COLOR_LABELS = {
+    "dla": ("box DLA > 0", "box DLA < 0"),  # > 0: the box pushes the answer over the wrong token
+    **{role: (f"box {label} score",) for role, label in ROLE_LABELS.items()},
+}
+
 
 @dataclass(frozen=True, kw_only=True)
 class FigureStyle:

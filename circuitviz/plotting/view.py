@@ -16,9 +16,12 @@ from typing import Literal
 
 import pandas as pd
 
+from circuitviz.plotting import style as S
+
 VIEW_VERSION = 1
 COLOR_BY = ("sign", "target")
 COMPARE_MODES = ("overlay", "side")
+NODE_COLORS = S.NODE_COLORS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,7 +29,9 @@ class ViewState:
     """``top_n=None`` shows every edge above ``threshold``; ``compare`` is step A when comparing
     (``step`` is B); ``node`` is the selected box (``a3.h1``, ``m2``, ``a3.kv0``, ``input``,
     ``logits``); ``focus`` shows only the paths through it; ``collapse`` shrinks layers that no
-    shown edge touches."""
+    shown edge touches; ``node_color`` fills boxes by their kind, or by an analysis of
+    ``circuitviz analyse`` (``dla``, or a role's score) at the latest analysed step at or before
+    ``step``."""
 
     run: str | None = None
     step: str | None = None
@@ -36,6 +41,7 @@ class ViewState:
     compare: str | None = None
     compare_mode: Literal["overlay", "side"] = "overlay"
     color_by: Literal["sign", "target"] = "sign"
+    node_color: S.NodeColor = "kind"
     only_circuit: bool = False
     focus: bool = False
     collapse: bool = False
@@ -50,6 +56,8 @@ class ViewState:
             raise ValueError(f"top_n must be >= 1 or None (all edges), got {self.top_n!r}")
         if self.color_by not in COLOR_BY:
             raise ValueError(f"color_by must be one of {COLOR_BY}, got {self.color_by!r}")
+        if self.node_color not in NODE_COLORS:
+            raise ValueError(f"node_color must be one of {NODE_COLORS}, got {self.node_color!r}")
         if self.compare_mode not in COMPARE_MODES:
             raise ValueError(
                 f"compare_mode must be one of {COMPARE_MODES}, got {self.compare_mode!r}"

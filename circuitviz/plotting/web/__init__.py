@@ -12,7 +12,7 @@ HTML page embeds it with the same data, so a downloaded file scrubs through the 
 2. the arrays the header lists (name, dtype, length, byte offset from the end of the padding):
    the graph's edges (writer/reader name indices, boxes, reader kind, the seven route numbers), every
    snapshot's scores (float16 bits, as the run store keeps them) and circuit masks (bit-packed),
-   the noise floor, and per-head parameter changes.
+   the noise floor, per-head parameter changes, and the analyses boxes can be coloured by.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 from circuitviz.plotting import style as S
 from circuitviz.plotting.edges import DIFF_CATEGORIES
 from circuitviz.plotting.layout import N_CURVE_POINTS, Layout
-from circuitviz.plotting.rundata import RunFrames
+from circuitviz.plotting.rundata import RunFrames, node_color_modes, node_values
 from circuitviz.plotting.scene import (
     COLLAPSED_BAND,
     DOTTED_LABEL,
@@ -108,6 +108,10 @@ def style_constants(style: S.FigureStyle | None = None) -> dict:
         "title_size": style.title_size,
         "font_family": style.font_family,
         "owned": OWNED,
+        "role_fill": S.ROLE_FILL,
+        "no_value_fill": S.NO_VALUE_FILL,
+        "node_color_labels": {mode: list(labels) for mode, labels in S.NODE_COLOR_LABELS.items()},
+        "role_labels": S.ROLE_LABELS,
     }
 
 
@@ -125,6 +129,7 @@ def view_dict(view: ViewState) -> dict:
             "compare",
             "compare_mode",
             "color_by",
+            "node_color",
             "only_circuit",
             "focus",
             "collapse",
@@ -167,7 +172,8 @@ def payload_parts(frames: RunFrames, layout: Layout) -> tuple[dict, list[tuple[s
             f"the run has {frames.scores.shape[1]} edges per snapshot but the layout "
             f"{layout.n_edges}"
         )
-    arrays = _graph_arrays(layout) + _run_arrays(frames)
+    box_values, value_arrays = _node_values(frames, layout)
+    arrays = _graph_arrays(layout) + _run_arrays(frames) + value_arrays
     digest = hashlib.sha256()
     for name, values in arrays:
         digest.update(name.encode())
@@ -177,7 +183,23 @@ def payload_parts(frames: RunFrames, layout: Layout) -> tuple[dict, list[tuple[s
         "run": _run_header(frames),
         "graph": _graph_header(layout),
         "evals": _evals(frames),
+        "node_values": box_values,
     }
+    return header, arrays
+
+
+def _node_values(frames: RunFrames, layout: Layout) -> tuple[dict, list[tuple[str, np.ndarray]]]:
+    """The analyses boxes can be coloured by (``rundata.node_values``): per mode its steps, scale
+    and rule in the header, its ``[n_steps, n_nodes]`` float32 values as ``node_values:MODE``."""
+    header, arrays = {}, []
+    for mode in node_color_modes(frames)[1:]:
+        values = node_values(frames, layout, mode)
+        header[mode] = {
+            "steps": values.steps.tolist(),
+            "scale": values.scale,
+            "sqrt": values.sqrt,
+        }
+        arrays.append((f"node_values:{mode}", values.values.ravel()))
     return header, arrays
 
 

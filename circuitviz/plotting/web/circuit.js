@@ -6,7 +6,8 @@
 //   2. a selected box keeps its edges coloured and fades the rest; focus keeps only the paths
 //      through it, across the whole depth;
 //   3. edge colour by sign / reader / diff category, width and opacity in four |score| bins;
-//   4. box fill paler the less attribution flows through it; the run's circuit outlined;
+//   4. box fill paler the less attribution flows through it (or by an analysis: DLA, a role's
+//      score, at the latest analysed step at or before the one shown); the run's circuit outlined;
 //   5. layers no shown edge touches may collapse.
 // The view is reported to the server (so the URL and the other pages follow) once the user pauses,
 // in one small message; never per slider move.
@@ -82,6 +83,10 @@ function buildModel(bytes) {
     if (s > m.maxStrength && Number.isFinite(s)) m.maxStrength = s;
   }
   m.kvLinks = kvLinks(m);
+  m.nodeValues = {};
+  for (const [mode, meta] of Object.entries(header.node_values || {})) {
+    m.nodeValues[mode] = { ...meta, values: arrays[`node_values:${mode}`] };
+  }
   return m;
 }
 
@@ -273,9 +278,47 @@ function classesOf(m, view, scB, edges, diff) {
   return out;
 }
 
+function labelColor(fill) {
+  // white on a dark fill (scene.label_color)
+  const [r, g, b] = [1, 3, 5].map((i) => parseInt(fill.slice(i, i + 2), 16));
+  return 299 * r + 587 * g + 114 * b < 127500 ? "#ffffff" : "#333333";
+}
+
 function mixWhite(hex, t) {
   const c = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
   return "#" + c.map((v) => Math.floor(255 + (v - 255) * t + 0.5).toString(16).padStart(2, "0")).join("");
+}
+
+// boxes by an analysis (scene.NodeValues, scene.value_fills)
+function valueRow(m, mode, rowB) {
+  const nv = m.nodeValues[mode];
+  if (!nv) return null;
+  const step = m.run.token_steps[rowB];
+  let r = 0;
+  for (let i = 0; i < nv.steps.length; i++) if (nv.steps[i] <= step) r = i;
+  const nN = m.g.node_names.length;
+  return { nv, step: nv.steps[r], values: nv.values.subarray(r * nN, (r + 1) * nN) };
+}
+
+function valueFills(m, mode, row) {
+  const st = m.style, nv = row.nv, out = [];
+  for (const value of row.values) {
+    if (Number.isNaN(value)) { out.push(st.no_value_fill); continue; }
+    let ratio = Math.min(Math.abs(value) / nv.scale, 1);
+    if (nv.sqrt) ratio = Math.sqrt(ratio);
+    let level = Math.floor(ratio * st.fill_levels + 0.5) / st.fill_levels, color = st.role_fill;
+    if (mode === "dla") color = value > 0 ? st.helps : st.hurts;
+    else if (!(value > 0)) level = 0;
+    out.push(mixWhite(color, level));
+  }
+  return out;
+}
+
+function valueLegend(m, mode, step) {
+  const st = m.style, colors = mode === "dla" ? [st.helps, st.hurts] : [st.role_fill];
+  return st.node_color_labels[mode].map((label, i) => ({
+    label: label + (i === 0 ? ` (step ${step})` : ""), color: colors[i], dash: "solid", kind: "fill",
+  }));
 }
 
 function computeScene(m, view, rowB, rowA) {
@@ -380,6 +423,13 @@ function computeScene(m, view, rowB, rowA) {
   if (inCircuit.some(Boolean)) {
     legend.push({ label: "trained by the run's circuit", color: st.circuit_line, dash: "solid", kind: "box" });
   }
+  const mode = view.node_color || "kind";
+  const values = mode === "kind" ? null : valueRow(m, mode, rowB);
+  let boxFills = fills;
+  if (values) {
+    boxFills = valueFills(m, mode, values);
+    legend.push(...valueLegend(m, mode, values.step));
+  }
   // 5. bands
   const bandIn = m.g.band_edges, bandOut = bandIn.slice();
   if (view.collapse) {
@@ -398,8 +448,8 @@ function computeScene(m, view, rowB, rowA) {
     bandOut[bandIn.length - 1] = y;
   }
   return {
-    edges, strength, diff, groups, legend, fills, mass, active, inCircuit, focus,
-    bandIn, bandOut, rowB, rowA,
+    edges, strength, diff, groups, legend, fills: boxFills, mass, active, inCircuit, focus,
+    bandIn, bandOut, rowB, rowA, values,
   };
 }
 
@@ -491,6 +541,11 @@ function buildDom(s) {
   if (s.m.header.presentation) row2.classList.add("cvz-folded");
   const colorBy = el("select", { class: "cvz-color", "aria-label": "Colour edges by" });
   for (const [v, t] of [["sign", "colour: sign"], ["target", "colour: reader"]]) colorBy.append(el("option", { value: v, text: t }));
+  const nodeColor = el("select", { class: "cvz-node-color", "aria-label": "Colour boxes by" });
+  for (const mode of ["kind", ...Object.keys(s.m.nodeValues)]) {
+    const text = mode === "kind" ? "boxes: kind" : mode === "dla" ? "boxes: DLA" : `boxes: ${s.m.style.role_labels[mode]}`;
+    nodeColor.append(el("option", { value: mode, text }));
+  }
   const onlyCircuit = el("input", { type: "checkbox", class: "cvz-only" });
   const compare = el("select", { class: "cvz-compare", "aria-label": "Compare with step" });
   const mode = el("select", { class: "cvz-mode", "aria-label": "Compare mode" });
@@ -501,6 +556,7 @@ function buildDom(s) {
   const reset = el("button", { class: "cvz-reset", type: "button", text: "fit", title: "Fit the whole graph (double-click does the same)" });
   row2.append(
     colorBy,
+    nodeColor,
     el("label", { class: "cvz-check" }, onlyCircuit, " only the run's circuit"),
     el("span", { class: "cvz-group" }, el("span", { class: "cvz-lbl", text: "compare with" }), compare, mode),
     el("label", { class: "cvz-check" }, focus, " focus on the selected box"),
@@ -520,7 +576,7 @@ function buildDom(s) {
   root.append(title, notices, strip, row1, row2, summary, legend, body);
   return {
     root, title, notices, strip, play, more, row2, step, stepLabel, topN, topNBox, thr, thrLabel, colorBy,
-    onlyCircuit, compare, mode, focus, collapse, find, reset, summary, legend, body, stage,
+    nodeColor, onlyCircuit, compare, mode, focus, collapse, find, reset, summary, legend, body, stage,
     canvas, tip, details,
   };
 }
@@ -551,6 +607,8 @@ function syncControls(s) {
   d.thr.value = String(thresholdToSlider(m, v.threshold));
   d.thrLabel.textContent = fmt(v.threshold);
   d.colorBy.value = v.color_by;
+  d.nodeColor.value = v.node_color && s.m.nodeValues[v.node_color] ? v.node_color : "kind";
+  d.nodeColor.hidden = d.nodeColor.options.length < 2;
   d.onlyCircuit.checked = Boolean(v.only_circuit);
   if (d.compare.options.length !== m.nS + 1) {
     d.compare.replaceChildren(el("option", { value: "", text: "(off)" }));
@@ -717,7 +775,7 @@ function drawScene(s, ctx, scene, f, width, height, title) {
     if (r.h >= 11 && r.w >= 16 && g.node_kind[n] !== "kv") {
       const size = Math.min(m.style.label_size, r.h * 0.7);
       ctx.font = `${size}px ${m.style.font_family}`;
-      ctx.fillStyle = "#333";
+      ctx.fillStyle = labelColor(scene.fills[n]);
       ctx.fillText(nodeLabel(g, n), r.x + r.w / 2, r.y + r.h / 2);
     }
   }
@@ -789,9 +847,11 @@ function updateText(s, list) {
   }
   // legend
   d.legend.replaceChildren(...last.legend.map((entry) => {
-    const sample = el("span", { class: entry.kind === "box" ? "cvz-swatch-box" : "cvz-swatch" });
+    const cls = { box: "cvz-swatch-box", fill: "cvz-swatch-fill" }[entry.kind] || "cvz-swatch";
+    const sample = el("span", { class: cls });
     sample.style.borderColor = entry.color;
-    if (entry.kind !== "box") sample.style.borderTopStyle = entry.dash === "dot" ? "dotted" : "solid";
+    if (entry.kind === "fill") sample.style.backgroundColor = entry.color;
+    if (entry.kind === "line") sample.style.borderTopStyle = entry.dash === "dot" ? "dotted" : "solid";
     return el("span", { class: "cvz-legend-item" }, sample, entry.label);
   }));
   renderDetails(s);
@@ -958,7 +1018,7 @@ function tooltipText(s, target) {
     const n = target.node;
     let nIn = 0, nOut = 0;
     for (const e of scene.edges) { if (m.dstNode[e] === n) nIn++; if (m.srcNode[e] === n) nOut++; }
-    return `${m.g.node_names[n]}\nedges shown: ${nIn} in, ${nOut} out\nΣ|score| shown ${fmt(scene.mass[n], 4)}\n(click for details)`;
+    return `${m.g.node_names[n]}\nedges shown: ${nIn} in, ${nOut} out\nΣ|score| shown ${fmt(scene.mass[n], 4)}${valueLine(s, scene, n)}\n(click for details)`;
   }
   const e = target.edge, row = scene.rowB, sc = rowScores(m, row);
   const name = `${m.g.src_names[m.src[e]]} → ${m.g.dst_names[m.dst[e]]}`;
@@ -970,6 +1030,14 @@ function tooltipText(s, target) {
     return `${name}\nA ${signed(a)} → B ${signed(sc[e])}\n${label}; ${rank} in B`;
   }
   return `${name}\nscore ${signed(sc[e])}\n${rank}`;
+}
+
+function valueLine(s, scene, n) {
+  // the box's colouring value, when boxes are coloured by an analysis
+  const row = scene.values;
+  if (!row || Number.isNaN(row.values[n])) return "";
+  const mode = s.view.node_color, name = mode === "dla" ? "DLA" : `${s.m.style.role_labels[mode]} score`;
+  return `\n${name} ${signed(row.values[n])} at step ${row.step}`;
 }
 
 function signed(x) {
@@ -989,6 +1057,7 @@ function wire(s) {
   });
   d.thr.addEventListener("input", () => setView(s, { threshold: (Number(d.thr.value) / 400) * m.maxStrength }));
   d.colorBy.addEventListener("change", () => setView(s, { color_by: d.colorBy.value }, 0));
+  d.nodeColor.addEventListener("change", () => setView(s, { node_color: d.nodeColor.value }, 0));
   d.onlyCircuit.addEventListener("change", () => setView(s, { only_circuit: d.onlyCircuit.checked }, 0));
   d.compare.addEventListener("change", () => setView(s, { compare: d.compare.value || null }, 0));
   d.mode.addEventListener("change", () => setView(s, { compare_mode: d.mode.value }, 0));
