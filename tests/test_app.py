@@ -584,3 +584,25 @@ def test_mechanisms_page_draws_the_bias_distribution(app, root):
     assert before["type"] == after["type"] == "histogram"
     assert values(after["x"]) == pytest.approx([0.01 * i for i in range(10)])
     assert "mean 0.59" in before["name"] and "mean 0.05" in after["name"]
+
+
+def test_mechanisms_page_exports_each_figure_as_a_file(app):
+    """Every figure of the page can be saved as SVG, PDF or PNG (drawn when the button is
+    clicked, by ``plotting.figure_static``), named after the run and the figure."""
+    at = app("mechanisms", run="svd-circuit")
+    chooser = at.selectbox(key="mech_export_figure")
+    assert len(chooser.options) == 8 and chooser.value == "DLA per head, step 0 and 80"
+    at.selectbox(key="mech_export_figure").set_value("faithfulness over steps").run()
+    buttons = at.get("download_button")[2:]
+    assert [b.proto.label.split()[0] for b in buttons] == ["SVG", "PDF", "PNG"]
+    assert all(b.proto.deferred_file_id for b in buttons)  # made on click, not on every rerun
+
+
+def test_the_mechanisms_step_is_the_circuit_pages_step(app):
+    """One step for both pages: the Circuit page's step opens the Mechanisms slider at the latest
+    analysed step at or before it, and moving the slider moves the view (and the URL)."""
+    at = app("mechanisms", run="svd-circuit", step="60")
+    assert at.select_slider(key="mech_step").value == 40  # analysed at 0, 40 and 80
+    at.select_slider(key="mech_step").set_value(0).run()
+    assert at.session_state["cv_view"].step == "before"  # the snapshot at step 0
+    assert at.query_params["step"] == "before"

@@ -6,9 +6,12 @@ the circuit the run held at each step and of the one it started from, and the ov
 run's circuits step by step.
 """
 
+import re
+
 import state
 import streamlit as st
 
+from circuitviz.plotting.figure_static import static_figure
 from circuitviz.plotting.heads import head_heatmap_figure
 from circuitviz.plotting.mechanisms import (
     ROLE_NAMES,
@@ -28,6 +31,8 @@ from circuitviz.plotting.mechanisms import (
     role_frame,
     role_lines,
 )
+from circuitviz.plotting.static import static_bytes
+from circuitviz.plotting.view import nearest_token, resolve_token
 
 frames = state.current_run()
 if frames is None:
@@ -43,40 +48,60 @@ if analyses.empty:
     )
     st.stop()
 n_layers, n_heads = frames.graph_shape[:2]
-shown = []  # every figure on the page, for the export below
+shown: dict[str, object] = {}  # every figure on the page by name, for the export below
 
 
-def show(fig) -> None:
-    shown.append(fig)
+def show(fig, name: str) -> None:
+    shown[name] = fig
     st.plotly_chart(fig, theme=None, width="stretch")
+
+
+def shared_step_slider(steps: list[int]) -> int:
+    """The analysed step to show, on a slider shared with the Circuit page: it opens at the latest
+    analysed step at or before the view's step, and moving it moves the view's step (to the run's
+    snapshot nearest the checkpoint), so the Circuit page then shows the same moment."""
+    snapshots = frames.snapshots
+    try:
+        at = float(snapshots["step"].iloc[resolve_token(snapshots, state.view().step)])
+    except KeyError:  # no snapshot yet, or a step this run lacks: the last checkpoint
+        at = float(steps[-1])
+    st.session_state["mech_step"] = max([s for s in steps if s <= at] or steps[:1])
+
+    def moved() -> None:
+        if len(snapshots):
+            state.set_view(step=nearest_token(snapshots, str(st.session_state["mech_step"])))
+
+    return st.select_slider(
+        "Analysed step (a checkpoint; shared with the Circuit page)",
+        options=steps,
+        key="mech_step",
+        on_change=moved,
+    )
 
 
 dla_steps = analysed_steps(analyses, "dla")
 if dla_steps:
     st.markdown("#### Direct logit attribution per head")
-    step = (
-        dla_steps[-1]
-        if len(dla_steps) == 1
-        else st.select_slider(
-            "Analysed step (a checkpoint)", options=dla_steps, value=dla_steps[-1], key="mech_step"
-        )
-    )
+    step = dla_steps[-1] if len(dla_steps) == 1 else shared_step_slider(dla_steps)
     panels = {f"step {dla_steps[0]}": dla_matrix(analyses, dla_steps[0], n_layers, n_heads)}
     panels[f"step {step}"] = dla_matrix(analyses, step, n_layers, n_heads)
-    show(head_heatmap_figure(panels, colorbar_title="DLA", diverging=True, style=style))
+    show(
+        head_heatmap_figure(panels, colorbar_title="DLA", diverging=True, style=style),
+        f"DLA per head, step {dla_steps[0]} and {step}",
+    )
     st.caption(
         "Each head's output at the target position, through the final norm at its frozen scale, "
         "onto W_U[answer] − W_U[wrong]: positive pushes the answer. A head whose colour flips "
         "between the panels changed sides during tuning."
     )
-    show(dla_lines(analyses, style=style))
+    show(dla_lines(analyses, style=style), "DLA per node over steps")
 
 roles = role_frame(analyses)
 if len(roles):
     st.markdown("#### Head roles")
     present = [r for r in ROLE_NAMES if r in set(roles["role"])]
     role = st.radio("Role", present, format_func=ROLE_NAMES.get, horizontal=True, key="mech_role")
-    show(role_lines(analyses, role, style=style))
+    show(role_lines(analyses, role, style=style), f"{ROLE_NAMES[role]} role over steps")
     st.caption(
         "Previous token, duplicate token and induction: the mean attention a head pays the "
         "pattern's position on random token sequences (0 to 1; spread evenly it is about "
@@ -93,7 +118,10 @@ if attention_steps:
         f"step {s}": head_matrix(analyses, "attention", s, n_layers, n_heads)
         for s in dict.fromkeys((first, last))
     }
-    show(head_heatmap_figure(panels, colorbar_title="attention", style=style))
+    show(
+        head_heatmap_figure(panels, colorbar_title="attention", style=style),
+        "attention to the task's tokens",
+    )
     st.caption(
         "The attention each head pays, from the position where the answer is read, to the tokens "
         "the corrupted prompt changes (the subject whose number flips, the names, the occupation)."
@@ -110,7 +138,10 @@ if attention_steps:
                 "Step", options=pattern_steps, value=pattern_steps[-1], key="mech_pattern_step"
             )
         )
-        show(pattern_figure(analyses, at_step, chosen, style=style))
+        show(
+            pattern_figure(analyses, at_step, chosen, style=style),
+            f"{chosen}'s pattern at step {at_step}",
+        )
         st.caption("The head's whole attention pattern on the first probe prompt.")
 
 ov = ov_frame(analyses)
@@ -130,7 +161,9 @@ if len(ov):
         horizontal=True,
         key="mech_ov_kind",
     )
-    show(ov_figure(analyses, head, kind=matrix, style=style))
+    show(
+        ov_figure(analyses, head, kind=matrix, style=style), f"{head}'s {matrix.upper()} trajectory"
+    )
     st.caption(
         "Left: the head's OV matrix (what it writes for what it reads) or QK matrix (which query "
         "attends to which key) at each checkpoint, on the two directions along which it moved "
@@ -140,7 +173,7 @@ if len(ov):
 
 if (analyses["kind"] == "bias").any():
     st.markdown("#### Bias")
-    show(bias_figure(analyses, style=style))
+    show(bias_figure(analyses, style=style), "prejudice risk")
     st.caption(
         "Each occupation's prejudice risk |2p − 1|, p the mean probability of the stereotyped "
         "pronoun over the two: 0 means either pronoun alike. De-biasing moves the mass to 0."
@@ -149,7 +182,7 @@ if (analyses["kind"] == "bias").any():
 faith = faithfulness_frame(analyses)
 if len(faith):
     st.markdown("#### Faithfulness over time")
-    show(faithfulness_lines(analyses, style=style))
+    show(faithfulness_lines(analyses, style=style), "faithfulness over steps")
     st.caption(
         "Solid: the circuit the run held at that step; dotted: the circuit it started from, both "
         "measured with that step's weights. A falling solid line: the circuit became less "
@@ -161,7 +194,7 @@ if len(aligned):
     st.markdown("#### Compared with another run")
     others = sorted(set(aligned["other"]))
     other = others[0] if len(others) == 1 else st.selectbox("Other run", others, key="mech_other")
-    show(alignment_lines(analyses, other, style=style))
+    show(alignment_lines(analyses, other, style=style), f"overlap with {other}")
 
 st.markdown("#### Export")
 csv_col, html_col = st.columns(2)
@@ -174,7 +207,22 @@ csv_col.download_button(
 )
 html_col.download_button(
     "These figures (interactive HTML, offline)",
-    figures_html(shown, title=f"{frames.run_id}: mechanisms").encode(),
+    figures_html(list(shown.values()), title=f"{frames.run_id}: mechanisms").encode(),
     file_name=f"{frames.run_id}.mechanisms.html",
     mime="text/html",
 )
+chosen_figure = st.selectbox(
+    "One figure as a file (SVG, PDF, PNG)", list(shown), key="mech_export_figure"
+)
+slug = re.sub(r"[^a-z0-9]+", "-", chosen_figure.lower()).strip("-")
+for column, fmt in zip(st.columns(3), ("svg", "pdf", "png")):
+    column.download_button(
+        f"{fmt.upper()} (drawn without a browser)",
+        # drawn when clicked, not on every rerun of the page
+        data=lambda fig=shown[chosen_figure], fmt=fmt: static_bytes(
+            static_figure(fig, style=style), fmt
+        ),
+        file_name=f"{frames.run_id}.{slug}.{fmt}",
+        mime={"svg": "image/svg+xml", "pdf": "application/pdf", "png": "image/png"}[fmt],
+        key=f"mech_export_{fmt}",
+    )

@@ -1,0 +1,115 @@
+"""The static (matplotlib) redraw of plotly figures: every trace of every Mechanisms and Heads
+figure drawn with its own data, and written as SVG, PDF and PNG."""
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from matplotlib.image import AxesImage
+from support.synthetic import write_synthetic_analyses, write_synthetic_run
+
+from circuitviz.graph.topology import build_graph
+from circuitviz.plotting.figure_static import static_figure
+from circuitviz.plotting.heads import head_heatmap_figure
+from circuitviz.plotting.mechanisms import (
+    alignment_lines,
+    bias_figure,
+    dla_lines,
+    dla_matrix,
+    faithfulness_lines,
+    ov_figure,
+    pattern_figure,
+    role_lines,
+)
+from circuitviz.plotting.static import static_bytes
+from circuitviz.runs import RunStore
+
+
+@pytest.fixture(scope="module")
+def analyses(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    graph = build_graph(3, 3)
+    run_id = write_synthetic_run(root, n_steps=80, graph=graph, snapshot_every=20, seed=4)
+    write_synthetic_analyses(root / run_id, graph, against="other")
+    table = RunStore([root]).open(run_id).analyses()
+    rng = np.random.default_rng(0)  # and a bias analysis, as the gender task stores it
+    bias = [
+        {"step": step, "kind": "bias", "key": f"job{i}", "value": float(v)}
+        for step in (0, 80)
+        for i, v in enumerate(rng.uniform(0, 1 if step == 0 else 0.2, 30))
+    ]
+    return pd.concat([table, pd.DataFrame(bias)], ignore_index=True)
+
+
+def figures(analyses):
+    panels = {f"step {s}": dla_matrix(analyses, s, 3, 3) for s in (0, 80)}
+    return {
+        "dla heatmap": head_heatmap_figure(panels, colorbar_title="DLA", diverging=True),
+        "dla lines": dla_lines(analyses),
+        "roles": role_lines(analyses, "previous_token"),
+        "pattern": pattern_figure(analyses, 80, "a0.h1"),
+        "ov": ov_figure(analyses, "a2.h1"),
+        "faithfulness": faithfulness_lines(analyses),
+        "alignment": alignment_lines(analyses, "other"),
+        "bias": bias_figure(analyses),
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["dla heatmap", "dla lines", "roles", "pattern", "ov", "faithfulness", "alignment", "bias"],
+)
+def test_every_trace_is_drawn_with_its_data(analyses, name):
+    fig = figures(analyses)[name]
+    out = static_figure(fig)
+    lines = [line for ax in out.axes for line in ax.get_lines()]
+    images = [im for ax in out.axes for im in ax.get_images() if isinstance(im, AxesImage)]
+    drawn = 0
+    for trace in fig.data:
+        if trace.type == "scatter" and "lines" in trace.mode:
+            x, y = np.asarray(trace.x, float), np.asarray(trace.y, float)
+            assert any(
+                np.array_equal(np.asarray(line.get_xdata(), float), x)
+                and np.allclose(np.asarray(line.get_ydata(), float), y, equal_nan=True)
+                for line in lines
+            ), trace.name
+            drawn += 1
+        elif trace.type == "heatmap":
+            z = np.asarray(trace.z, float)
+            assert any(
+                np.array_equal(np.ma.filled(im.get_array(), np.nan), z, equal_nan=True)
+                for im in images
+            )
+            drawn += 1
+        elif trace.type == "histogram":
+            edges = np.arange(0, 1 + 0.025, 0.05)
+            counts, _ = np.histogram(np.asarray(trace.x, float), edges)
+            # matplotlib labels a histogram's first bar: its container holds the rest
+            (bars,) = [
+                [p.get_height() for p in container.patches]
+                for ax in out.axes
+                for container in ax.containers
+                if container.patches[0].get_label() == trace.name
+            ]
+            assert list(bars) == counts.tolist()
+            drawn += 1
+    assert drawn == sum(t.type in ("heatmap", "histogram") or "lines" in t.mode for t in fig.data)
+    assert drawn > 0
+    texts = [t.get_text() for t in out.texts]
+    if fig.layout.title.text:
+        assert fig.layout.title.text in texts
+    for note in fig.layout.annotations:  # subplot titles
+        assert note.text in texts
+
+
+@pytest.mark.parametrize(
+    ("fmt", "magic"), [("svg", b"<?xml"), ("pdf", b"%PDF"), ("png", b"\x89PNG")]
+)
+def test_figures_are_written_as_files(analyses, fmt, magic):
+    data = static_bytes(static_figure(figures(analyses)["ov"]), fmt)
+    assert data.startswith(magic)
+
+
+def test_an_unknown_trace_type_is_refused():
+    with pytest.raises(ValueError, match="'pie'"):
+        static_figure(go.Figure(go.Pie(values=[1, 2])))
