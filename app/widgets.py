@@ -1,4 +1,4 @@
-"""Widgets more than one page uses: the sidebar's run picker and the step slider."""
+"""Widgets more than one page uses: the sidebar's run picker, the step slider, a figure's files."""
 
 from __future__ import annotations
 
@@ -100,3 +100,29 @@ def step_slider(frames: RunFrames, *, field: str = "step", label: str = "Step") 
         options=tokens,
         format_func=lambda token: token_label(token, frames.snapshots),
     )
+
+
+def figure_files(figures: dict, run_id: str, key: str) -> None:
+    """One of ``figures`` (name -> plotly figure) as an SVG, PDF or PNG file, redrawn with
+    matplotlib (``plotting.figure_static``: no browser or kaleido) when a button is clicked, not on
+    every rerun of the page."""
+    import re
+
+    from circuitviz.plotting.figure_static import static_figure
+    from circuitviz.plotting.static import static_bytes
+
+    if not figures:
+        return
+    chosen = st.selectbox("One figure as a file (SVG, PDF, PNG)", list(figures), key=key)
+    slug = re.sub(r"[^a-z0-9]+", "-", chosen.lower()).strip("-")
+    style = state.figure_style()
+    for column, fmt in zip(st.columns(3), ("svg", "pdf", "png")):
+        column.download_button(
+            f"{fmt.upper()} (drawn without a browser)",
+            data=lambda fig=figures[chosen], fmt=fmt: static_bytes(
+                static_figure(fig, style=style), fmt
+            ),
+            file_name=f"{run_id}.{slug}.{fmt}",
+            mime={"svg": "image/svg+xml", "pdf": "application/pdf", "png": "image/png"}[fmt],
+            key=f"{key}_{fmt}",
+        )

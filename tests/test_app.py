@@ -606,3 +606,16 @@ def test_the_mechanisms_step_is_the_circuit_pages_step(app):
     at.select_slider(key="mech_step").set_value(0).run()
     assert at.session_state["cv_view"].step == "before"  # the snapshot at step 0
     assert at.query_params["step"] == "before"
+
+
+def test_dynamics_and_heads_figures_are_files_too(app):
+    at = app("dynamics", run="svd-circuit")
+    options = at.selectbox(key="dyn_export_figure").options
+    assert options[:3] == ["metrics against step", "edge trends", "circuit size"]
+    at = app("heads", run="svd-circuit")
+    assert at.selectbox(key="heads_export_figure").options == [
+        "attribution per head at after (step 80)",
+        "parameter change per head",
+    ]
+    buttons = at.get("download_button")
+    assert [b.proto.label.split()[0] for b in buttons] == ["SVG", "PDF", "PNG"]

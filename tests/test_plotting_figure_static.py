@@ -9,8 +9,16 @@ from matplotlib.image import AxesImage
 from support.synthetic import write_synthetic_analyses, write_synthetic_run
 
 from circuitviz.graph.topology import build_graph
+from circuitviz.plotting.dynamics import (
+    RunSeries,
+    circuit_size_heatmap,
+    dynamics_figure,
+    edge_trend_figure,
+    intrinsic_dimension_figure,
+)
 from circuitviz.plotting.figure_static import static_figure
-from circuitviz.plotting.heads import head_heatmap_figure
+from circuitviz.plotting.heads import head_heatmap_figure, param_change_figure
+from circuitviz.plotting.layout import layout_for
 from circuitviz.plotting.mechanisms import (
     alignment_lines,
     bias_figure,
@@ -21,17 +29,23 @@ from circuitviz.plotting.mechanisms import (
     pattern_figure,
     role_lines,
 )
+from circuitviz.plotting.rundata import load_run_frames
 from circuitviz.plotting.static import static_bytes
 from circuitviz.runs import RunStore
 
 
 @pytest.fixture(scope="module")
-def analyses(tmp_path_factory):
+def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     graph = build_graph(3, 3)
     run_id = write_synthetic_run(root, n_steps=80, graph=graph, snapshot_every=20, seed=4)
     write_synthetic_analyses(root / run_id, graph, against="other")
-    table = RunStore([root]).open(run_id).analyses()
+    return RunStore([root]).open(run_id)
+
+
+@pytest.fixture(scope="module")
+def analyses(run):
+    table = run.analyses()
     rng = np.random.default_rng(0)  # and a bias analysis, as the gender task stores it
     bias = [
         {"step": step, "kind": "bias", "key": f"job{i}", "value": float(v)}
@@ -55,12 +69,34 @@ def figures(analyses):
     }
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["dla heatmap", "dla lines", "roles", "pattern", "ov", "faithfulness", "alignment", "bias"],
-)
-def test_every_trace_is_drawn_with_its_data(analyses, name):
-    fig = figures(analyses)[name]
+def other_figures(run):
+    """The Dynamics and Heads pages' figures, which the same files serve."""
+    frames = load_run_frames(run)
+    layout = layout_for(3, 3)
+    steps = frames.snapshots["step"].to_numpy()
+    series = [RunSeries(label="run", steps=frames.steps, evals=frames.evals)]
+    sweep = pd.DataFrame(
+        {"top_n": [10, 50, 200], "task_metric": [0.1, 0.5, 0.6], "lm_loss": [3.0, 3.1, 3.3]}
+        | {"tuned_ratio": [0.1, 0.3, 0.6], "n_nodes": [4.0, 9.0, 15.0]}
+    )
+    changes = {"this run": frames.head_changes[frames.head_changes["step"] == 80]}
+    return {
+        "dynamics": dynamics_figure(series, cursor=40.0),
+        "edge trends": edge_trend_figure(steps, frames.scores, layout.edge_names, min_r=0.0),
+        "circuit size": circuit_size_heatmap([str(s) for s in steps], frames.scores),
+        "intrinsic dimension": intrinsic_dimension_figure(sweep),
+        "parameter change": param_change_figure(changes, 3, 3),
+    }
+
+
+FIGURES = ["dla heatmap", "dla lines", "roles", "pattern", "ov", "faithfulness", "alignment"]
+FIGURES += ["bias", "dynamics", "edge trends", "circuit size", "intrinsic dimension"]
+FIGURES += ["parameter change"]
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_every_trace_is_drawn_with_its_data(run, analyses, name):
+    fig = (figures(analyses) | other_figures(run))[name]
     out = static_figure(fig)
     lines = [line for ax in out.axes for line in ax.get_lines()]
     images = [im for ax in out.axes for im in ax.get_images() if isinstance(im, AxesImage)]
@@ -113,3 +149,13 @@ def test_figures_are_written_as_files(analyses, fmt, magic):
 def test_an_unknown_trace_type_is_refused():
     with pytest.raises(ValueError, match="'pie'"):
         static_figure(go.Figure(go.Pie(values=[1, 2])))
+
+
+def test_the_step_cursor_is_drawn_on_every_panel(run):
+    fig = other_figures(run)["dynamics"]
+    out = static_figure(fig)
+    cursors = [
+        line for ax in out.axes for line in ax.get_lines() if list(line.get_xdata()) == [40.0, 40.0]
+    ]
+    panels = {(t.xaxis, t.yaxis) for t in fig.data}
+    assert len(cursors) == len(panels) > 1

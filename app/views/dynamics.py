@@ -23,6 +23,14 @@ if frames is None:
     st.stop()
 st.subheader(state.run_title(frames))
 style = state.figure_style()
+shown: dict = {}  # every figure on the page by name, for the files at the end
+
+
+def show(fig, name: str) -> None:
+    shown[name] = fig
+    st.plotly_chart(fig, theme=None, width="stretch")
+
+
 runs = [r for r in state.all_runs() if r.status != "corrupt" and r.kind in (None, "tune", "sweep")]
 ids = [r.id for r in runs]
 labels = {r.id: widgets.describe_run(r) for r in runs}
@@ -72,9 +80,7 @@ for run_id in overlay:
 if all(s.steps.empty and s.evals.empty for s in series):
     st.info("No steps logged yet.")
 else:
-    st.plotly_chart(
-        dynamics_figure(series, cursor=cursor, style=style), theme=None, width="stretch"
-    )
+    show(dynamics_figure(series, cursor=cursor, style=style), "metrics against step")
 
 if len(frames.tokens) >= 2:
     st.markdown("#### Strengthened, weakened and sign-flipped edges")
@@ -93,7 +99,7 @@ if len(frames.tokens) >= 2:
         is_head = (kinds == "head").to_numpy()
         candidates = is_head[layout.edge_src_node] & is_head[layout.edge_dst_node]
     steps = frames.snapshots["step"].to_numpy()
-    st.plotly_chart(
+    show(
         edge_trend_figure(
             steps,
             frames.scores,
@@ -103,14 +109,11 @@ if len(frames.tokens) >= 2:
             candidates=candidates,
             style=style,
         ),
-        theme=None,
-        width="stretch",
+        "edge trends",
     )
     st.markdown("#### Circuit size: edges above each threshold, at each snapshot")
     step_labels = [token_label(t, frames.snapshots) for t in frames.tokens]
-    st.plotly_chart(
-        circuit_size_heatmap(step_labels, frames.scores, style=style), theme=None, width="stretch"
-    )
+    show(circuit_size_heatmap(step_labels, frames.scores, style=style), "circuit size")
 else:
     st.info("Edge trends and the circuit-size map need at least two snapshots.")
 
@@ -137,6 +140,10 @@ if sweeps:
         )
     sweep = pd.DataFrame(rows).dropna(subset=["top_n"])
     if len(sweep):
-        st.plotly_chart(intrinsic_dimension_figure(sweep, style=style), theme=None, width="stretch")
+        show(intrinsic_dimension_figure(sweep, style=style), f"intrinsic dimension of {sweep_id}")
     else:
         st.info("This sweep's runs record no top-N yet.")
+
+if shown:
+    st.markdown("#### Files")
+    widgets.figure_files(shown, frames.run_id, key="dyn_export_figure")

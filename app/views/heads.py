@@ -14,6 +14,7 @@ if frames is None:
 st.subheader(state.run_title(frames))
 style = state.figure_style()
 n_layers, n_heads = frames.graph_shape[:2]
+shown: dict = {}  # the page's figures by name, for the files at the end
 
 st.markdown("#### Attribution through each head")
 if frames.tokens:
@@ -33,6 +34,7 @@ if frames.tokens:
     fig = head_heatmap_figure(
         panels, colorbar_title="Σ score" if signed else "Σ|score|", diverging=signed, style=style
     )
+    shown[f"attribution per head at {token_label(token, frames.snapshots)}"] = fig
     st.plotly_chart(fig, theme=None, width="stretch")
     st.caption("Each cell sums the scores of every edge into or out of that head at that step.")
 else:
@@ -70,8 +72,13 @@ if other_id != "(none)":
     except RunStoreError as exc:
         st.warning(f"Run {other_id} could not be read: {exc}")
 if changes:
-    st.plotly_chart(
-        param_change_figure(changes, n_layers, n_heads, style=style), theme=None, width="stretch"
+    shown["parameter change per head"] = param_change_figure(
+        changes, n_layers, n_heads, style=style
     )
+    st.plotly_chart(shown["parameter change per head"], theme=None, width="stretch")
 else:
     st.info("This run recorded no per-head parameter changes (yet).")
+
+if shown:
+    st.markdown("#### Files")
+    widgets.figure_files(shown, frames.run_id, key="heads_export_figure")

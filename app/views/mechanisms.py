@@ -6,12 +6,10 @@ the circuit the run held at each step and of the one it started from, and the ov
 run's circuits step by step.
 """
 
-import re
-
 import state
 import streamlit as st
+import widgets
 
-from circuitviz.plotting.figure_static import static_figure
 from circuitviz.plotting.heads import head_heatmap_figure
 from circuitviz.plotting.mechanisms import (
     ROLE_NAMES,
@@ -31,7 +29,6 @@ from circuitviz.plotting.mechanisms import (
     role_frame,
     role_lines,
 )
-from circuitviz.plotting.static import static_bytes
 from circuitviz.plotting.view import nearest_token, resolve_token
 
 frames = state.current_run()
@@ -211,18 +208,4 @@ html_col.download_button(
     file_name=f"{frames.run_id}.mechanisms.html",
     mime="text/html",
 )
-chosen_figure = st.selectbox(
-    "One figure as a file (SVG, PDF, PNG)", list(shown), key="mech_export_figure"
-)
-slug = re.sub(r"[^a-z0-9]+", "-", chosen_figure.lower()).strip("-")
-for column, fmt in zip(st.columns(3), ("svg", "pdf", "png")):
-    column.download_button(
-        f"{fmt.upper()} (drawn without a browser)",
-        # drawn when clicked, not on every rerun of the page
-        data=lambda fig=shown[chosen_figure], fmt=fmt: static_bytes(
-            static_figure(fig, style=style), fmt
-        ),
-        file_name=f"{frames.run_id}.{slug}.{fmt}",
-        mime={"svg": "image/svg+xml", "pdf": "application/pdf", "png": "image/png"}[fmt],
-        key=f"mech_export_{fmt}",
-    )
+widgets.figure_files(shown, frames.run_id, key="mech_export_figure")

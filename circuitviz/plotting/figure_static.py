@@ -8,7 +8,8 @@ histogram figures of the Mechanisms, Dynamics and Heads pages are simple enough 
 2. each trace on its axes: ``Scatter`` (lines, markers, a marker colour scale, point labels, dashes),
    ``Heatmap`` (its colour scale and limits, category labels, NaN left blank, a colour bar when
    plotly shows one), ``Histogram`` (its bins and opacity);
-3. the title, the subplot titles (plotly's paper annotations) and a legend when plotly shows one.
+3. vertical line shapes (a step cursor), the title, the subplot titles (plotly's paper
+   annotations) and a legend when plotly shows one.
 
 Traces without a colour take the template's colour cycle, as plotly does. Anything else is refused
 with a ValueError naming the trace type, rather than drawn wrong.
@@ -56,6 +57,19 @@ def static_figure(fig, *, style: S.FigureStyle | None = None, width_in: float | 
             _heatmap(out, ax, trace, layout, key, width_in)
         else:
             _histogram(ax, trace, default)
+    for shape in layout.shapes or ():  # vertical lines: a step cursor (``add_vline``)
+        if shape.type == "line" and shape.x0 is not None and shape.x0 == shape.x1:
+            yref = (shape.yref or "y").replace(" domain", "")
+            ax = axes.get((shape.xref or "x", yref))
+            if ax is not None:
+                line = shape.line
+                ax.axvline(
+                    float(shape.x0),
+                    color=line.color if line and line.color else "#444444",
+                    linestyle=DASHES.get(line.dash if line else None, "-"),
+                    linewidth=1.2,
+                    zorder=1,
+                )
     title = layout.title.text if layout.title else None
     if title:
         out.text(
