@@ -33,6 +33,10 @@ def root(tmp_path_factory):
     write_synthetic_run(root, run_id="svd-circuit", noise_floor=True, **common)
     write_synthetic_run(root, run_id="svd-full", method="full", seed=1, **common)
     write_synthetic_analyses(root / "svd-circuit", GRAPH, against="svd-full")
+    # snapshots every 30 steps, analyses at 0, 40 and 80: the two cadences do not line up
+    uneven = {**common, "snapshot_every": 30, "task": "sv-agreement"}
+    write_synthetic_run(root, run_id="svd-uneven", seed=2, **uneven)
+    write_synthetic_analyses(root / "svd-uneven", GRAPH, against="svd-full")
     live = _live_run(root, "svd-live")  # its writer stays open: a process is writing it
     _two_task_run(root, "gender-two-tasks")
     _tuned_task_run(root, "svd-tracks")
@@ -619,3 +623,14 @@ def test_dynamics_and_heads_figures_are_files_too(app):
     ]
     buttons = at.get("download_button")
     assert [b.proto.label.split()[0] for b in buttons] == ["SVG", "PDF", "PNG"]
+
+
+def test_the_mechanisms_slider_keeps_a_checkpoint_between_snapshots(app):
+    """Snapshots at 0, 30, 60, 80 and checkpoints at 0, 40, 80: choosing 40 shows 40 here (and
+    step 30, the nearest snapshot, on the Circuit page), and stays at 40."""
+    at = app("mechanisms", run="svd-uneven")
+    at.select_slider(key="mech_step").set_value(40).run()
+    assert at.select_slider(key="mech_step").value == 40
+    assert at.session_state["cv_view"].step == "30"
+    at.run()  # any other rerun keeps it
+    assert at.select_slider(key="mech_step").value == 40

@@ -171,3 +171,22 @@ def test_export_colours_boxes_by_an_analysis(analysed, tmp_path):
     assert "box DLA &gt; 0 (step 40)" in svg  # step 60 shows the latest analysed step, 40
     assert main([*argv[:-1], str(tmp_path / "roles.svg"), "--node-color", "previous_token"]) == 0
     assert "box previous-token score (step 40)" in (tmp_path / "roles.svg").read_text()
+
+
+def test_copying_colours_scale_by_the_strongest_copier():
+    """A negative copying score (a head suppressing what it reads) is no copying: white, and it
+    does not set the full-colour scale; DLA takes either sign."""
+    from types import SimpleNamespace
+
+    rows = [
+        {"step": 0, "kind": "roles", "key": "copying:a0.h0", "value": 0.5},
+        {"step": 0, "kind": "roles", "key": "copying:a0.h1", "value": -2.0},
+        {"step": 0, "kind": "dla", "key": "a0.h0", "value": 0.5},
+        {"step": 0, "kind": "dla", "key": "a0.h1", "value": -2.0},
+    ]
+    import pandas as pd
+
+    frames = SimpleNamespace(analyses=pd.DataFrame(rows))
+    layout = layout_for(2, 2)
+    assert node_values(frames, layout, "copying").scale == 0.5
+    assert node_values(frames, layout, "dla").scale == 2.0

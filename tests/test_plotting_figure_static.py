@@ -159,3 +159,36 @@ def test_the_step_cursor_is_drawn_on_every_panel(run):
     ]
     panels = {(t.xaxis, t.yaxis) for t in fig.data}
     assert len(cursors) == len(panels) > 1
+
+
+def test_the_legend_lists_every_panels_traces_under_their_groups(run):
+    frames = load_run_frames(run)
+    layout = layout_for(3, 3)
+    steps = frames.snapshots["step"].to_numpy()
+    fig = edge_trend_figure(steps, frames.scores, layout.edge_names, min_r=0.0, n_show=4)
+    (legend,) = static_figure(fig).legends
+    texts = [t.get_text() for t in legend.get_texts()]
+    names = [t.name for t in fig.data]
+    groups = list(dict.fromkeys(t.legendgrouptitle.text for t in fig.data))
+    assert [t for t in texts if t not in groups] == names  # every panel's lines, in order
+    assert [t for t in texts if t in groups] == groups  # each group titled once
+
+
+def test_an_empty_panel_keeps_its_note(run):
+    frames = load_run_frames(run)
+    steps = frames.snapshots["step"].to_numpy()
+    fig = edge_trend_figure(steps, frames.scores, layout_for(3, 3).edge_names, min_r=0.999)
+    notes = [n.text for n in fig.layout.annotations if str(n.xref).endswith("domain")]
+    out = static_figure(fig)
+    drawn = [t.get_text() for ax in out.axes for t in ax.texts]
+    assert notes and all(note in drawn for note in notes)
+
+
+def test_the_colour_bar_keeps_plotlys_tick_labels(run):
+    frames = load_run_frames(run)
+    fig = circuit_size_heatmap([str(s) for s in frames.snapshots["step"]], frames.scores)
+    out = static_figure(fig)
+    bar = out.axes[-1]  # the colour bar's own axes
+    labels = [t.get_text() for t in bar.get_yticklabels()]
+    assert labels and set(labels) <= {"1", "10", "100", "1k", "10k", "100k"}
+    assert "1" in labels and "100" in labels  # log10 counts read as counts, not as 0 and 2

@@ -7,6 +7,7 @@ import state
 import streamlit as st
 
 from circuitviz.plotting.rundata import node_color_modes
+from circuitviz.plotting.style import ROLE_LABELS
 
 frames = state.current_run()
 if frames is None:
@@ -31,12 +32,14 @@ layout = state.layout_of(frames.layout_key)
 state.check_view(frames, layout)
 if frames.shown_status != "finished":
     st.caption(f"Run status: {state.run_title(frames)}")
-modes = node_color_modes(frames)
-if state.view().node_color not in modes:
+mode = state.view().node_color
+if mode not in node_color_modes(frames):
+    what = "direct logit attribution" if mode == "dla" else f"{ROLE_LABELS[mode]} scores"
     st.info(
-        f"This run has no {state.view().node_color} analysis, so its boxes show their kind: run "
-        f"`circuitviz analyse {frames.run_id}` (or **Analyse a run** on the Run page) to colour "
-        "them by direct logit attribution or a head's role."
+        f"This run has no {what} stored, so its boxes show their kind. `circuitviz analyse "
+        f"{frames.run_id}` (or **Analyse a run** on the Run page) measures them"
+        + (" (copying needs a pair task)" if mode == "copying" else "")
+        + "."
     )
 run_dir = state.run_dir_of(frames.run_id)
 graphview.show(frames, layout, str(run_dir), state.run_stamp(run_dir))
@@ -45,7 +48,8 @@ if not state.view().presentation:
         "Drag the step slider or press ▶; type a top-N or drag its slider; hover an edge for its "
         "score and rank; click a box for its edges and history; scroll to zoom, drag to pan, "
         "double-click to fit. Width ∝ |score|; a paler box carries less attribution; boxes outlined "
-        "dark are trained by the run's own circuit at this step. *boxes: DLA* fills each head and "
-        "MLP by its direct logit attribution (blue: it pushes the answer over the wrong token), "
-        "*boxes: induction* etc. by that role's score, both at the latest analysed step."
+        "dark are trained by the run's own circuit at this step. *boxes: DLA* fills each head, MLP "
+        "and the input by its direct logit attribution (blue: it pushes the answer over the wrong "
+        "token), *boxes: induction* etc. each head by that role's score, both at the latest "
+        "analysed step at or before the step shown, measured on the run's own task."
     )

@@ -54,19 +54,28 @@ def show(fig, name: str) -> None:
 
 
 def shared_step_slider(steps: list[int]) -> int:
-    """The analysed step to show, on a slider shared with the Circuit page: it opens at the latest
-    analysed step at or before the view's step, and moving it moves the view's step (to the run's
-    snapshot nearest the checkpoint), so the Circuit page then shows the same moment."""
+    """The analysed step to show, on a slider shared with the Circuit page: it follows the view's
+    step (the latest analysed step at or before it) whenever that step changed elsewhere, and
+    moving it moves the view's step to the run's snapshot nearest the checkpoint, so the Circuit
+    page then shows the same moment. Snapshots and checkpoints need not line up: the slider keeps
+    the checkpoint chosen here even when the nearest snapshot lies before it."""
     snapshots = frames.snapshots
-    try:
-        at = float(snapshots["step"].iloc[resolve_token(snapshots, state.view().step)])
-    except KeyError:  # no snapshot yet, or a step this run lacks: the last checkpoint
-        at = float(steps[-1])
-    st.session_state["mech_step"] = max([s for s in steps if s <= at] or steps[:1])
+    synced = (frames.run_id, state.view().step)
+    if st.session_state.get("mech_step_synced") != synced or "mech_step" not in st.session_state:
+        try:
+            at = float(snapshots["step"].iloc[resolve_token(snapshots, state.view().step)])
+        except KeyError:  # no snapshot yet, or a step this run lacks: the last checkpoint
+            at = float(steps[-1])
+        st.session_state["mech_step"] = max([s for s in steps if s <= at] or steps[:1])
+        st.session_state["mech_step_synced"] = synced
+    elif st.session_state["mech_step"] not in steps:  # the run gained or lost checkpoints
+        st.session_state["mech_step"] = steps[-1]
 
     def moved() -> None:
         if len(snapshots):
-            state.set_view(step=nearest_token(snapshots, str(st.session_state["mech_step"])))
+            token = nearest_token(snapshots, str(st.session_state["mech_step"]))
+            state.set_view(step=token)
+            st.session_state["mech_step_synced"] = (frames.run_id, token)
 
     return st.select_slider(
         "Analysed step (a checkpoint; shared with the Circuit page)",

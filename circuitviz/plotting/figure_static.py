@@ -3,24 +3,31 @@
 plotly writes static images only through kaleido and a headless Chrome; the line, heatmap and
 histogram figures of the Mechanisms, Dynamics and Heads pages are simple enough to redraw. Steps:
 
-1. one matplotlib axes per plotly subplot, placed at the subplot's domain (``xaxis2``, ``yaxis2``
-   ...), with its axis titles, ranges and reversed axes;
-2. each trace on its axes: ``Scatter`` (lines, markers, a marker colour scale, point labels, dashes),
-   ``Heatmap`` (its colour scale and limits, category labels, NaN left blank, a colour bar when
-   plotly shows one), ``Histogram`` (its bins and opacity);
-3. vertical line shapes (a step cursor), the title, the subplot titles (plotly's paper
-   annotations) and a legend when plotly shows one.
+1. one matplotlib axes per plotly subplot, traces or not, placed at the subplot's domain
+   (``xaxis2``, ``yaxis2`` ...), with its axis titles and ranges (a heatmap's reversed y axis too);
+2. each trace on its axes: ``Scatter`` (lines with their colour, width, dash and opacity; markers,
+   a marker colour scale; point labels), ``Heatmap`` (its colour scale and limits, category labels,
+   NaN left blank, a colour bar with plotly's tick labels when plotly shows one), ``Histogram``
+   (its bins and opacity);
+3. vertical line shapes (a step cursor), the title, the subplot titles and notes (paper and
+   axis-domain annotations), and one legend for every panel's named traces (with their group
+   titles) to the right of the plot, when plotly would show one.
 
-Traces without a colour take the template's colour cycle, as plotly does. Anything else is refused
-with a ValueError naming the trace type, rather than drawn wrong.
+Traces without a colour take the template's colour cycle, as plotly does. Another trace type is
+refused with a ValueError naming it. Hover text, interactivity and plotly's finer layout (legend
+positions, shared-axis ranges, text positions) are not reproduced: the data and their encodings
+are.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LinearSegmentedColormap, to_rgba
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from circuitviz.plotting import style as S
 
@@ -28,35 +35,88 @@ DASHES = {None: "-", "solid": "-", "dash": "--", "dot": ":", "dashdot": "-.", "l
 DEFAULT_WIDTH_IN = 10.0
 MARGIN_IN = {"l": 0.85, "r": 0.3, "t": 0.75, "b": 0.6}
 COLORBAR_IN = 1.1  # the right margin when a colour bar sits in it
+LEGEND_ROW_IN = 0.19  # height of one legend row
 
 
 def static_figure(fig, *, style: S.FigureStyle | None = None, width_in: float | None = None):
     """``fig`` (a plotly Figure) as a matplotlib Figure of the same layout and data."""
     style = style or S.FigureStyle()
     layout = fig.layout
-    width_in = width_in or DEFAULT_WIDTH_IN
-    height_in = (layout.height or 450) / 100
-    margins = _margins(fig)
-    height_in += margins["b"] - MARGIN_IN["b"]  # slanted labels take room, not the plot
-    out = Figure(figsize=(width_in, height_in), dpi=100)
-    FigureCanvasAgg(out)
-    colorway = list(layout.template.layout.colorway or S.RUN_COLORS) if layout.template else []
-    colorway = colorway or list(S.RUN_COLORS)
-    axes: dict[tuple[str, str], object] = {}
-    for index, trace in enumerate(fig.data):
-        default = colorway[index % len(colorway)]  # plotly colours a trace by its position
+    for trace in fig.data:
         if trace.type not in ("scatter", "heatmap", "histogram"):
             raise ValueError(f"cannot draw a plotly {trace.type!r} trace without a browser")
-        key = (trace.xaxis or "x", trace.yaxis or "y")
-        if key not in axes:
-            axes[key] = _axes(out, layout, key, width_in, height_in, style, margins)
-        ax = axes[key]
+    width_in = width_in or DEFAULT_WIDTH_IN
+    height_in = (layout.height or 450) / 100
+    entries = _legend_entries(fig)
+    margins = _margins(fig, entries, height_in)
+    height_in += margins["b"] - MARGIN_IN["b"]  # slanted labels take room, not the plot
+    width_in += margins["r"] - MARGIN_IN["r"]  # and so do a colour bar and a legend
+    out = Figure(figsize=(width_in, height_in), dpi=100)
+    FigureCanvasAgg(out)
+    colorway = list(layout.template.layout.colorway or ()) if layout.template else []
+    colorway = colorway or list(S.RUN_COLORS)
+    axes = {
+        key: _axes(out, layout, key, width_in, height_in, style, margins) for key in _subplots(fig)
+    }
+    for index, trace in enumerate(fig.data):
+        default = colorway[index % len(colorway)]  # plotly colours a trace by its position
+        ax = axes[(trace.xaxis or "x", trace.yaxis or "y")]
         if trace.type == "scatter":
             _scatter(ax, trace, default)
         elif trace.type == "heatmap":
-            _heatmap(out, ax, trace, layout, key, width_in)
+            _heatmap(out, ax, trace, layout, width_in)
         else:
             _histogram(ax, trace, default)
+    _shapes(layout, axes)
+    noted = _texts(out, layout, axes, width_in, height_in, margins, style)
+    for key, ax in axes.items():
+        if not ax.has_data() and key not in noted:  # a grid cell plotly leaves empty
+            ax.set_axis_off()
+    if entries:
+        _legend(out, axes, entries, width_in, height_in, margins, style)
+    return out
+
+
+def _subplots(fig) -> list[tuple[str, str]]:
+    """(x axis, y axis) of every subplot: each x axis with its anchor, and any pair a trace uses."""
+    keys = []
+    for name in fig.layout.to_plotly_json():
+        if name.startswith("xaxis"):
+            ref = "x" + name[5:]
+            keys.append((ref, fig.layout[name].anchor or "y" + name[5:]))
+    for trace in fig.data:
+        keys.append((trace.xaxis or "x", trace.yaxis or "y"))
+    return list(dict.fromkeys(keys))
+
+
+def _legend_entries(fig) -> list[tuple[str, str | None]]:
+    """(label, group title) of each legend entry plotly would show: named traces not hidden
+    from the legend, once per name; none when a single trace would be alone in it."""
+    if fig.layout.showlegend is False:
+        return []
+    seen, entries = set(), []
+    for trace in fig.data:
+        if not trace.name or trace.showlegend is False or trace.type == "heatmap":
+            continue
+        if trace.name in seen:
+            continue
+        seen.add(trace.name)
+        group = trace.legendgrouptitle.text if trace.legendgrouptitle else None
+        entries.append((trace.name, group))
+    if len(entries) < 2 and fig.layout.showlegend is not True:
+        return []
+    return entries
+
+
+def _legend_rows(entries: list, height_in: float) -> tuple[int, int]:
+    """(rows per column, columns) of the legend (group titles take a row each)."""
+    groups = {group for _, group in entries if group}
+    n = len(entries) + len(groups)
+    rows = max(4, int((height_in - MARGIN_IN["t"] - MARGIN_IN["b"]) / LEGEND_ROW_IN))
+    return rows, math.ceil(n / rows)
+
+
+def _shapes(layout, axes: dict) -> None:
     for shape in layout.shapes or ():  # vertical lines: a step cursor (``add_vline``)
         if shape.type == "line" and shape.x0 is not None and shape.x0 == shape.x1:
             yref = (shape.yref or "y").replace(" domain", "")
@@ -70,6 +130,12 @@ def static_figure(fig, *, style: S.FigureStyle | None = None, width_in: float | 
                     linewidth=1.2,
                     zorder=1,
                 )
+
+
+def _texts(out, layout, axes, width_in, height_in, margins, style) -> set:
+    """The title, the subplot titles (paper annotations) and a panel's notes (its domain's);
+    returns the panels that got a note."""
+    noted = set()
     title = layout.title.text if layout.title else None
     if title:
         out.text(
@@ -81,7 +147,9 @@ def static_figure(fig, *, style: S.FigureStyle | None = None, width_in: float | 
             fontsize=style.title_size * 0.85,
         )
     for note in layout.annotations or ():
-        if note.xref == "paper" and note.yref == "paper" and note.text:
+        if not note.text:
+            continue
+        if note.xref == "paper" and note.yref == "paper":
             x0, y0 = _inner(note.x, note.y, width_in, height_in, margins)
             out.text(
                 x0,
@@ -91,19 +159,58 @@ def static_figure(fig, *, style: S.FigureStyle | None = None, width_in: float | 
                 va="bottom",
                 fontsize=style.font_size * 0.8,
             )
-    if layout.showlegend is not False:
-        labelled = [
-            ax for ax in axes.values() if any(line.get_label()[:1] != "_" for line in _artists(ax))
-        ]
-        named = sum(1 for t in fig.data if t.name and t.showlegend is not False)
-        if labelled and named > 1:
-            labelled[-1].legend(fontsize=style.label_size * 0.9, frameon=False, loc="best")
-    return out
+        elif str(note.xref).endswith(" domain") and str(note.yref).endswith(" domain"):
+            key = (note.xref.split()[0], note.yref.split()[0])
+            ax = axes.get(key)
+            if ax is not None:
+                noted.add(key)
+                ax.text(
+                    note.x,
+                    note.y,
+                    note.text,
+                    transform=ax.transAxes,
+                    ha="center",
+                    va="center",
+                    fontsize=style.label_size,
+                    color="#555555",
+                )
+    return noted
 
 
-def _margins(fig) -> dict:
-    """Inches around the plot area: wider on the right for a colour bar, taller at the bottom for
-    a heatmap's slanted token labels."""
+def _legend(out, axes, entries, width_in, height_in, margins, style) -> None:
+    """One legend for every panel, in the right margin, group titles as bold rows."""
+    handles, labels = [], []
+    shown_groups = set()
+    by_label = {}
+    for ax in axes.values():
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            by_label.setdefault(label, handle)
+    for label, group in entries:
+        if group and group not in shown_groups:
+            shown_groups.add(group)
+            handles.append(Line2D([], [], linestyle="none"))
+            labels.append(group)
+        handles.append(by_label.get(label, Line2D([], [], color="#888888")))
+        labels.append(label)
+    rows, columns = _legend_rows(entries, height_in)
+    legend = out.legend(
+        handles,
+        labels,
+        loc="upper left",
+        bbox_to_anchor=(1 - (margins["r"] - 0.15) / width_in, 1 - margins["t"] / height_in),
+        ncol=columns,
+        fontsize=style.label_size * 0.85,
+        frameon=False,
+        borderaxespad=0,
+    )
+    for text in legend.get_texts():
+        if text.get_text() in shown_groups:
+            text.set_fontweight("bold")
+
+
+def _margins(fig, entries: list, height_in: float) -> dict:
+    """Inches around the plot area: wider on the right for a colour bar or the legend, taller at
+    the bottom for a heatmap's slanted token labels."""
     margins = dict(MARGIN_IN)
     for trace in fig.data:
         if trace.type != "heatmap":
@@ -113,11 +220,11 @@ def _margins(fig) -> dict:
         if trace.x is not None and any(len(str(label)) > 3 for label in trace.x):
             longest = max(len(str(label)) for label in trace.x)
             margins["b"] = max(margins["b"], 0.6 + 0.075 * longest)
+    if entries:
+        longest = max(len(str(label)) for label, _ in entries)
+        _, columns = _legend_rows(entries, height_in)
+        margins["r"] = max(margins["r"], 0.3 + columns * (0.55 + 0.068 * longest))
     return margins
-
-
-def _artists(ax) -> list:
-    return [*ax.get_lines(), *ax.collections, *ax.patches]
 
 
 def _inner(x: float, y: float, width_in: float, height_in: float, margins: dict) -> tuple:
@@ -167,9 +274,13 @@ def _scatter(ax, trace, default_color: str) -> None:
     marker_color = marker.color if marker is not None else None
     color = line_color or (marker_color if isinstance(marker_color, str) else default_color)
     label = trace.name if trace.showlegend is not False and trace.name else "_nolegend_"
+    alpha = trace.opacity if trace.opacity is not None else 1.0
     if "lines" in mode:
         dash = DASHES.get(trace.line.dash if trace.line else None, "-")
-        ax.plot(x, y, linestyle=dash, color=color, linewidth=1.8, label=label, zorder=2)
+        width = trace.line.width * 0.75 if trace.line and trace.line.width else 1.8
+        ax.plot(
+            x, y, linestyle=dash, color=color, linewidth=width, alpha=alpha, label=label, zorder=2
+        )
         label = "_nolegend_"
     if "markers" in mode:
         size = (marker.size if marker is not None and marker.size else 6) ** 2 * 0.6
@@ -214,10 +325,10 @@ def _rgba(color: str) -> tuple[float, ...]:
     return to_rgba(text)
 
 
-def _heatmap(out, ax, trace, layout, key, width_in) -> None:
+def _heatmap(out, ax, trace, layout, width_in) -> None:
     z = np.array(trace.z, dtype=float)
     n_rows, n_cols = z.shape
-    reversed_y = layout[_axis_name(key[1], "y")].autorange == "reversed"
+    reversed_y = layout[_axis_name(trace.yaxis or "y", "y")].autorange == "reversed"
     low = trace.zmin if trace.zmin is not None else np.nanmin(z)
     high = trace.zmax if trace.zmax is not None else np.nanmax(z)
     image = ax.imshow(
@@ -243,7 +354,12 @@ def _heatmap(out, ax, trace, layout, key, width_in) -> None:
         box = ax.get_position()  # the bar in the right margin, beside its heatmap
         cax = out.add_axes((box.x1 + 0.12 / width_in, box.y0, 0.14 / width_in, box.height))
         bar = out.colorbar(image, cax=cax)
-        title = trace.colorbar.title.text if trace.colorbar and trace.colorbar.title else None
+        colorbar = trace.colorbar
+        if colorbar and colorbar.tickvals is not None:  # e.g. log10 counts labelled 1, 10, 100
+            labels = colorbar.ticktext or [f"{v:g}" for v in colorbar.tickvals]
+            ticks = [v for v in colorbar.tickvals if low <= v <= high]
+            bar.set_ticks(ticks, labels=[labels[list(colorbar.tickvals).index(v)] for v in ticks])
+        title = colorbar.title.text if colorbar and colorbar.title else None
         if title:
             bar.set_label(title)
 

@@ -175,12 +175,7 @@ def alignment_lines(analyses: pd.DataFrame, other: str, *, style: S.FigureStyle 
     return fig
 
 
-ROLE_NAMES = {
-    "previous_token": "previous token",
-    "duplicate_token": "duplicate token",
-    "induction": "induction",
-    "copying": "copying",
-}
+ROLE_NAMES = S.ROLE_LABELS  # one name per role, as the Circuit page's box colours say it
 
 
 def role_frame(analyses: pd.DataFrame) -> pd.DataFrame:

@@ -160,9 +160,9 @@ def node_color_modes(frames: RunFrames) -> list[str]:
 
 def node_values(frames: RunFrames, layout: Layout, mode: str) -> NodeValues | None:
     """The run's ``mode`` analysis (``dla`` or a role) per box and analysed step, or None for
-    ``kind`` and for a run without it. Full colour is the largest |value| of the whole run (so a
-    colour means the same at every step); an attention role's score is a share of attention, so
-    its full colour is 1."""
+    ``kind`` and for a run without it. Full colour is the largest |DLA| (or copying score) of the
+    whole run, so a colour means the same at every step; an attention role's score is a share of
+    attention, so its full colour is 1."""
     if mode == "kind":
         return None
     if mode not in S.NODE_COLOR_LABELS:
@@ -186,11 +186,14 @@ def node_values(frames: RunFrames, layout: Layout, mode: str) -> NodeValues | No
     for name in grid.columns:
         if name in index:
             values[:, index[name]] = grid[name].to_numpy(dtype=np.float32)
-    magnitude = np.abs(values[np.isfinite(values)])
-    if mode in ("dla", "copying"):
-        scale = float(magnitude.max()) if magnitude.size and magnitude.max() > 0 else 1.0
+    finite = values[np.isfinite(values)]
+    if mode == "dla":  # signed: either sign at full colour
+        top = float(np.abs(finite).max()) if finite.size else 0.0
+    elif mode == "copying":  # a logit score; a negative one (suppression) is no copying
+        top = float(finite.max()) if finite.size else 0.0
     else:
-        scale = 1.0
+        top = 1.0
+    scale = top if top > 0 else 1.0
     return NodeValues(
         mode=mode,
         steps=grid.index.to_numpy(dtype=np.int64),
