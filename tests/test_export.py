@@ -4,8 +4,10 @@ import csv
 import io
 import json
 import re
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from support.synthetic import write_synthetic_analyses, write_synthetic_run
@@ -176,16 +178,12 @@ def test_export_colours_boxes_by_an_analysis(analysed, tmp_path):
 def test_copying_colours_scale_by_the_strongest_copier():
     """A negative copying score (a head suppressing what it reads) is no copying: white, and it
     does not set the full-colour scale; DLA takes either sign."""
-    from types import SimpleNamespace
-
     rows = [
         {"step": 0, "kind": "roles", "key": "copying:a0.h0", "value": 0.5},
         {"step": 0, "kind": "roles", "key": "copying:a0.h1", "value": -2.0},
         {"step": 0, "kind": "dla", "key": "a0.h0", "value": 0.5},
         {"step": 0, "kind": "dla", "key": "a0.h1", "value": -2.0},
     ]
-    import pandas as pd
-
     frames = SimpleNamespace(analyses=pd.DataFrame(rows))
     layout = layout_for(2, 2)
     assert node_values(frames, layout, "copying").scale == 0.5
