@@ -4,7 +4,7 @@ headless Chromium the browser tests drive: ``python benchmarks/screenshots.py``.
 It serves the dashboard on the bundled demo runs (``assets/demo-runs``, the SmolLM2-135M run
 included) plus a synthetic run of GPT-2 small's shape (12 x 12 heads: no GPT-2 weights ship offline),
 and photographs the first screen, a before/after comparison, the two large graphs, presentation
-mode at 1280 x 720, the dynamics and the heads pages. ``--only NAME`` retakes one picture.
+mode at 1280 x 720, the dynamics and the heads pages, and boxes coloured by direct logit attribution. ``--only NAME`` retakes one picture.
 """
 
 from __future__ import annotations
@@ -53,6 +53,13 @@ SHOTS = (
         1500,
     ),
     ("heads.png", "/heads?run=sv-disagreement-circuit", 1400, 1250),
+    (
+        "dla-boxes.png",
+        "/?run=sv-disagreement-circuit&step=after&compare=0&compare_mode=side&top_n=40&node_color=dla",
+        1400,
+        950,
+    ),
+    ("smollm2-dla.png", f"/?run={SMOL}&step=after&top_n=300&node_color=dla&collapse=1", 1400, 1000),
 )
 READY = """() => {
   const running = document.querySelector('[data-testid="stStatusWidget"]');
