@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from support.synthetic import write_synthetic_analyses, write_synthetic_run
+from support.synthetic import write_analysed_run, write_synthetic_run
 
 from circuitviz.cli import main
 from circuitviz.graph.io import load_json
@@ -132,10 +132,7 @@ def test_unknown_extension_and_missing_run(runs, tmp_path, capsys):
 def analysed(tmp_path_factory):
     """A run ``circuitviz analyse`` has measured at steps 0, 40 and 80."""
     root = tmp_path_factory.mktemp("analysed")
-    graph = build_graph(3, 3)
-    run_id = write_synthetic_run(root, n_steps=80, graph=graph, snapshot_every=20, seed=2)
-    write_synthetic_analyses(root / run_id, graph, against="other")
-    return root, run_id
+    return root, write_analysed_run(root, seed=2)
 
 
 def test_node_values_are_the_stored_analyses_per_box(analysed):

@@ -6,9 +6,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 from matplotlib.image import AxesImage
-from support.synthetic import write_synthetic_analyses, write_synthetic_run
+from support.synthetic import write_analysed_run
 
-from circuitviz.graph.topology import build_graph
 from circuitviz.plotting.dynamics import (
     RunSeries,
     circuit_size_heatmap,
@@ -37,10 +36,7 @@ from circuitviz.runs import RunStore
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    graph = build_graph(3, 3)
-    run_id = write_synthetic_run(root, n_steps=80, graph=graph, snapshot_every=20, seed=4)
-    write_synthetic_analyses(root / run_id, graph, against="other")
-    return RunStore([root]).open(run_id)
+    return RunStore([root]).open(write_analysed_run(root, seed=4))
 
 
 @pytest.fixture(scope="module")

@@ -225,3 +225,14 @@ def write_synthetic_analyses(run_dir, graph, against: str) -> None:
         writer.add_analysis(step, f"alignment:{against}", iou)
     writer.set_status("finished")
     writer.close()
+
+
+def write_analysed_run(root, *, seed: int = 0) -> str:
+    """A 3 x 3 run snapshotted every 20 of 80 steps and analysed at steps 0, 40 and 80
+    (``write_synthetic_analyses``, compared with a run "other"); returns its id."""
+    from circuitviz.graph.topology import build_graph
+
+    graph = build_graph(3, 3)
+    run_id = write_synthetic_run(root, n_steps=80, graph=graph, snapshot_every=20, seed=seed)
+    write_synthetic_analyses(Path(root) / run_id, graph, against="other")
+    return run_id
