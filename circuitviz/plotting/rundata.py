@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 from circuitviz.plotting import style as S
+from circuitviz.plotting.boxcolors import NodeValues
 from circuitviz.plotting.layout import Layout
-from circuitviz.plotting.scene import NodeValues, Scene, SceneOptions, build_scene
+from circuitviz.plotting.scene import Scene, SceneOptions, build_scene
 from circuitviz.plotting.style import FigureStyle
 from circuitviz.plotting.view import ViewState, resolve_token, step_tokens, token_label
 
