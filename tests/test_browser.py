@@ -303,6 +303,12 @@ def test_boxes_coloured_by_dla_follow_the_step_and_the_url(server, browser, root
         "() => document.querySelector('.cvz-legend').innerText.includes('(step 40)')",
         timeout=5_000,
     )
+    # side by side, the legend names each panel's analysed step
+    page.evaluate(f"() => {RENDERER}.setView({{compare: 'before', compare_mode: 'side'}})")
+    page.wait_for_function(
+        "() => document.querySelector('.cvz-legend').innerText.includes('(steps 0 | 40)')",
+        timeout=5_000,
+    )
     assert errors == []
     page.close()
 

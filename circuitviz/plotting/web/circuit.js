@@ -846,7 +846,12 @@ function updateText(s, list) {
     d.summary.replaceChildren();
   }
   // legend
+  // side by side, boxes coloured by an analysis: each panel's analysed step (A | B)
+  const first = list[0].scene;
+  const both = list.length === 2 && first.values && last.values && first.values.step !== last.values.step;
+  const steps = both ? ` (steps ${first.values.step} | ${last.values.step})` : null;
   d.legend.replaceChildren(...last.legend.map((entry) => {
+    if (steps && entry.kind === "fill") entry = { ...entry, label: entry.label.replace(/ \(step \d+\)$/, steps) };
     const cls = { box: "cvz-swatch-box", fill: "cvz-swatch-fill" }[entry.kind] || "cvz-swatch";
     const sample = el("span", { class: cls });
     sample.style.borderColor = entry.color;
