@@ -634,3 +634,10 @@ def test_the_mechanisms_slider_keeps_a_checkpoint_between_snapshots(app):
     assert at.session_state["cv_view"].step == "30"
     at.run()  # any other rerun keeps it
     assert at.select_slider(key="mech_step").value == 40
+
+
+def test_the_tour_starts_from_boxes_coloured_by_kind(app):
+    """Step 1 explains the boxes' kind colours, so it shows them even after boxes: DLA."""
+    at = app("tour", run="svd-circuit", node_color="dla")
+    tour_button(at, "Show me").click().run()
+    assert at.session_state["cv_view"].node_color == "kind"

@@ -17,7 +17,7 @@ STEPS = [
         "rows, one row per layer) and each layer's **MLP** (green, right), and the **logits** on "
         "top. An **edge** goes from a box that writes to a box that later reads: into a head's "
         "query, key or value (left, middle, right of its box), into an MLP, or into the logits.",
-        {"step": "before", "compare": None, "node": None, "top_n": 50},
+        {"step": "before", "compare": None, "node": None, "top_n": 50, "node_color": "kind"},
         "views/circuit.py",
     ),
     (
@@ -60,7 +60,8 @@ STEPS = [
         "before tuning push the disagreeing one after it (their colour flips), rather than new "
         "heads taking over. Below, the **faithfulness** of the circuit at each step and of the "
         "circuit it started from tells a circuit that moved from one that stopped working, and "
-        "the overlap with full fine-tuning shows where the two methods part.",
+        "the overlap with full fine-tuning shows where the two methods part. Back on the Circuit "
+        "page, **boxes: DLA** colours the graph's own boxes the same way as you scrub.",
         {"compare": None, "node": None},
         "views/mechanisms.py",
     ),
