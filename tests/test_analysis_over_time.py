@@ -12,7 +12,12 @@ import pytest
 import torch
 
 from circuitviz.analysis.dla import direct_logit_attribution
-from circuitviz.attribution.faithfulness import FaithfulnessConfig, evaluate_circuits
+from circuitviz.attribution.faithfulness import (
+    DEFAULT_FRACTIONS,
+    FaithfulnessConfig,
+    evaluate_circuits,
+    faithfulness_sweep,
+)
 from circuitviz.cli import main
 from circuitviz.graph.select import top_n
 from circuitviz.graph.topology import graph_for
@@ -134,6 +139,14 @@ def test_stored_faithfulness_equals_the_snapshot_circuit_measured_directly(analy
     stored = run.analyses("faithfulness")
     row = stored[(stored["step"] == 6) & (stored["key"] == "own@0.5")]
     assert float(row["value"].iloc[0]) == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    # MIB's CPR and CMD of the same circuit, against the faithfulness sweep computed on its own
+    sweep = faithfulness_sweep(
+        model, graph, [probe], scores, config, fractions=sorted({*DEFAULT_FRACTIONS, 0.5})
+    )
+    at6 = dict(zip(stored[stored["step"] == 6]["key"], stored[stored["step"] == 6]["value"]))
+    assert at6["cpr:own"] == pytest.approx(sweep.cpr, rel=1e-4, abs=1e-6)
+    assert at6["cmd:own"] == pytest.approx(sweep.cmd, rel=1e-4, abs=1e-6)
+    assert sweep.cpr > 0 and sweep.cmd >= 0
 
 
 def test_bad_requests_are_one_line(analysed, capsys):
@@ -190,7 +203,8 @@ def test_analyse_leaves_the_runs_status_and_replaces_earlier_rows(analysed, caps
     assert seen == ["finished"] * 3
     analyse_run(model, Run(run_dir), kinds=["faithfulness"], budgets=[0.3])
     keys = set(Run(run_dir).analyses("faithfulness")["key"])
-    assert keys == {"own@0.3", "initial@0.3", "m_full", "m_empty"}
+    areas = {f"{m}:{c}" for m in ("cpr", "cmd") for c in ("own", "initial")}
+    assert keys == {"own@0.3", "initial@0.3", "m_full", "m_empty"} | areas
 
 
 def test_nothing_is_written_for_a_request_that_cannot_run(analysed, capsys):

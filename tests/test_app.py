@@ -432,8 +432,8 @@ def test_mechanisms_page_shows_what_analyse_stored(app):
     at = app("mechanisms", run="svd-circuit")
     specs = charts(at)
     # DLA heatmaps, DLA lines, role lines, attention heatmaps, one head's pattern, OV,
-    # faithfulness, overlap
-    assert len(specs) == 8
+    # faithfulness, CPR/CMD, overlap
+    assert len(specs) == 9
     first, last = (_grid(trace["z"]) for trace in specs[0]["data"])
     assert first[2, 1] == 1.0 and last[2, 1] == -1.0  # a2.h1 flipped sign
     names = [trace["name"] for trace in specs[1]["data"]]
@@ -456,7 +456,10 @@ def test_mechanisms_page_shows_what_analyse_stored(app):
     assert values(path["x"]) == [0.0, 10.0, 20.0] and values(cos["y"]) == [0.9, 0.9]
     faith = {t["name"]: values(t["y"]) for t in specs[6]["data"]}
     assert faith["the initial circuit, 1% of edges"] == pytest.approx([0.5, 0.3, 0.1])
-    assert len(specs[7]["data"]) == 2 and values(specs[7]["data"][0]["x"]) == [0, 20, 40, 60, 80]
+    areas = {t["name"]: values(t["y"]) for t in specs[7]["data"]}
+    assert areas["CPR, the initial circuit"] == pytest.approx([0.8, 0.7, 0.6])
+    assert areas["CMD, the initial circuit"][1] is None  # undefined there: a gap, not 0
+    assert len(specs[8]["data"]) == 2 and values(specs[8]["data"][0]["x"]) == [0, 20, 40, 60, 80]
     at.select_slider(key="mech_step").set_value(40).run()
     assert _grid(charts(at)[0]["data"][1]["z"])[2, 1] == 0.0
     at.radio(key="mech_ov_kind").set_value("qk").run()
@@ -529,7 +532,7 @@ def test_tour_page(app):
     tour_button(at, "Back").click().run()
     assert next(m.value for m in at.markdown if m.value.startswith("####")) == titles[4]
     tour_button(at, "Show me").click().run()  # step 5 opens the Mechanisms page on the run
-    assert not at.exception and len(charts(at)) == 8
+    assert not at.exception and len(charts(at)) == 9
     at.switch_page("views/tour.py").run()
     for _ in range(4):
         tour_button(at, "Back").click().run()
@@ -595,7 +598,7 @@ def test_mechanisms_page_exports_each_figure_as_a_file(app):
     clicked, by ``plotting.figure_static``), named after the run and the figure."""
     at = app("mechanisms", run="svd-circuit")
     chooser = at.selectbox(key="mech_export_figure")
-    assert len(chooser.options) == 8 and chooser.value == "DLA per head, step 0 and 80"
+    assert len(chooser.options) == 9 and chooser.value == "DLA per head, step 0 and 80"
     at.selectbox(key="mech_export_figure").set_value("faithfulness over steps").run()
     buttons = at.get("download_button")[2:]
     assert [b.proto.label.split()[0] for b in buttons] == ["SVG", "PDF", "PNG"]

@@ -483,8 +483,8 @@ def test_the_mechanisms_page_draws_its_figures(server, browser):
         "Array.from(document.querySelectorAll('.js-plotly-plot')).slice(1).map(p => p.data.length)"
     )
     # the two holders of the role; attention panels; one head's pattern; OV path and cosine; own
-    # and initial at 2 budgets; edges and nodes
-    assert page.evaluate(lines)[1:] == [2, 2, 1, 2, 4, 2]
+    # and initial at 2 budgets; their CPR and CMD; edges and nodes
+    assert page.evaluate(lines)[1:] == [2, 2, 1, 2, 4, 4, 2]
     page.close()
 
 

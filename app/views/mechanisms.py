@@ -19,6 +19,8 @@ from circuitviz.plotting.mechanisms import (
     bias_figure,
     dla_lines,
     dla_matrix,
+    faithfulness_area_frame,
+    faithfulness_area_lines,
     faithfulness_frame,
     faithfulness_lines,
     figures_html,
@@ -194,6 +196,15 @@ if len(faith):
         "measured with that step's weights. A falling solid line: the circuit became less "
         "faithful. A falling dotted line under a steady solid one: the circuit moved."
     )
+    if len(faithfulness_area_frame(analyses)):
+        show(faithfulness_area_lines(analyses, style=style), "CPR and CMD over steps")
+        st.caption(
+            "MIB's summaries over the whole sweep of circuit sizes (0.1% to 100% of edges): CPR, "
+            "the area under the faithfulness curve (higher: small circuits already carry the "
+            "task), and CMD, the area between it and 1 (lower: closer to the full model at every "
+            "size). A gap missing at a step: the full model and the empty circuit scored alike "
+            "there, so no ratio is defined."
+        )
 
 aligned = alignment_frame(analyses)
 if len(aligned):

@@ -12,7 +12,8 @@ For the untouched model (step 0) and every checkpoint of the run:
      step) and of the circuit it started from (step 0's snapshot), both with this step's weights.
      The first separates "the circuit moved" from the second, "the old circuit stopped carrying
      the task": a falling own-circuit line means the circuit became less faithful; a falling
-     initial-circuit line under a steady own-circuit line means it moved;
+     initial-circuit line under a steady own-circuit line means it moved; and for both, MIB's CPR
+     and CMD over the whole sweep of edge fractions (``cpr:own``, ``cmd:initial``, ...);
    * ``roles``: every head's previous-token, duplicate-token, induction and copying scores, whose
      top head per role, step by step, shows a role migrating;
    * ``attention``: every head's attention from the target position to the tagged tokens (where
@@ -49,7 +50,12 @@ from circuitviz.analysis.ov import (
     trajectory,
 )
 from circuitviz.analysis.roles import attention_roles, copying_scores
-from circuitviz.attribution.faithfulness import FaithfulnessConfig, evaluate_circuits
+from circuitviz.attribution.faithfulness import (
+    DEFAULT_FRACTIONS,
+    FaithfulnessConfig,
+    area_under,
+    evaluate_circuits,
+)
 from circuitviz.graph.select import top_n
 from circuitviz.graph.topology import graph_for
 from circuitviz.models import build_param_map
@@ -265,20 +271,34 @@ def _scores_at(circuits: dict[int, np.ndarray], step: int) -> np.ndarray:
 
 
 def _faithfulness(model, graph, probe, circuits, step, budgets, config) -> dict[str, float]:
+    """``own@B`` / ``initial@B``: faithfulness of the run's circuit at ``step`` and of its initial
+    circuit at each edge budget B; ``cpr:own`` / ``cmd:own`` (and ``:initial``): MIB's areas over
+    the sweep of ``DEFAULT_FRACTIONS`` (the area under the faithfulness curve and the area between
+    it and 1, ``attribution.faithfulness.area_under``); all from one set of ablated forwards."""
+    fractions = tuple(sorted(set(DEFAULT_FRACTIONS) | {float(b) for b in budgets}))
+    vectors = {"own": _scores_at(circuits, step), "initial": _scores_at(circuits, 0)}
     chosen = []
-    for budget in budgets:
-        k = max(1, round(budget * graph.n_edges))
-        for which, vector in (
-            ("own", _scores_at(circuits, step)),
-            ("initial", _scores_at(circuits, 0)),
-        ):
-            scores = torch.zeros(graph.n_src, graph.n_dst, dtype=torch.float32)
-            scores[graph.valid_mask] = torch.from_numpy(np.asarray(vector, dtype=np.float32))
-            chosen.append((f"{which}@{budget:g}", top_n(scores, graph, k)))
+    for which, vector in vectors.items():
+        scores = torch.zeros(graph.n_src, graph.n_dst, dtype=torch.float32)
+        scores[graph.valid_mask] = torch.from_numpy(np.asarray(vector, dtype=np.float32))
+        for fraction in fractions:
+            k = max(1, round(fraction * graph.n_edges))
+            chosen.append(((which, fraction), top_n(scores, graph, k)))
     metrics = evaluate_circuits(model, graph, [probe], [c for _, c in chosen], config)
-    # Undefined where the full model and the empty circuit score alike: stored as missing, not 0.
-    faith = [None if math.isnan(f) else f for f in metrics.faithfulness()]
-    values = dict(zip([name for name, _ in chosen], faith))
+    faith = dict(zip([key for key, _ in chosen], metrics.faithfulness()))
+    values: dict[str, float | None] = {}
+    for which in vectors:
+        for budget in budgets:
+            value = faith[(which, float(budget))]
+            # Undefined where the full model and the empty circuit score alike: missing, not 0.
+            values[f"{which}@{budget:g}"] = None if math.isnan(value) else value
+        curve = [faith[(which, f)] for f in fractions]
+        if any(math.isnan(v) for v in curve):
+            values[f"cpr:{which}"] = values[f"cmd:{which}"] = None
+        else:
+            x, y = (0.0, *fractions), (0.0, *curve)
+            values[f"cpr:{which}"] = area_under(x, y)
+            values[f"cmd:{which}"] = area_under(x, [abs(1 - v) for v in y])
     values["m_full"], values["m_empty"] = metrics.m_full, metrics.m_empty
     return values
 
@@ -398,6 +418,14 @@ def summarise_analyses(run: Run, *, flip_share: float = 0.1, top: int = 10) -> d
         out["faithfulness_over_time"] = {
             budget: list(by_step.values()) for budget, by_step in series.items()
         }
+        areas: dict[int, dict] = {}
+        for key, step, value in zip(faith["key"], faith["step"], faith["value"]):
+            if key.startswith(("cpr:", "cmd:")):
+                measure, which = key.split(":")
+                entry = areas.setdefault(int(step), {"step": int(step)})
+                entry[f"{measure}_{which}"] = None if value is None or value != value else value
+        if areas:
+            out["faithfulness_areas"] = [areas[s] for s in sorted(areas)]
     aligned = frame[frame["kind"].str.startswith("alignment:")]
     if len(aligned):
         out["alignment"] = {}

@@ -148,6 +148,36 @@ def faithfulness_lines(analyses: pd.DataFrame, *, style: S.FigureStyle | None = 
     return fig
 
 
+def faithfulness_area_frame(analyses: pd.DataFrame) -> pd.DataFrame:
+    """step, measure (cpr | cmd), circuit (own | initial), value: MIB's areas at each step."""
+    rows = analyses[
+        (analyses["kind"] == "faithfulness") & analyses["key"].str.match(r"^(cpr|cmd):")
+    ]
+    frame = _split_keys(rows, ":", ("measure", "circuit"), "value")
+    return frame.sort_values(["measure", "circuit", "step"])
+
+
+def faithfulness_area_lines(analyses: pd.DataFrame, *, style: S.FigureStyle | None = None):
+    """CPR (the area under the faithfulness curve over the edge fraction; higher is better) and
+    CMD (the area between it and 1; lower is better) of the run's circuit then (solid) and of its
+    initial circuit (dotted), against step."""
+    fig = _line_figure("CPR and CMD over time (MIB)", "area over the edge fraction", style)
+    frame = faithfulness_area_frame(analyses)
+    colors = {"cpr": S.HELPS, "cmd": S.HURTS}
+    for (measure, circuit), rows in frame.groupby(["measure", "circuit"], sort=True):
+        fig.add_trace(
+            go.Scatter(
+                x=rows["step"].tolist(),
+                y=rows["value"].tolist(),
+                mode="lines+markers",
+                name=f"{measure.upper()}, "
+                f"{'the circuit then' if circuit == 'own' else 'the initial circuit'}",
+                line={"dash": "solid" if circuit == "own" else "dot", "color": colors[measure]},
+            )
+        )
+    return fig
+
+
 def alignment_frame(analyses: pd.DataFrame) -> pd.DataFrame:
     """other, step, measure (edge_iou | node_iou), budget, value."""
     rows = analyses[analyses["kind"].str.startswith("alignment:")]

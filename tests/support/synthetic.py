@@ -185,7 +185,7 @@ def _write_checkpoint(writer, step: int, rng: np.random.Generator) -> None:
 
 def write_synthetic_analyses(run_dir, graph, against: str) -> None:
     """What ``circuitviz analyse --against`` stores: at three checkpoints DLA per source (head a2.h1
-    flips sign), faithfulness, every head's role scores (the previous-token role moves from a0.h0
+    flips sign), faithfulness (with CPR/CMD), every head's role scores (the previous-token role moves from a0.h0
     to a1.h2) and attention to the tagged tokens; IoU with another run at every snapshot step."""
     writer = RunWriter.resume(run_dir)
     heads = [
@@ -196,7 +196,10 @@ def write_synthetic_analyses(run_dir, graph, against: str) -> None:
         dla["a2.h1"] = 1.0 - i
         writer.add_analysis(step, "dla", dla | {"logit_diff": 2.0 - i, "rest": 0.01})
         faith = {"own@0.01": 0.5, "initial@0.01": 0.5 - 0.2 * i, "own@0.1": 0.9}
-        writer.add_analysis(step, "faithfulness", faith | {"initial@0.1": 0.9 - 0.1 * i})
+        areas = {"cpr:own": 0.8, "cmd:own": 0.2, "cpr:initial": 0.8 - 0.1 * i}
+        areas["cmd:initial"] = None if i == 1 else 0.2 + 0.1 * i  # undefined at one step
+        faith |= {"initial@0.1": 0.9 - 0.1 * i} | areas
+        writer.add_analysis(step, "faithfulness", faith)
         holder = "a0.h0" if i < 2 else "a1.h2"
         roles = {f"previous_token:{h}": 0.9 if h == holder else 0.1 for h in heads}
         roles |= {f"induction:{h}": 0.05 for h in heads}
