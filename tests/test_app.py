@@ -462,6 +462,8 @@ def test_mechanisms_page_shows_what_analyse_stored(app):
     assert len(specs[8]["data"]) == 2 and values(specs[8]["data"][0]["x"]) == [0, 20, 40, 60, 80]
     at.select_slider(key="mech_step").set_value(40).run()
     assert _grid(charts(at)[0]["data"][1]["z"])[2, 1] == 0.0
+    # the attention panels follow the shared step too (a0.h1 pays 0.2 at step 40)
+    assert _grid(charts(at)[3]["data"][1]["z"])[0, 1] == pytest.approx(0.2)
     at.radio(key="mech_ov_kind").set_value("qk").run()
     qk_path = charts(at)[5]["data"][0]
     assert values(qk_path["x"]) == [0.0, -10.0, -20.0]  # a2.h1's QK trajectory

@@ -169,7 +169,8 @@ def test_export_colours_boxes_by_an_analysis(analysed, tmp_path):
     svg = out.read_text()
     assert "box DLA &gt; 0 (step 40)" in svg  # step 60 shows the latest analysed step, 40
     assert main([*argv[:-1], str(tmp_path / "roles.svg"), "--node-color", "previous_token"]) == 0
-    assert "box previous-token score (step 40)" in (tmp_path / "roles.svg").read_text()
+    roles = (tmp_path / "roles.svg").read_text()
+    assert "box previous-token score (step 40; full colour at 1.00)" in roles
 
 
 def test_copying_colours_scale_by_the_strongest_copier():

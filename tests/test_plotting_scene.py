@@ -279,7 +279,11 @@ def test_boxes_take_the_latest_analysed_step(layout, scores, dla_values, step, r
     if row == 1:
         assert scene.node_fill[3] == "#ffffff"  # zero DLA is white
     labels = [entry.label for entry in scene.legend if entry.kind == "fill"]
-    assert labels == [f"box DLA > 0 (step {scene.node_value_step})", "box DLA < 0"]
+    full = f"{dla_values.scale:.3g}"  # three significant digits
+    assert labels == [
+        f"box DLA > 0 (step {scene.node_value_step})",
+        f"box DLA < 0 (full colour at ±{float(full):.{max(0, 2 - int(np.floor(np.log10(dla_values.scale))))}f})",
+    ]
     assert (
         scene.edges.tolist()
         == build_scene(layout, scores, options=SceneOptions(top_n=20)).edges.tolist()
@@ -298,6 +302,8 @@ def test_role_colours_are_shares_of_attention(layout, scores):
     assert scene.node_fill[heads[0]] == "#ffffff"  # a negative score is no role
     assert scene.label_colors[heads[-1]] == "#ffffff"  # white text on the dark purple
     assert scene.label_colors[heads[0]] == "#333333"
+    (legend,) = [entry.label for entry in scene.legend if entry.kind == "fill"]
+    assert legend == "box induction score (step 0; full colour at 1.00)"
 
 
 def test_node_values_are_validated(layout):
@@ -321,7 +327,8 @@ def test_both_renderers_draw_the_box_colours(layout, scores, dla_values):
     fills = {trace.fillcolor for trace in fig.data if trace.fill == "toself"}
     assert fills == set(scene.node_fill)
     legend = {trace.name for trace in fig.data if trace.showlegend}
-    assert {"box DLA > 0 (step 80)", "box DLA < 0"} <= legend
+    assert "box DLA > 0 (step 80)" in legend
+    assert any(name.startswith("box DLA < 0 (full colour at ±") for name in legend)
     hover = next(trace for trace in fig.data if trace.name == "nodes").hovertext
     n = int(np.nanargmax(np.abs(dla_values.values[2])))
     assert f"DLA {dla_values.values[2, n]:+.4g} at step 80" in hover[n]
@@ -329,4 +336,5 @@ def test_both_renderers_draw_the_box_colours(layout, scores, dla_values):
     got = {to_hex(patch.get_facecolor()) for patch in static.axes[0].patches}
     assert set(scene.node_fill) <= got
     texts = [t.get_text() for t in static.legends[0].get_texts()]
-    assert "box DLA > 0 (step 80)" in texts and "box DLA < 0" in texts
+    assert "box DLA > 0 (step 80)" in texts
+    assert any(text.startswith("box DLA < 0 (full colour at") for text in texts)

@@ -88,9 +88,10 @@ def shared_step_slider(steps: list[int]) -> int:
 
 
 dla_steps = analysed_steps(analyses, "dla")
+shared = None  # the analysed step the shared slider shows
 if dla_steps:
     st.markdown("#### Direct logit attribution per head")
-    step = dla_steps[-1] if len(dla_steps) == 1 else shared_step_slider(dla_steps)
+    step = shared = dla_steps[-1] if len(dla_steps) == 1 else shared_step_slider(dla_steps)
     panels = {f"step {dla_steps[0]}": dla_matrix(analyses, dla_steps[0], n_layers, n_heads)}
     panels[f"step {step}"] = dla_matrix(analyses, step, n_layers, n_heads)
     show(
@@ -121,7 +122,9 @@ if len(roles):
 attention_steps = analysed_steps(analyses, "attention")
 if attention_steps:
     st.markdown("#### Attention to the task's tokens")
-    first, last = attention_steps[0], attention_steps[-1]
+    # step 0 beside the shared step (the DLA slider's), else beside the last analysed step
+    first = attention_steps[0]
+    last = shared if shared in attention_steps else attention_steps[-1]
     panels = {
         f"step {s}": head_matrix(analyses, "attention", s, n_layers, n_heads)
         for s in dict.fromkeys((first, last))
@@ -143,7 +146,10 @@ if attention_steps:
             pattern_steps[0]
             if len(pattern_steps) == 1
             else c2.select_slider(
-                "Step", options=pattern_steps, value=pattern_steps[-1], key="mech_pattern_step"
+                "Step",
+                options=pattern_steps,
+                value=last if last in pattern_steps else pattern_steps[-1],
+                key="mech_pattern_step",
             )
         )
         show(

@@ -233,6 +233,8 @@ def role_lines(analyses: pd.DataFrame, role: str, *, style: S.FigureStyle | None
                 x=rows["step"].tolist(), y=rows["score"].tolist(), mode="lines+markers", name=head
             )
         )
+    if role != "copying":  # a share of attention: on its whole 0-1 range, so chance stays low
+        fig.update_yaxes(range=[0, 1.02])
     return fig
 
 

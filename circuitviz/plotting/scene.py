@@ -23,6 +23,7 @@ module) only draw it. Steps:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -263,7 +264,7 @@ def build_scene(
         row = node_values.row_at(step)
         value, value_step = node_values.values[row], int(node_values.steps[row])
         fills = value_fills(node_values, value)
-        legend += value_legend(node_values.mode, value_step)
+        legend += value_legend(node_values.mode, value_step, node_values.scale)
     band_in = layout.band_edges()
     band_out = _collapsed_bands(layout, active) if options.collapse else band_in.copy()
     return Scene(
@@ -495,14 +496,25 @@ def node_fills(layout: Layout, mass: np.ndarray, active: np.ndarray) -> tuple[st
     return tuple(fills)
 
 
-def value_legend(mode: str, step: int) -> tuple[LegendEntry, ...]:
-    """The filled swatches that explain boxes coloured by ``mode`` (the first names the step)."""
+def value_legend(mode: str, step: int, scale: float) -> tuple[LegendEntry, ...]:
+    """The filled swatches that explain boxes coloured by ``mode``: the first names the analysed
+    step, the last the value drawn at full colour."""
     colors = (S.HELPS, S.HURTS) if mode == "dla" else (S.ROLE_FILL,)
-    labels = S.NODE_COLOR_LABELS[mode]
-    return tuple(
-        LegendEntry(label + (f" (step {step})" if i == 0 else ""), color, kind="fill")
-        for i, (label, color) in enumerate(zip(labels, colors))
-    )
+    labels = list(S.NODE_COLOR_LABELS[mode])
+    full = f"full colour at {'±' if mode == 'dla' else ''}{scale_text(scale)}"
+    if len(labels) == 1:
+        labels[0] += f" (step {step}; {full})"
+    else:
+        labels[0] += f" (step {step})"
+        labels[-1] += f" ({full})"
+    return tuple(LegendEntry(label, color, kind="fill") for label, color in zip(labels, colors))
+
+
+def scale_text(scale: float) -> str:
+    """``scale`` to three significant digits in fixed notation (as the browser renderer writes
+    it: ``scaleText``)."""
+    digits = max(0, 2 - math.floor(math.log10(scale)))
+    return f"{scale:.{digits}f}"
 
 
 def circuit_nodes(layout: Layout, selected: np.ndarray) -> np.ndarray:

@@ -23,7 +23,14 @@ from circuitviz.plotting.scene import Scene, node_label
 
 STATIC_FORMATS = ("svg", "pdf", "png")
 _DASH = {"solid": "solid", "dot": (0, (1.5, 1.5))}
-_LEGEND_COLUMNS = 4
+_LEGEND_COLUMNS = 4  # at most
+
+
+def _legend_columns(scene: Scene, width_in: float, style: S.FigureStyle) -> int:
+    """As many legend columns (up to four) as the longest label lets fit across the figure."""
+    longest = max((len(entry.label) for entry in scene.legend), default=0)
+    per_column = 0.6 + 0.075 * longest * style.label_size / 10  # inches
+    return max(1, min(_LEGEND_COLUMNS, int((width_in - 1.0) / per_column)))
 
 
 def circuit_static_figure(
@@ -38,7 +45,8 @@ def circuit_static_figure(
     layout = scene.layout
     width_in = width_in or 11.0 * max(1.0, 0.85 * style.label_size / 10)
     handles = _legend_handles(scene)
-    n_rows = -(-len(handles) // _LEGEND_COLUMNS)
+    columns = _legend_columns(scene, width_in, style)
+    n_rows = -(-len(handles) // columns)
     low, high = scene.y_range()
     # Vertical budget in inches: title, legend rows, then the graph.
     head_in = (
@@ -80,7 +88,7 @@ def circuit_static_figure(
             handles=handles,
             loc="upper left",
             bbox_to_anchor=(0.065, top),
-            ncol=_LEGEND_COLUMNS,
+            ncol=columns,
             fontsize=style.label_size,
             frameon=False,
             borderaxespad=0,

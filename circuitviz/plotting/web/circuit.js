@@ -314,11 +314,18 @@ function valueFills(m, mode, row) {
   return out;
 }
 
-function valueLegend(m, mode, step) {
+function scaleText(scale) {
+  // three significant digits in fixed notation (scene.scale_text)
+  return scale.toFixed(Math.max(0, 2 - Math.floor(Math.log10(scale))));
+}
+
+function valueLegend(m, mode, step, scale) {
   const st = m.style, colors = mode === "dla" ? [st.helps, st.hurts] : [st.role_fill];
-  return st.node_color_labels[mode].map((label, i) => ({
-    label: label + (i === 0 ? ` (step ${step})` : ""), color: colors[i], dash: "solid", kind: "fill",
-  }));
+  const labels = st.node_color_labels[mode].slice();
+  const full = `full colour at ${mode === "dla" ? "±" : ""}${scaleText(scale)}`;
+  if (labels.length === 1) labels[0] += ` (step ${step}; ${full})`;
+  else { labels[0] += ` (step ${step})`; labels[labels.length - 1] += ` (${full})`; }
+  return labels.map((label, i) => ({ label, color: colors[i], dash: "solid", kind: "fill" }));
 }
 
 function computeScene(m, view, rowB, rowA) {
@@ -428,7 +435,7 @@ function computeScene(m, view, rowB, rowA) {
   let boxFills = fills;
   if (values) {
     boxFills = valueFills(m, mode, values);
-    legend.push(...valueLegend(m, mode, values.step));
+    legend.push(...valueLegend(m, mode, values.step, values.nv.scale));
   }
   // 5. bands
   const bandIn = m.g.band_edges, bandOut = bandIn.slice();
@@ -849,9 +856,9 @@ function updateText(s, list) {
   // side by side, boxes coloured by an analysis: each panel's analysed step (A | B)
   const first = list[0].scene;
   const both = list.length === 2 && first.values && last.values && first.values.step !== last.values.step;
-  const steps = both ? ` (steps ${first.values.step} | ${last.values.step})` : null;
+  const steps = both ? `(steps ${first.values.step} | ${last.values.step}` : null;
   d.legend.replaceChildren(...last.legend.map((entry) => {
-    if (steps && entry.kind === "fill") entry = { ...entry, label: entry.label.replace(/ \(step \d+\)$/, steps) };
+    if (steps && entry.kind === "fill") entry = { ...entry, label: entry.label.replace(/\(step \d+/, steps) };
     const cls = { box: "cvz-swatch-box", fill: "cvz-swatch-fill" }[entry.kind] || "cvz-swatch";
     const sample = el("span", { class: cls });
     sample.style.borderColor = entry.color;
