@@ -135,17 +135,20 @@ def faithfulness_lines(analyses: pd.DataFrame, *, style: S.FigureStyle | None = 
     fig = _line_figure("Faithfulness over time", "faithfulness", style)
     frame = faithfulness_frame(analyses)
     for (budget, circuit), rows in frame.groupby(["budget", "circuit"], sort=True):
-        fig.add_trace(
-            go.Scatter(
-                x=rows["step"].tolist(),
-                y=rows["faithfulness"].tolist(),
-                mode="lines+markers",
-                name=f"{'the circuit then' if circuit == 'own' else 'the initial circuit'}, "
-                f"{float(budget):.0%} of edges",
-                line={"dash": "solid" if circuit == "own" else "dot"},
-            )
-        )
+        name = f"{CIRCUIT_NAMES[circuit]}, {float(budget):.0%} of edges"
+        fig.add_trace(_circuit_trace(rows, "faithfulness", circuit, name))
     return fig
+
+
+CIRCUIT_NAMES = {"own": "the circuit then", "initial": "the initial circuit"}
+
+
+def _circuit_trace(rows, value: str, circuit: str, name: str, color: str | None = None):
+    """One circuit's ``value`` against step: the run's circuit then solid, its initial dotted."""
+    line = {"dash": "solid" if circuit == "own" else "dot"} | ({"color": color} if color else {})
+    return go.Scatter(
+        x=rows["step"].tolist(), y=rows[value].tolist(), mode="lines+markers", name=name, line=line
+    )
 
 
 def faithfulness_area_frame(analyses: pd.DataFrame) -> pd.DataFrame:
@@ -165,16 +168,8 @@ def faithfulness_area_lines(analyses: pd.DataFrame, *, style: S.FigureStyle | No
     frame = faithfulness_area_frame(analyses)
     colors = {"cpr": S.HELPS, "cmd": S.HURTS}
     for (measure, circuit), rows in frame.groupby(["measure", "circuit"], sort=True):
-        fig.add_trace(
-            go.Scatter(
-                x=rows["step"].tolist(),
-                y=rows["value"].tolist(),
-                mode="lines+markers",
-                name=f"{measure.upper()}, "
-                f"{'the circuit then' if circuit == 'own' else 'the initial circuit'}",
-                line={"dash": "solid" if circuit == "own" else "dot", "color": colors[measure]},
-            )
-        )
+        name = f"{measure.upper()}, {CIRCUIT_NAMES[circuit]}"
+        fig.add_trace(_circuit_trace(rows, "value", circuit, name, colors[measure]))
     return fig
 
 
