@@ -106,15 +106,14 @@ def figure_files(figures: dict, run_id: str, key: str) -> None:
     """One of ``figures`` (name -> plotly figure) as an SVG, PDF or PNG file, redrawn with
     matplotlib (``plotting.figure_static``: no browser or kaleido) when a button is clicked, not on
     every rerun of the page."""
-    import re
-
     from circuitviz.plotting.figure_static import static_figure
     from circuitviz.plotting.static import static_bytes
+    from circuitviz.runs.fields import slug
 
     if not figures:
         return
     chosen = st.selectbox("One figure as a file (SVG, PDF, PNG)", list(figures), key=key)
-    slug = re.sub(r"[^a-z0-9]+", "-", chosen.lower()).strip("-")
+    name = slug(chosen)
     style = state.figure_style()
     for column, fmt in zip(st.columns(3), ("svg", "pdf", "png")):
         column.download_button(
@@ -122,7 +121,7 @@ def figure_files(figures: dict, run_id: str, key: str) -> None:
             data=lambda fig=figures[chosen], fmt=fmt: static_bytes(
                 static_figure(fig, style=style), fmt
             ),
-            file_name=f"{run_id}.{slug}.{fmt}",
+            file_name=f"{run_id}.{name}.{fmt}",
             mime={"svg": "image/svg+xml", "pdf": "application/pdf", "png": "image/png"}[fmt],
             key=f"{key}_{fmt}",
         )

@@ -274,40 +274,29 @@ def view_scenes(
     options = scene_options(view, style)
     values = node_values(frames, layout, view.node_color)
     steps = frames.snapshots["step"].to_numpy(dtype=np.float64)
+
+    def scene_of(row: int, scores, selected, **compare) -> Scene:
+        return build_scene(
+            layout, scores, selected, options, node_values=values, step=steps[row], **compare
+        )
+
     side = view.compare_mode == "side" if side_by_side is None else side_by_side
     if resolved.compare is not None and side:
         return [
             (
-                build_scene(
-                    layout,
-                    resolved.compare,
-                    frames.selected[resolved.row_a],
-                    options,
-                    node_values=values,
-                    step=steps[resolved.row_a],
-                ),
+                scene_of(resolved.row_a, resolved.compare, frames.selected[resolved.row_a]),
                 f"A: {token_label(resolved.token_a, frames.snapshots)}",
             ),
             (
-                build_scene(
-                    layout,
-                    resolved.scores,
-                    resolved.selected,
-                    options,
-                    node_values=values,
-                    step=steps[resolved.row_b],
-                ),
+                scene_of(resolved.row_b, resolved.scores, resolved.selected),
                 f"B: {token_label(resolved.token_b, frames.snapshots)}",
             ),
         ]
-    scene = build_scene(
-        layout,
+    scene = scene_of(
+        resolved.row_b,
         resolved.scores,
         resolved.selected,
-        options,
         compare=resolved.compare,
         noise_std=frames.noise_std if resolved.compare is not None else None,
-        node_values=values,
-        step=steps[resolved.row_b],
     )
     return [(scene, resolved.title)]
