@@ -18,7 +18,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
-from einops import einsum
 
 from circuitviz.attribution.hooks import ROOT_HOOK, FiredCheck, qkv_copies, source_hooks
 from circuitviz.graph.topology import Graph
@@ -95,8 +94,8 @@ def token_sums(sources: torch.Tensor, embed: torch.Tensor, mask: torch.Tensor):
 def masked_token_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``x`` ``[..., batch, pos, d_model]`` summed in float64 over the real tokens of ``mask``
     ``[batch, pos]``: ``[..., d_model]``."""
-    weights = mask.to(device=x.device, dtype=torch.float64)
-    return einsum(x.to(torch.float64), weights, "... batch pos d_model, batch pos -> ... d_model")
+    # Summed in float64 as read, without a float64 copy of ``x``.
+    return x[..., mask.to(x.device).bool(), :].sum(dim=-2, dtype=torch.float64)
 
 
 def _means(total, embed_total, n_tokens: int, dtype: torch.dtype) -> SourceMeans:
