@@ -117,9 +117,9 @@ def _projection(model, layer: int, which: str) -> tuple:
 
 class NormJacobian:
     """The vector-Jacobian product of a norm module at one input ``x`` ``[batch, pos, d_model]``,
-    for cotangents ``[batch, pos, n, d_model]`` (one per head). LayerNorm and the Llama-family
-    RMSNorms in closed form, from statistics of ``x`` computed once; any other norm by autograd
-    through the module itself."""
+    for the cotangents a projection's output gradient makes (one per head). LayerNorm and the
+    Llama-family RMSNorms in closed form, from statistics of ``x`` computed once; any other norm by
+    autograd through the module itself."""
 
     def __init__(self, norm: torch.nn.Module, x: torch.Tensor) -> None:
         self.norm, self.x = norm, x
@@ -127,30 +127,52 @@ class NormJacobian:
         self._stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(normalised x, 1 / scale), each with a head axis, in float32 at least."""
+        """(normalised x ``[batch, pos, d_model]``, 1 / scale ``[batch, pos, 1]``), in float32 at
+        least."""
         if self._stats is None:
             x = self.x.to(torch.promote_types(self.x.dtype, torch.float32))
             if self.kind == "layer":
                 x = x - x.mean(-1, keepdim=True)
             eps = self.norm.eps if self.kind == "layer" else self.norm.variance_epsilon
             rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-            self._stats = ((x * rstd).unsqueeze(-2), rstd.unsqueeze(-2))
+            self._stats = (x * rstd, rstd)
         return self._stats
 
-    def vjp(self, cotangent: torch.Tensor) -> torch.Tensor:
+    def projected_vjp(self, grad_out: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``vjp`` of the cotangents ``grad_out @ weight`` (``grad_out`` ``[batch, pos, n, e]``,
+        ``weight`` ``[n, e, d_model]``), with the norm's weight folded into ``weight`` and its
+        1 / scale into ``grad_out`` (both small) before the product, and the centring done in
+        place: five passes over the ``[batch, pos, n, d_model]`` result where the textbook
+        formula takes ten (a quarter of a demo-model attribution backward over every position)."""
         if self.kind is None:
+            at_normed = einsum(
+                grad_out,
+                weight.to(grad_out.dtype),
+                "batch pos n e, n e d_model -> batch pos n d_model",
+            )
             with torch.enable_grad():
-                copies = self.x.unsqueeze(-2).expand_as(cotangent).requires_grad_(True)
-                (grad,) = torch.autograd.grad(self.norm(copies), copies, cotangent)
+                copies = self.x.unsqueeze(-2).expand_as(at_normed).requires_grad_(True)
+                (grad,) = torch.autograd.grad(self.norm(copies), copies, at_normed)
             return grad
-        xhat, rstd = self._statistics()
-        weight = self.norm.weight
-        g = cotangent.to(xhat.dtype)
-        if weight is not None:
-            g = g * weight.detach().to(xhat.dtype)
-        centred = g - g.mean(-1, keepdim=True) if self.kind == "layer" else g
-        grad = rstd * (centred - xhat * (g * xhat).mean(-1, keepdim=True))
-        return grad.to(cotangent.dtype)
+        _, rstd = self._statistics()
+        weight = weight.detach().to(rstd.dtype)
+        if self.norm.weight is not None:
+            weight = weight * self.norm.weight.detach().to(rstd.dtype)
+        g = einsum(
+            grad_out.to(rstd.dtype) * rstd[..., None],
+            weight,
+            "batch pos n e, n e d_model -> batch pos n d_model",
+        )
+        return self._centre(g).to(grad_out.dtype)
+
+    def _centre(self, g: torch.Tensor) -> torch.Tensor:
+        """``g - mean(g) - xhat * mean(g * xhat)`` over d_model (RMSNorm: no mean term), in place:
+        the Jacobian's transpose once the weight and 1 / scale are in ``g``."""
+        xhat, _ = self._statistics()
+        along = einsum(g, xhat, "batch pos n d_model, batch pos d_model -> batch pos n")
+        if self.kind == "layer":
+            g.sub_(g.mean(-1, keepdim=True))
+        return g.addcmul_(xhat[:, :, None, :], along[..., None], value=-1.0 / g.shape[-1])
 
 
 _RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm")
@@ -168,8 +190,4 @@ def input_gradient(dest: LeanDest, x: NormJacobian, grad_out: torch.Tensor) -> t
     """The gradient at each head's own copy of its input ``[batch, pos, head, d_model]``, from the
     norm's Jacobian at the layer's input ``x`` and the gradient at the projection's output
     ``grad_out`` ``[batch, pos, head, d_head]``."""
-    weight = dest.weight.detach().to(grad_out.dtype)
-    at_normed = einsum(
-        grad_out, weight, "batch pos head e, head e d_model -> batch pos head d_model"
-    )
-    return x.vjp(at_normed)
+    return x.projected_vjp(grad_out, dest.weight)
