@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -188,3 +189,81 @@ def test_examples_longer_than_the_models_context_are_cut_to_it(capsys, tmp_path)
     main(["tune", *SMALL, "--task", "arithmetic", "--steps", "1", "--runs-dir", str(tmp_path)])
     main(["discover", "--model", "demo", "--task", "arithmetic", "-n", "4", "--json"])
     capsys.readouterr()
+
+
+def _sft_tuner(tmp_path, task: str, name: str, **config):
+    from circuitviz.attribution.config import AttributionConfig
+    from circuitviz.models import load_model
+    from circuitviz.tuning.loop import Tuner
+    from circuitviz.tuning.storage import create_run
+
+    model = load_model("demo")
+    attribution = AttributionConfig(metric="process", baseline="mean", positions="all")
+    values = dict(top_n=30, steps=3, batch_size=4, n_train=40, n_dev=4, n_probe=4, n_heldout=4)
+    config = TuneConfig(**dict(values, attribution=attribution, lr=0.05) | config)
+    writer = create_run(model, task, config, tmp_path / name)
+    return Tuner(model, task, config, writer, None)
+
+
+def test_one_shared_backward_scores_and_trains_as_the_two_it_replaces(tmp_path):
+    """On an instruction batch scored with the process metric the training loss's backward is the
+    attribution's too (each example's gradient rescaled): the same scores and the same gradients
+    as a metric backward followed by a loss backward, to float32 rounding."""
+    from circuitviz.tuning.discovery import score_edges_on_training_text, shared_backward
+    from circuitviz.tuning.loop import trainable_only
+    from circuitviz.tuning.loss import training_loss
+
+    task = write_sft(tmp_path / "train.jsonl", 60, seed=5)
+    tuner = _sft_tuner(tmp_path, task, "runs")
+    model, graph, config = tuner.model, tuner.graph, tuner.config
+    batch, ids = tuner._batch(1)
+    params = list(tuner.train_params.values())
+
+    def loss_of(logits):
+        return training_loss(logits, ids, batch, config).total
+
+    with trainable_only(model, params):
+        two, logits = score_edges_on_training_text(model, graph, batch, ids, config)
+        separate = torch.autograd.grad(loss_of(logits), params, allow_unused=True)
+        shared = shared_backward(batch, config, loss_of, params)
+        assert shared is not None
+        one, _ = score_edges_on_training_text(model, graph, batch, ids, config, shared=shared)
+    assert two.scores.abs().max() > 0
+    torch.testing.assert_close(
+        one.scores, two.scores, rtol=1e-4, atol=1e-6 * two.scores.abs().max()
+    )
+    reached = 0
+    for param, grad in zip(params, separate, strict=True):
+        if grad is None:
+            assert param.grad is None or not param.grad.any()
+            continue
+        reached += 1
+        torch.testing.assert_close(param.grad, grad, rtol=1e-5, atol=1e-7)
+    assert reached > len(params) // 2
+    # Nothing else may share it: a pair batch, or EAP-IG (more gradient points than the clean one).
+    pairs = _sft_tuner(tmp_path, "sv-agreement", "pairs", attribution=TuneConfig().attribution)
+    assert shared_backward(pairs._batch(1)[0], pairs.config, loss_of, params) is None
+    for rule in ("left", "right"):
+        ig = replace(config.attribution, method="eap-ig-inputs", ig_rule=rule)
+        assert shared_backward(batch, replace(config, attribution=ig), loss_of, params) is None
+
+
+def test_a_run_with_the_shared_backward_takes_the_steps_of_one_without(tmp_path):
+    task = write_sft(tmp_path / "train.jsonl", 60, seed=6)
+    shared = _sft_tuner(tmp_path, task, "shared")
+    apart = _sft_tuner(tmp_path, task, "apart")
+    apart.shares_backward = False
+    for tuner in (shared, apart):
+        with trainable_only_of(tuner):
+            tuner.losses = [tuner.step(step) for step in (1, 2, 3)]
+        tuner.writer.close()
+    torch.testing.assert_close(shared.losses, apart.losses, rtol=1e-5, atol=0)
+    assert shared.losses[2] < shared.losses[0]  # it trains
+    for name, param in shared.train_params.items():
+        torch.testing.assert_close(param, apart.train_params[name], rtol=1e-5, atol=1e-7)
+
+
+def trainable_only_of(tuner):
+    from circuitviz.tuning.loop import trainable_only
+
+    return trainable_only(tuner.model, tuner.train_params.values())

@@ -34,7 +34,12 @@ Two savings for circuit-tuning, whose every discovery step scores one batch:
   right-padded prefix (a pair task's training text: prompt, answer, continuation; an instruction
   batch's training text is its clean text). A causal model's activations at the prompt's positions
   are the same, so the capture and the gradients are cut to those positions, and the logits (with
-  their autograd graph, ``return_logits``) are the training step's own: one forward serves both.
+  their autograd graph, ``return_logits``) are the training step's own: one forward serves both;
+* ``shared``: when every example's gradient of the training objective is its metric's gradient
+  times a known factor (an instruction batch's loss, the mean over all response tokens, against
+  the ``process`` metric, each example's mean), plain EAP's step 3 backpropagates the training
+  objective instead, to the root and the trainable parameters at once, each example's differences
+  scaled by its factor (step 2): one backward serves both as well.
 
 The sign convention is ``config.SIGN_CONVENTION``: a score estimates m(edge patched) - m(clean).
 """
@@ -107,6 +112,19 @@ class BatchScores:
     logits: torch.Tensor | None = field(default=None, repr=False)
 
 
+@dataclass(frozen=True, kw_only=True)
+class SharedBackward:
+    """A training objective whose backward also serves the attribution (``batch_edge_scores``).
+
+    ``objective(logits)`` is the scalar a training step backpropagates; example ``b``'s gradient of
+    the metric is ``row_scale[b]`` times its gradient of that objective (examples never interact in
+    a causal LM's forward), and the objective's gradients accumulate into ``params``' ``.grad``."""
+
+    objective: Callable[[torch.Tensor], torch.Tensor] = field(repr=False)
+    row_scale: torch.Tensor = field(repr=False)  # [batch]
+    params: list[torch.Tensor] = field(repr=False)
+
+
 def _score_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -126,8 +144,10 @@ class _AttributionPass:
         *,
         per_head_copies: bool = False,
         forward: tuple[torch.Tensor, torch.Tensor] | None = None,
+        shared: SharedBackward | None = None,
     ) -> None:
         self.model, self.graph, self.batch, self.metric = model, graph, batch, metric
+        self.shared = shared
         self.interpolate = METHODS[config.method].interpolate
         # None: the batch's own mean, taken from the clean forward's capture (``_finish_diff``).
         self.base: BaselineActivations | None = base
@@ -313,7 +333,13 @@ class _AttributionPass:
                 base = select_positions(base, self.pos_idx, batch_dim=1)
             mask = select_positions(mask, self.pos_idx, batch_dim=0)
         torch.sub(base, self.diff, out=self.diff)
-        self.diff.mul_(mask.to(self.diff.dtype)[None, :, :, None])
+        weights = mask.to(self.diff.dtype)[None, :, :, None]
+        if self.shared is not None:
+            # The backward is the objective's: each example's product with its gradient becomes
+            # the metric's when its difference carries the example's factor.
+            scale = self.shared.row_scale.to(device=self.diff.device, dtype=self.diff.dtype)
+            weights = weights * scale[None, :, None, None]
+        self.diff.mul_(weights)
         self.scored_diff = (
             self.diff if self.cut else select_positions(self.diff, self.pos_idx, batch_dim=1)
         )
@@ -365,9 +391,13 @@ class _AttributionPass:
                 self._finish_diff()
             if not backward:
                 return logits
-            objective = self.metric(logits, self.batch).sum()
             self.grads_seen.clear()
-            torch.autograd.grad(objective, self.root, retain_graph=keep_graph)
+            if capture and self.shared is not None:
+                objective = self.shared.objective(logits)
+                torch.autograd.backward(objective, inputs=[self.root, *self.shared.params])
+            else:
+                objective = self.metric(logits, self.batch).sum()
+                torch.autograd.grad(objective, self.root, retain_graph=keep_graph)
         finally:
             for handle in self.handles:
                 handle.remove()
@@ -391,6 +421,7 @@ def batch_edge_scores(
     return_logits: bool = False,
     per_head_copies: bool = False,
     forward_ids: tuple[torch.Tensor, torch.Tensor] | None = None,
+    shared: SharedBackward | None = None,
 ) -> BatchScores:
     """Score every edge of ``graph`` on one batch; the per-step entry point of circuit-tuning.
 
@@ -404,6 +435,10 @@ def batch_edge_scores(
     ``forward_ids`` = (ids, mask) of a text each clean prompt is an exact, right-padded prefix of
     (a pair task's ``train_ids`` and ``train_mask``), read by the clean forward instead of the
     prompt (module docstring); ValueError when a prompt is not its prefix.
+    ``shared``: backpropagate this training objective (with ``return_logits``, for plain EAP,
+    whose one gradient point is the clean pass) instead of the metric, each example's activation
+    differences scaled by its ``row_scale``: its parameters' ``.grad`` hold the objective's
+    gradients afterwards, and the logits come back without a graph to backpropagate again.
     """
     check_batch(batch, config.metric, config.baseline, custom_metric=metric is not None)
     metric = metric if metric is not None else METRICS[config.metric]
@@ -422,12 +457,19 @@ def batch_edge_scores(
         base,
         per_head_copies=per_head_copies,
         forward=forward_ids,
+        shared=shared,
     )
     alphas = config.alphas()
+    if shared is not None and not (return_logits and alphas == (1.0,)):
+        raise ValueError(
+            "a shared backward needs return_logits and plain EAP (one gradient point, the clean "
+            f"pass); got {config.method} with alphas {alphas}"
+        )
     # The clean forward captures the activation differences; it is also the alpha = 1 point when
     # the rule includes it.
     with frozen_parameters(model.bridge, enabled=not return_logits):
-        logits = run.step(1.0, capture=True, backward=1.0 in alphas, keep_graph=return_logits)
+        keep = return_logits and shared is None
+        logits = run.step(1.0, capture=True, backward=1.0 in alphas, keep_graph=keep)
     with frozen_parameters(model.bridge):
         for alpha in alphas:
             if alpha != 1.0:

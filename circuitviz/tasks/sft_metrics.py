@@ -14,6 +14,9 @@ log-probability of token ``p`` given the tokens before it (read at position ``p 
   (each token counts once, as Hugging Face's ``labels`` loss).
 * ``response_nll``: per example, the summed ``nll`` over response tokens and their count, from which
   evaluation builds a token-weighted response loss over many batches.
+* ``process_scale``: per example, its ``process_loss`` gradient over its ``sft_loss`` gradient (the
+  batch's response tokens over the example's), so that one backward of the training loss also
+  gives the process metric's gradients (circuit-tuning's shared backward).
 
 Under the attribution sign convention a score estimates m(edge patched) - m(clean): for ``process``
 a positive score means patching the edge away raises the loss (the edge helps); for ``outcome`` a
@@ -86,3 +89,15 @@ def sft_loss(logits: torch.Tensor, batch) -> torch.Tensor:
     """Mean nll over every response token of the batch: a scalar to backpropagate."""
     total, count = response_nll(logits, batch)
     return total.sum() / count.sum().clamp_min(1)
+
+
+def process_scale(batch) -> torch.Tensor:
+    """``[batch]``: the batch's response-token count over each example's. Example ``b`` enters
+    ``sft_loss`` as ``sum_nll[b] / N`` and ``process_loss`` as ``sum_nll[b] / n[b]``, so its gradient
+    of the process metric is ``N / n[b]`` times its gradient of the loss. Raises like
+    ``process_loss`` for an example with no response token."""
+    _check(batch)
+    count = (batch.labels != IGNORE_INDEX)[:, 1:].sum(dim=1)
+    if bool((count == 0).any()):
+        raise ValueError("an SFT row has no response token; it cannot be scored")
+    return count.sum().clamp_min(1).double() / count.double()

@@ -63,12 +63,20 @@ def score_edges(model, graph: Graph, batch, config: TuneConfig, means=None) -> E
 
 
 def score_edges_on_training_text(
-    model, graph: Graph, batch, ids: torch.Tensor, config: TuneConfig, means=None
+    model,
+    graph: Graph,
+    batch,
+    ids: torch.Tensor,
+    config: TuneConfig,
+    means=None,
+    shared: eap.SharedBackward | None = None,
 ) -> tuple[EdgeScores, torch.Tensor]:
     """``score_edges`` whose clean forward reads the step's training text ``ids`` (the prompt is
     its prefix, so the scores are the prompt's): the scores, and that forward's logits with their
     autograd graph through every parameter that requires grad, for the training loss. Saves the
-    training step's own forward on every discovery step."""
+    training step's own forward on every discovery step. With ``shared`` (``shared_backward``) the
+    training objective is backpropagated here, its backward serving the attribution too, and the
+    logits come back spent."""
     with hook_flags(model.bridge, True):
         result = eap.batch_edge_scores(
             model,
@@ -78,9 +86,28 @@ def score_edges_on_training_text(
             forward_ids=(ids, batch.train_mask),
             return_logits=True,
             means=means,
+            shared=shared,
         )
     scores = eap.mean_edge_scores(result.scores, result.n_examples, graph, config.attribution)
     return scores, result.logits
+
+
+def shared_backward(
+    batch, config: TuneConfig, objective, params: list[torch.Tensor]
+) -> eap.SharedBackward | None:
+    """The attribution's backward as the training step's (``eap.SharedBackward``) when one serves
+    both: an instruction batch trained on its response loss and scored with the ``process``
+    metric by plain EAP (its one gradient point is the clean pass), whose per-example gradients
+    differ from the loss's by a known factor. None otherwise."""
+    from circuitviz.tasks.sft import is_sft_batch
+    from circuitviz.tasks.sft_metrics import process_scale
+
+    attribution = config.attribution
+    if not (
+        is_sft_batch(batch) and attribution.metric == "process" and attribution.method == "eap"
+    ):
+        return None
+    return eap.SharedBackward(objective=objective, row_scale=process_scale(batch), params=params)
 
 
 def select_edges(scores: EdgeScores, n: int, config: TuneConfig) -> torch.Tensor:

@@ -182,10 +182,10 @@ class DataParallel:
         batch = self.data.batch_for_step(step, self.config.seed)
         return self._shard(batch, training_ids(batch, self.config, step))
 
-    def _scores(self, batch, ids, means=None):
+    def _scores(self, batch, ids, means=None, shared=None):
         if self.config.attribution.baseline == "mean" and means is None:
             means = self._global_means(batch)
-        scores, logits = super()._scores(batch, ids, means)
+        scores, logits = super()._scores(batch, ids, means, shared)
         n_local = torch.tensor(float(scores.n_examples))
         n_global = int(_all_sum(n_local).item())
         total = _all_sum(scores.scores.double() * scores.n_examples)
@@ -226,6 +226,9 @@ class DataParallel:
     # unless every rank must take part in each forward (``FullySharded``). Their writer
     # (``FollowerWriter``) writes nothing either way.
     every_rank_forwards = False
+    # The objective is this process's share of a sum over all of them: a process's examples
+    # would need the global token count as their scale (``sft_metrics.process_scale``).
+    shares_backward = False
 
     def _begin(self) -> None:
         if dist.get_rank() == 0 or self.every_rank_forwards:

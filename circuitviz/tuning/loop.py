@@ -12,7 +12,9 @@ For optimizer steps t = 1..T (T = steps, or epochs x batches per epoch):
    clipping, and a masked optimizer step that leaves every entry outside the circuit
    bit-identical (``optim``). On a discovery step of ``circuit`` the attribution's clean forward
    reads the training text (the prompt is its prefix) and its logits give the loss: one forward
-   serves both (``discovery.score_edges_on_training_text``).
+   serves both (``discovery.score_edges_on_training_text``). On an instruction batch scored with
+   the ``process`` metric, the loss's backward is the attribution's too, each example's gradient
+   rescaled to the metric's: one backward serves both as well (``discovery.shared_backward``).
 4. Record the step; every E steps evaluate (dev accuracy, logit difference, held-out LM loss),
    every S steps snapshot the circuit on a fixed probe batch and the per-head weight changes,
    every C steps save a checkpoint (weights of the tunable tensors, optimizer state, the current
@@ -52,6 +54,7 @@ from circuitviz.tuning.discovery import (
     score_edges,
     score_edges_on_training_text,
     select_edges,
+    shared_backward,
 )
 from circuitviz.tuning.loss import training_ids, training_loss
 from circuitviz.tuning.masks import (
@@ -281,8 +284,8 @@ class Tuner:
         started = time.perf_counter()
         batch, ids = self._batch(step)
         discovered = is_discovery_step(step, self.config)
-        logits = self._discover(batch, ids, step) if discovered else None
-        loss = self._train(batch, ids, step, logits)
+        logits, spent = self._discover(batch, ids, step) if discovered else (None, None)
+        loss = self._train(batch, ids, step, logits, spent)
         self.writer.log_step(
             step,
             loss=loss,
@@ -310,12 +313,16 @@ class Tuner:
     # Whether the training backward names the tensors it reaches (``inputs=``); FSDP's are not the
     # tensors the forward used, so there requires_grad alone chooses them.
     backward_to_inputs = True
+    # Whether a shared forward's backward may be the training step's too (``shared_backward``);
+    # not where the objective is a share of a sum over processes (``distributed``).
+    shares_backward = True
 
-    def _discover(self, batch, ids, step: int) -> torch.Tensor | None:
-        """Choose this step's circuit; returns the training logits when the attribution's forward
-        made them (``shares_forward``), else None."""
+    def _discover(self, batch, ids, step: int) -> tuple[torch.Tensor | None, float | None]:
+        """Choose this step's circuit. Returns (the training logits when the attribution's
+        forward made them (``shares_forward``), else None; the training loss when its backward
+        ran too, every trainable tensor's gradient in place (``shares_backward``), else None)."""
         n = top_n_at(step, self.config)
-        logits = None
+        logits, spent = None, None
         if self.config.method == "random":
             edges = random_edges(self.graph, n, seed=self.config.seed, step=step)
         elif self.shares_forward and not (
@@ -323,7 +330,12 @@ class Tuner:
         ):
             for param in self.train_params.values():
                 param.requires_grad_(True)
-            scores, logits = self._scores(batch, ids)
+            losses: list[float] = []
+            shared = self._shared_backward(batch, ids, step, losses)
+            if shared is not None:
+                self.optimizer.zero_grad()
+            scores, logits = self._scores(batch, ids, shared=shared)
+            spent = losses[0] if losses else None
             edges = select_edges(scores, n, self.config)
         else:
             scores, _ = self._scores(batch, None)
@@ -331,14 +343,33 @@ class Tuner:
         if self.extra is None:
             self.extra = random_extra_nodes(self.bank, self.bank.nodes_of_edges(edges), self.config)
         self._set_circuit(circuit_from_edges(edges, self.bank, self.forced | self.extra, n))
-        return logits
+        return logits, spent
 
-    def _scores(self, batch, ids: torch.Tensor | None, means=None):
+    def _shared_backward(self, batch, ids, step: int, losses: list[float]):
+        """The training objective as the attribution's backward (``discovery.shared_backward``),
+        or None; the loss it records is appended to ``losses``, after the finiteness check that
+        comes before any backward."""
+        if not self.shares_backward:
+            return None
+
+        def objective(logits: torch.Tensor) -> torch.Tensor:
+            parts = training_loss(logits, ids, batch, self.config)
+            total, loss = self._objective(parts, batch)
+            check_finite(loss, "the training loss", step)
+            losses.append(loss)
+            return total
+
+        return shared_backward(batch, self.config, objective, list(self.train_params.values()))
+
+    def _scores(self, batch, ids: torch.Tensor | None, means=None, shared=None):
         """(edge scores of ``batch``, the training logits when ``ids`` is given: the attribution
-        forward reads them). ``means``: the mean baseline's data mean (default: the batch's)."""
+        forward reads them). ``means``: the mean baseline's data mean (default: the batch's).
+        ``shared``: the training objective to backpropagate instead of the metric."""
         if ids is None:
             return score_edges(self.model, self.graph, batch, self.config, means), None
-        return score_edges_on_training_text(self.model, self.graph, batch, ids, self.config, means)
+        return score_edges_on_training_text(
+            self.model, self.graph, batch, ids, self.config, means, shared=shared
+        )
 
     def _set_circuit(self, circuit: StepCircuit, *, whole: bool = False) -> None:
         """Train ``circuit`` from now on; ``whole``: every trainable tensor entirely (full
@@ -352,11 +383,24 @@ class Tuner:
             self.masks = self.bank.masks(circuit.nodes, device=self.model.device)
             self.counts = self.bank.count(circuit.nodes)
 
-    def _train(self, batch, ids, step: int, logits: torch.Tensor | None = None) -> float:
+    def _train(
+        self,
+        batch,
+        ids,
+        step: int,
+        logits: torch.Tensor | None = None,
+        spent: float | None = None,
+    ) -> float:
         """Loss, one backward reaching only the circuit's tensors, clipping, masked update.
-        ``logits``: the training text's, from the discovery forward (else a forward here)."""
-        self.optimizer.zero_grad()
+        ``logits``: the training text's, from the discovery forward (else a forward here).
+        ``spent``: the loss whose backward the discovery already ran (``_discover``); the update
+        then reads the gradients in place, the optimizer dropping those outside the circuit."""
         trainable = [self.train_params[name] for name in self.masks]
+        if spent is not None:
+            if trainable:
+                self._update(trainable, step)
+            return spent
+        self.optimizer.zero_grad()
         with contextlib.ExitStack() as stack:
             if logits is None:
                 for name, param in self.train_params.items():
@@ -376,13 +420,17 @@ class Tuner:
             torch.autograd.backward(
                 objective, inputs=trainable if self.backward_to_inputs else None
             )
+        self._update(trainable, step)
+        return loss
+
+    def _update(self, trainable: list[torch.Tensor], step: int) -> None:
+        """Reduce across processes, clip, and step the circuit's entries."""
         self._reduce_grads(trainable)
         if self.config.grad_clip is not None:
             norm = self.optimizer.clip_grad_norm(self.masks, self.config.grad_clip)
             check_finite(norm, "the gradient norm", step)
         self.optimizer.step(self.masks, lr_at(step, self.config))
         self.touched.update(self.masks)
-        return loss
 
     def _objective(self, parts, batch) -> tuple[torch.Tensor, float]:
         """(what is backpropagated, the step's loss as recorded)."""

@@ -40,7 +40,7 @@ class LoraTuner(Tuner):
         self.masks = self.adapters.masks(units)
         self.counts = self.adapters.count(self.masks)
 
-    def _train(self, batch, ids, step: int, logits=None) -> float:
+    def _train(self, batch, ids, step: int, logits=None, spent=None) -> float:
         # ``shares_forward`` is off: the logits are always made here, inside the training pass.
         with self.adapters.training_pass(self.masks, seed=self.config.seed * 1_000_003 + step):
             return super()._train(batch, ids, step)
