@@ -10,6 +10,9 @@ For each model, on sv-disagreement batches of 16:
    the work done, which stays meaningful on a machine shared with other jobs. ``..._wall`` is the
    same in wall-clock time. The two alternate step by step so that load from other processes hits
    both alike; means over ``repeats`` steps after two warm-up steps. Goal: <= 1.6. Also K = 4.
+   ``sft_...``: the same on the instruction task ``arithmetic`` with an instruction task's
+   attribution defaults (process metric, mean baseline, every response position), where one
+   backward serves the attribution and the update (``tuning.discovery.shared_backward``).
 2. ``snapshot_write_ms``: writing one circuit snapshot (every edge's score) to the run store, and
    ``snapshot_compute_ms``: scoring the probe batch for it.
 3. ``run_bytes_per_1000_steps``: the database of a run after 1,000 steps recorded with the default
@@ -26,22 +29,27 @@ import logging
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from circuitviz.models import load_model
+from circuitviz.tasks.catalog import KIND_TUNE_DEFAULTS, task_kind
 from circuitviz.tuning.config import TuneConfig
 from circuitviz.tuning.loop import Tuner, trainable_only
 from circuitviz.tuning.records import snapshot_scores
 from circuitviz.tuning.storage import create_run
 
 TASK = "sv-disagreement"
+SFT_TASK = "arithmetic"
 
 
-def _tuner(model, method: str, root: Path, top_n: int, every: int = 1) -> Tuner:
+def _tuner(model, method: str, root: Path, top_n: int, every: int = 1, task: str = TASK) -> Tuner:
+    kind = KIND_TUNE_DEFAULTS[task_kind(task)]
     config = TuneConfig(
+        attribution=replace(TuneConfig().attribution, **kind.get("attribution", {})),
         method=method,
         top_n=top_n,
         every=every,
@@ -53,8 +61,8 @@ def _tuner(model, method: str, root: Path, top_n: int, every: int = 1) -> Tuner:
         n_heldout=8,
         lr=1e-4,
     )
-    writer = create_run(model, TASK, config, root)
-    return Tuner(model, TASK, config, writer, None)
+    writer = create_run(model, task, config, root)
+    return Tuner(model, task, config, writer, None)
 
 
 def _timed_step(tuner: Tuner, step: int) -> tuple[float, float]:
@@ -73,11 +81,11 @@ def _timed_step(tuner: Tuner, step: int) -> tuple[float, float]:
         return time.process_time() - cpu, time.perf_counter() - wall
 
 
-def step_ratio(model, root: Path, repeats: int, top_n: int) -> dict:
+def step_ratio(model, root: Path, repeats: int, top_n: int, task: str = TASK) -> dict:
     tuners = {
-        "full": _tuner(model, "full", root, top_n),
-        "circuit": _tuner(model, "circuit", root, top_n),
-        "circuit_k4": _tuner(model, "circuit", root, top_n, every=4),
+        "full": _tuner(model, "full", root, top_n, task=task),
+        "circuit": _tuner(model, "circuit", root, top_n, task=task),
+        "circuit_k4": _tuner(model, "circuit", root, top_n, every=4, task=task),
     }
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in tuners}
     for step in range(1, repeats + 3):
@@ -181,6 +189,8 @@ def bench_model(spec: str, repeats: int, device: str = "cpu", dtype: str = "floa
             "threads": torch.get_num_threads(),
         }
         out.update(step_ratio(model, root, repeats, top_n))
+        sft = step_ratio(model, root, repeats, top_n, task=SFT_TASK)
+        out.update({f"sft_{key}": value for key, value in sft.items() if "step" in key})
         out.update(snapshot_costs(model, root, max(3, repeats // 3), top_n))
         out.update(run_size(model, root, top_n))
     return out
