@@ -25,7 +25,7 @@ For one batch:
    interpolated value while gradients still flow through each node's own computation.
 5. ``attribute`` sums over batches and divides by the number of examples.
 
-Two savings for circuit-tuning, whose every discovery step scores one batch:
+Three savings for circuit-tuning, whose every discovery step scores one batch:
 
 * the ``mean`` baseline of one batch on its own (``batch_edge_scores`` without ``means``) is the
   mean of step 2's clean activations over the batch's real tokens, taken from that forward rather
