@@ -191,6 +191,50 @@ def test_closed_form_qkv_gradients_equal_the_per_head_copies(model, config, grap
     torch.testing.assert_close(lean, copies, rtol=1e-7, atol=1e-10 * float(copies.abs().max()))
 
 
+class _OtherNorm(torch.nn.Module):
+    """A norm circuitviz has no closed form for: the VJP falls back to autograd through it."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("kind", ["layer", "rms", "other"])
+def test_the_norm_vjp_equals_autograd_through_norm_and_projection(kind):
+    """``NormJacobian.projected_vjp`` (weight and 1/scale folded in, centred in place, head-major)
+    against autograd through per-head copies of the input, the norm and the projection."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from circuitviz.attribution.lean import NormJacobian
+
+    gen = torch.Generator().manual_seed(3)
+    d_model, n, e = 8, 4, 5
+    norm = torch.nn.LayerNorm(d_model) if kind != "rms" else LlamaRMSNorm(d_model)
+    with torch.no_grad():
+        for param in norm.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen))
+    norm = norm.double()
+    if kind == "other":
+        norm = _OtherNorm(norm)
+    x = 3 * torch.randn(2, 3, d_model, generator=gen, dtype=torch.float64) + 1
+    weight = torch.randn(n, e, d_model, generator=gen, dtype=torch.float64)
+    grad_out = torch.randn(2, 3, n, e, generator=gen, dtype=torch.float64)
+    copies = x.unsqueeze(-2).expand(2, 3, n, d_model).clone().requires_grad_(True)
+    if kind == "rms":  # transformers' RMSNorm computes in float32; the oracle keeps float64
+        scale = torch.rsqrt(copies.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+        normed = norm.weight * copies * scale
+    else:
+        normed = norm(copies)
+    projected = torch.einsum("bpnd,ned->bpne", normed, weight)
+    (expected,) = torch.autograd.grad(projected, copies, grad_out)
+    got = NormJacobian(norm, x).projected_vjp(grad_out, weight)
+    assert got.shape == (n, 2, 3, d_model)
+    torch.testing.assert_close(got, expected.permute(2, 0, 1, 3), rtol=1e-10, atol=1e-12)
+
+
 def training_text(batch: Batch, extra: int = 3, seed: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
     """Each clean prompt followed right after its last real token by random tokens (an answer and
     a continuation), right-padded: (ids, mask) as a pair task's ``train_ids``/``train_mask``."""

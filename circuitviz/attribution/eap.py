@@ -282,7 +282,9 @@ class _AttributionPass:
             def on_grad(grad: torch.Tensor) -> None:
                 x = self.layer_inputs[dest.layer]
                 grad = select_positions(grad[:, : self.n_pos], self.pos_idx, batch_dim=0)
-                self._on_grad(dest.spec, input_gradient(dest, x, grad), selected=True)
+                head_major = input_gradient(dest, x, grad)  # [head, batch, pos, d_model]
+                # A transposed view: the product reads it as it lies, no copy.
+                self._accumulate(dest.spec, head_major.reshape(head_major.shape[0], -1).T)
 
             def hook(x, hook):
                 view = x.view_as(x)
@@ -298,17 +300,19 @@ class _AttributionPass:
         return list(hooks.items()) + [(dest.output_hook, watch(dest)) for dest in dests]
 
     # -- backward ---------------------------------------------------------------------------------
-    def _on_grad(self, spec: DestHook, grad: torch.Tensor, selected: bool = False) -> None:
-        # One matrix product per destination hook: [n_up, (batch pos d_model)] times
-        # [(batch pos d_model), head]. It is the einsum "n_src batch pos d_model, batch pos head
-        # d_model -> n_src head" without the einsum's permute-and-copy on every call.
-        # ``selected``: the gradient is already cut to the scored positions.
-        if not selected:
-            grad = select_positions(grad[:, : self.n_pos], self.pos_idx, batch_dim=0)
+    def _on_grad(self, spec: DestHook, grad: torch.Tensor) -> None:
+        grad = select_positions(grad[:, : self.n_pos], self.pos_idx, batch_dim=0)
         if spec.per_head:
             flat = rearrange(grad, "batch pos head d_model -> (batch pos d_model) head")
         else:
             flat = rearrange(grad, "batch pos d_model -> (batch pos d_model) 1")
+        self._accumulate(spec, flat)
+
+    def _accumulate(self, spec: DestHook, flat: torch.Tensor) -> None:
+        # One matrix product per destination hook: [n_up, (batch pos d_model)] times
+        # [(batch pos d_model), head] (the gradient at the scored positions). It is the einsum
+        # "n_src batch pos d_model, batch pos head d_model -> n_src head" without the einsum's
+        # permute-and-copy on every call.
         contribution = self.flat_diff[: spec.n_up] @ flat.to(self.flat_diff.dtype)
         self.scores[: spec.n_up, spec.dst_slice] += contribution.to(self.scores.dtype)
         self.grads_seen.add(spec.hook_name)

@@ -24,7 +24,7 @@ import weakref
 from dataclasses import dataclass, field
 
 import torch
-from einops import einsum
+from einops import einsum, rearrange
 
 from circuitviz.attribution.hooks import DestHook
 
@@ -140,10 +140,12 @@ class NormJacobian:
 
     def projected_vjp(self, grad_out: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``vjp`` of the cotangents ``grad_out @ weight`` (``grad_out`` ``[batch, pos, n, e]``,
-        ``weight`` ``[n, e, d_model]``), with the norm's weight folded into ``weight`` and its
-        1 / scale into ``grad_out`` (both small) before the product, and the centring done in
-        place: five passes over the ``[batch, pos, n, d_model]`` result where the textbook
-        formula takes ten (a quarter of a demo-model attribution backward over every position)."""
+        ``weight`` ``[n, e, d_model]``), head-major ``[n, batch, pos, d_model]`` (the layout the
+        product makes and the scores read, so nothing is copied to reorder it). The norm's weight
+        is folded into ``weight`` and its 1 / scale into ``grad_out`` (both small) before the
+        product, and the centring is done in place: five passes over the result where the
+        textbook formula takes ten (a quarter of a demo-model attribution backward over every
+        position)."""
         if self.kind is None:
             at_normed = einsum(
                 grad_out,
@@ -153,7 +155,7 @@ class NormJacobian:
             with torch.enable_grad():
                 copies = self.x.unsqueeze(-2).expand_as(at_normed).requires_grad_(True)
                 (grad,) = torch.autograd.grad(self.norm(copies), copies, at_normed)
-            return grad
+            return rearrange(grad, "batch pos n d_model -> n batch pos d_model")
         _, rstd = self._statistics()
         weight = weight.detach().to(rstd.dtype)
         if self.norm.weight is not None:
@@ -161,7 +163,7 @@ class NormJacobian:
         g = einsum(
             grad_out.to(rstd.dtype) * rstd[..., None],
             weight,
-            "batch pos n e, n e d_model -> batch pos n d_model",
+            "batch pos n e, n e d_model -> n batch pos d_model",
         )
         return self._centre(g).to(grad_out.dtype)
 
@@ -169,10 +171,10 @@ class NormJacobian:
         """``g - mean(g) - xhat * mean(g * xhat)`` over d_model (RMSNorm: no mean term), in place:
         the Jacobian's transpose once the weight and 1 / scale are in ``g``."""
         xhat, _ = self._statistics()
-        along = einsum(g, xhat, "batch pos n d_model, batch pos d_model -> batch pos n")
+        along = einsum(g, xhat, "n batch pos d_model, batch pos d_model -> n batch pos")
         if self.kind == "layer":
             g.sub_(g.mean(-1, keepdim=True))
-        return g.addcmul_(xhat[:, :, None, :], along[..., None], value=-1.0 / g.shape[-1])
+        return g.addcmul_(xhat, along[..., None], value=-1.0 / g.shape[-1])
 
 
 _RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm")
@@ -187,7 +189,7 @@ def _norm_kind(norm: torch.nn.Module) -> str | None:
 
 
 def input_gradient(dest: LeanDest, x: NormJacobian, grad_out: torch.Tensor) -> torch.Tensor:
-    """The gradient at each head's own copy of its input ``[batch, pos, head, d_model]``, from the
-    norm's Jacobian at the layer's input ``x`` and the gradient at the projection's output
-    ``grad_out`` ``[batch, pos, head, d_head]``."""
+    """The gradient at each head's own copy of its input, head-major ``[head, batch, pos,
+    d_model]``, from the norm's Jacobian at the layer's input ``x`` and the gradient at the
+    projection's output ``grad_out`` ``[batch, pos, head, d_head]``."""
     return x.projected_vjp(grad_out, dest.weight)
