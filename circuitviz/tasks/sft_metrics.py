@@ -56,18 +56,26 @@ def token_nll(logits: torch.Tensor, batch) -> torch.Tensor:
     return torch.nn.functional.pad(nll, (1, 0))  # position 0 is never predicted
 
 
+def response_counts(batch, device: torch.device | None = None) -> torch.Tensor:
+    """``[batch]``: each example's response tokens (the targets its ``nll`` is taken on)."""
+    return (batch.labels.to(device) != IGNORE_INDEX)[:, 1:].sum(dim=1)
+
+
+def _every_row_responds(count: torch.Tensor) -> None:
+    if bool((count == 0).any()):
+        raise ValueError("an SFT row has no response token; it cannot be scored")
+
+
 def response_nll(logits: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed nll ``[batch]``, response tokens ``[batch]``)."""
     nll = token_nll(logits, batch)
-    count = (batch.labels.to(logits.device) != IGNORE_INDEX)[:, 1:].sum(dim=1)
-    return nll.sum(dim=1), count
+    return nll.sum(dim=1), response_counts(batch, logits.device)
 
 
 def process_loss(logits: torch.Tensor, batch) -> torch.Tensor:
     """Mean nll of each example's response tokens: ``[batch]``."""
     total, count = response_nll(logits, batch)
-    if bool((count == 0).any()):
-        raise ValueError("an SFT row has no response token; it cannot be scored")
+    _every_row_responds(count)
     return total / count
 
 
@@ -97,7 +105,6 @@ def process_scale(batch) -> torch.Tensor:
     of the process metric is ``N / n[b]`` times its gradient of the loss. Raises like
     ``process_loss`` for an example with no response token."""
     _check(batch)
-    count = (batch.labels != IGNORE_INDEX)[:, 1:].sum(dim=1)
-    if bool((count == 0).any()):
-        raise ValueError("an SFT row has no response token; it cannot be scored")
+    count = response_counts(batch)
+    _every_row_responds(count)
     return count.sum().clamp_min(1).double() / count.double()

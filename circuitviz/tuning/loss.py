@@ -19,7 +19,7 @@ import torch
 
 from circuitviz.tasks import TaskBatch
 from circuitviz.tasks.sft import is_sft_batch
-from circuitviz.tasks.sft_metrics import sft_loss
+from circuitviz.tasks.sft_metrics import response_counts, sft_loss
 from circuitviz.tuning.config import TuneConfig
 
 
@@ -87,7 +87,5 @@ def loss_weight(batch: TaskBatch, config: TuneConfig) -> torch.Tensor:
     token count, or an instruction batch's response tokens. Data-parallel training divides by the
     sum of these over every process's shard."""
     if is_sft_batch(batch):
-        from circuitviz.tasks.sft import IGNORE_INDEX
-
-        return (batch.labels != IGNORE_INDEX)[:, 1:].sum().float()
+        return response_counts(batch).sum().float()
     return token_weights(batch, config).sum()
