@@ -8,12 +8,15 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from circuitviz.runs import Run
 from circuitviz.runs.checkpoints import load_tensors
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow  # each case starts three Python processes that import torch
 
@@ -263,7 +266,9 @@ def test_a_rank_that_dies_fails_the_run_which_resumes(demo_tokenizer_dir, tmp_pa
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode != 0
     assert stderr.count("error:") == 1 and "Traceback" not in stderr, stderr[-3000:]
-    assert "another process of this run stopped" in stderr and "--resume dies --nproc 2" in stderr
+    # Rank 0 says it when gloo tells it first; the launcher does when it SIGTERMs rank 0 first.
+    said = ("another process of this run stopped", "process 1 of this run was ended by SIGKILL")
+    assert any(line in stderr for line in said) and "--resume dies --nproc 2" in stderr
     stopped = Run(tmp_path / "dies")
     assert stopped.status == "failed" and 10 <= len(stopped.steps()) < 300
     resumed = run(
@@ -273,3 +278,50 @@ def test_a_rank_that_dies_fails_the_run_which_resumes(demo_tokenizer_dir, tmp_pa
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     done = Run(tmp_path / "dies")
     assert done.status == "finished" and list(done.steps()["step"]) == list(range(1, 301))
+
+
+WORKER = """
+import os, signal, time
+if os.environ["RANK"] == "1":
+    os.kill(os.getpid(), signal.SIGKILL)
+time.sleep(120)  # rank 0 lives on until the launcher stops it
+"""
+
+
+@pytest.mark.parametrize("status", ["running", "failed", None])
+def test_workers_ended_by_signals_get_one_line_and_a_failed_run(tmp_path, status):
+    """Rank 1 SIGKILLed, rank 0 SIGTERMed by torch's launcher before it could say anything: the
+    launcher says which process died of what and how to continue, once, and marks a run still
+    recorded as running failed; a run a worker already failed keeps its own line and message;
+    without a run (the workers died before creating it) the line names only the process."""
+    from tests.support.synthetic import write_synthetic_run
+
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    run_dir = tmp_path / "runs" / "killed"
+    n_steps = 0
+    if status is not None:
+        write_synthetic_run(tmp_path / "runs", run_id="killed", n_steps=20, status=status)
+        n_steps = len(Run(run_dir).steps())
+    resume = "circuitviz tune --resume killed --nproc 2"
+    own = ["--run-dir", str(run_dir), "--continue-with", resume]
+    result = run(
+        "-m", "circuitviz.tuning.launch", *own, "--standalone", "--nproc-per-node=2", str(worker)
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    if status == "failed":
+        assert "error:" not in result.stderr, result.stderr[-3000:]
+        assert Run(run_dir).status_message != "process 1 of this run was ended by SIGKILL"
+        return
+    assert result.stderr.count("error:") == 1, result.stderr[-3000:]
+    assert "error: process 1 of this run was ended by SIGKILL" in result.stderr
+    if status is None:
+        assert not run_dir.exists() and "--resume" not in result.stderr
+        return
+    assert f"kept at {run_dir} as failed" in result.stderr and f"Continue it with: {resume}" in (
+        result.stderr
+    )
+    failed = Run(run_dir)
+    assert failed.status == "failed" and "SIGKILL" in failed.status_message
+    assert len(failed.steps()) == n_steps  # nothing recorded is lost

@@ -387,12 +387,25 @@ def _launch(args: argparse.Namespace) -> int:
             distributed.check_config(config, args.nproc)
         except ValueError as exc:
             raise UserError(str(exc)) from exc
-        if args.run_id is None:
-            argv += ["--run-id", new_run_id(task_slug(args.task), config.method)]
+        run_id = args.run_id
+        if run_id is None:
+            run_id = new_run_id(task_slug(args.task), config.method)
+            argv += ["--run-id", run_id]
+        run_dir = _root(args) / run_id
+    else:
+        run_dir = _run_dir(args)
+    # Where the launcher records a run whose workers were all ended by a signal (``launch``).
+    said = []
+    if run_dir is not None:
+        resume = f"circuitviz tune --resume {run_dir.name} --nproc {args.nproc}" + (
+            f" --runs-dir {args.runs_dir}" if args.runs_dir else ""
+        )
+        said = ["--run-dir", str(run_dir), "--continue-with", resume]
     command = [
         sys.executable,
         "-m",
         "circuitviz.tuning.launch",
+        *said,
         "--standalone",
         f"--nproc-per-node={args.nproc}",
         "-m",
@@ -400,6 +413,16 @@ def _launch(args: argparse.Namespace) -> int:
         *argv,
     ]
     return subprocess.run(command, env=thread_env(args.nproc), check=False).returncode
+
+
+def _run_dir(args: argparse.Namespace) -> Path | None:
+    """The directory of the run ``--resume`` names; None where there is none (the workers say so)."""
+    from circuitviz.runs import RunStore, RunStoreError
+
+    try:
+        return RunStore.default(args.runs_dir).open(args.resume).dir
+    except RunStoreError:
+        return None
 
 
 def _without_flag(argv: list[str], flag: str) -> list[str]:
@@ -419,7 +442,15 @@ def _run_to_end(args, model, task, config, writer, data, update, close) -> int:
 
     try:
         with writer:
-            result = run_tuning(model, task, config, writer, progress=update, data=data)
+            try:
+                result = run_tuning(model, task, config, writer, progress=update, data=data)
+            except RuntimeError as exc:
+                from circuitviz.tuning.distributed import lost_peer
+
+                if not lost_peer(exc):
+                    raise
+                close()
+                return _lost_peer(args, writer, exc)
     except KeyboardInterrupt:
         close()
         print(
@@ -430,22 +461,35 @@ def _run_to_end(args, model, task, config, writer, data, update, close) -> int:
         return 130
     except _engine_errors() as exc:
         raise UserError(f"{exc} (run {writer.run_id} kept at {writer.dir})") from exc
-    except RuntimeError as exc:
-        from circuitviz.tuning.distributed import lost_peer
-
-        if not lost_peer(exc):
-            raise
-        raise UserError(
-            f"another process of this run stopped ({type(exc).__name__}: "
-            f"{str(exc).strip().splitlines()[0][:160]}); "
-            f"run {writer.run_id} is kept at {writer.dir} as failed with every step recorded so "
-            f"far. Continue it with: circuitviz tune --resume {writer.run_id} --nproc "
-            f"{os.environ.get('WORLD_SIZE', 'N')}"
-            + (f" --runs-dir {args.runs_dir}" if args.runs_dir else "")
-        ) from exc
     finally:
         close()
     return _report(args, result.run_id, result.run_dir, result.summary)
+
+
+def _lost_peer(args, writer, exc: RuntimeError) -> int:
+    """Another rank went away: say so in one line (rank 0) and mark the run failed, with SIGTERM
+    held off until both are done. Torch's launcher SIGTERMs the ranks left when one dies; a rank
+    ended between the line and the mark would leave a run marked running, or failed without a
+    word, and the launcher says it only for a run still marked running (``tuning.launch``)."""
+    import signal
+
+    message = (
+        f"another process of this run stopped ({type(exc).__name__}: "
+        f"{str(exc).strip().splitlines()[0][:160]}); "
+        f"run {writer.run_id} is kept at {writer.dir} as failed with every step recorded so "
+        f"far. Continue it with: circuitviz tune --resume {writer.run_id} --nproc "
+        f"{os.environ.get('WORLD_SIZE', 'N')}"
+        + (f" --runs-dir {args.runs_dir}" if args.runs_dir else "")
+    )
+    held: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: held.append(signum))
+    try:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"circuitviz tune: error: {message}", file=sys.stderr, flush=True)
+        writer.set_status("failed", message)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 2
 
 
 def _resume(args: argparse.Namespace) -> int:
