@@ -325,3 +325,57 @@ def test_workers_ended_by_signals_get_one_line_and_a_failed_run(tmp_path, status
     failed = Run(run_dir)
     assert failed.status == "failed" and "SIGKILL" in failed.status_message
     assert len(failed.steps()) == n_steps  # nothing recorded is lost
+
+
+def test_data_parallel_ranks_share_the_backward_as_one_process_does(tmp_path):
+    """Instruction data, process metric, EAP: on each of two ranks one backward serves the
+    attribution and the update, each example's factor taken against the global batch. The global
+    scores and the reduced gradients equal the metric's backward followed by the loss's, and three
+    steps take the same losses to the same weights; the ranks hold different numbers of response
+    tokens, so a factor taken against a rank's own share would show."""
+    from tests.test_tuning_sft import NAMES, PLACES
+
+    rows = []
+    for i in range(60):  # responses of four lengths
+        name, other, place = NAMES[i % len(NAMES)], NAMES[(i // 2) % len(NAMES)], PLACES[i % 5]
+        tail = f" and the key is in the {place}" * (i * 7 % 4)
+        rows.append(
+            {
+                "prompt": f"{name} gave a drink to {other} . The key is in the {place} .",
+                "response": f"{other} has the drink{tail} .",
+            }
+        )
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    task = f"sft:{tmp_path / 'train.jsonl'}"
+    out = tmp_path / "out.pt"
+    worker = ROOT / "tests" / "support" / "shared_backward_worker.py"
+    launcher = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")
+    done = subprocess.run(
+        [sys.executable, *launcher, str(worker), str(out), str(tmp_path / "runs"), task],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        # The bundled demo model (the module's demo_tokenizer_dir points the variable elsewhere).
+        env={k: v for k, v in os.environ.items() if k != "CIRCUITVIZ_DEMO_MODEL"}
+        | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = torch.load(out)
+    counts = [int(c) for c in result["counts"]]
+    assert counts[0] != counts[1], counts
+    (apart, apart_grads), (shared, shared_grads) = result["apart"], result["shared"]
+    assert apart.abs().max() > 0
+    torch.testing.assert_close(shared, apart, rtol=1e-4, atol=1e-6 * float(apart.abs().max()))
+    reached = 0
+    for one, two in zip(shared_grads, apart_grads, strict=True):
+        assert (one is None) == (two is None)
+        if one is not None:
+            reached += 1
+            torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-7)
+    assert reached > len(shared_grads) // 2
+    torch.testing.assert_close(result["shared_losses"], result["apart_losses"], rtol=1e-5, atol=0)
+    assert result["shared_losses"][2] < result["shared_losses"][0]
+    for name, param in result["shared_params"].items():
+        torch.testing.assert_close(param, result["apart_params"][name], rtol=1e-5, atol=1e-7)

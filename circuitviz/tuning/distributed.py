@@ -9,7 +9,9 @@ every optimizer step goes:
 2. Discovery: each rank scores the edges on its rows; the score sums ``[n_src, n_dst]`` and the
    example counts are all-reduced, so every rank holds the global mean and selects the same
    circuit. With the ``mean`` baseline the data mean is all-reduced first, so it is the global
-   batch's, as in one process.
+   batch's, as in one process. Where one backward serves the attribution and the update
+   (``discovery.shared_backward``: instruction data, the ``process`` metric, plain EAP), it does
+   here too, each example's factor taken against the global response-token count.
 3. Training: each rank backpropagates its share of the global mean loss (its rows' summed loss over
    the global token count, all-reduced), and the gradients of the circuit's tensors are summed
    across ranks: every rank then holds the one-process gradient, and the masked optimizer step
@@ -222,13 +224,21 @@ class DataParallel:
             if param.grad is not None:
                 dist.all_reduce(param.grad)
 
+    def _shared_backward(self, batch, ids, step, losses):
+        """As in one process, with each example's factor taken against the global batch: the
+        objective here is this rank's rows' summed loss over the global token count (``_objective``),
+        so example b's metric gradient is (global count / b's count) times its gradient."""
+        shared = super()._shared_backward(batch, ids, step, losses)
+        if shared is None:
+            return None
+        local = loss_weight(batch, self.config).double().clamp_min(1)
+        scale = _all_sum(local).clamp_min(1) / local
+        return replace(shared, row_scale=shared.row_scale * scale.to(shared.row_scale))
+
     # Only rank 0 evaluates, snapshots and summarises; the others skip straight to training,
     # unless every rank must take part in each forward (``FullySharded``). Their writer
     # (``FollowerWriter``) writes nothing either way.
     every_rank_forwards = False
-    # The objective is this process's share of a sum over all of them: a process's examples
-    # would need the global token count as their scale (``sft_metrics.process_scale``).
-    shares_backward = False
 
     def _begin(self) -> None:
         if dist.get_rank() == 0 or self.every_rank_forwards:

@@ -313,8 +313,9 @@ class Tuner:
     # Whether the training backward names the tensors it reaches (``inputs=``); FSDP's are not the
     # tensors the forward used, so there requires_grad alone chooses them.
     backward_to_inputs = True
-    # Whether a shared forward's backward may be the training step's too (``shared_backward``);
-    # not where the objective is a share of a sum over processes (``distributed``).
+    # Whether a shared forward's backward may be the training step's too (``shared_backward``;
+    # data-parallel ranks rescale it against the global batch). Off only to check it against the
+    # two backwards it replaces.
     shares_backward = True
 
     def _discover(self, batch, ids, step: int) -> tuple[torch.Tensor | None, float | None]:
