@@ -153,3 +153,22 @@ def test_the_text_report_shows_a_missing_figure_as_a_dash(capsys):
     assert _report(args, "r", "d", {"final_accuracy": None, "final_lm_loss": 3.25}) == 0
     out = capsys.readouterr().out
     assert "final_accuracy       -" in out and "final_lm_loss        3.25" in out
+
+
+def test_the_command_that_continues_a_run_names_it_as_it_was_named():
+    """By id (with the runs directory it lives in), or by the path it was resumed by, quoted."""
+    from argparse import Namespace
+
+    from circuitviz.cli.tune import _continue_command
+
+    by_id = Namespace(resume=None, runs_dir="my runs")
+    assert (
+        _continue_command(by_id, "r1", 2)
+        == "circuitviz tune --resume r1 --nproc 2 --runs-dir 'my runs'"
+    )
+    assert _continue_command(by_id, "r1") == "circuitviz tune --resume r1 --runs-dir 'my runs'"
+    by_path = Namespace(resume="/data/old runs/r1", runs_dir=None)
+    assert (
+        _continue_command(by_path, "r1", 2)
+        == "circuitviz tune --resume '/data/old runs/r1' --nproc 2"
+    )

@@ -281,19 +281,33 @@ def test_a_rank_that_dies_fails_the_run_which_resumes(demo_tokenizer_dir, tmp_pa
 
 
 WORKER = """
-import os, signal, time
-if os.environ["RANK"] == "1":
+import os, signal, sys, time
+mode, rank = sys.argv[1], os.environ["RANK"]
+if mode == "rank-1-killed" and rank == "1":
     os.kill(os.getpid(), signal.SIGKILL)
+if mode == "rank-0-killed":
+    if rank == "0":
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(2)  # rank 1 notices, and stops on its own (silent: only rank 0 speaks)
+    sys.exit(2)
+if mode.startswith("rank-0-says") and rank == "0":  # it noticed first and said why
+    print("circuitviz tune: error: rank 0's own line", file=sys.stderr, flush=True)
+    if mode == "rank-0-says-then-ends":  # recorded it, then a SIGTERM ended it before its exit
+        from circuitviz.runs import RunWriter
+        from circuitviz.tuning.launch import LOST_PEER
+
+        writer = RunWriter.resume(sys.argv[2], mark_running=False)
+        writer.set_status("failed", LOST_PEER + " (rank 0's own line)")
+        writer.close()
+        os.kill(os.getpid(), signal.SIGTERM)
+    sys.exit(2)
 time.sleep(120)  # rank 0 lives on until the launcher stops it
 """
 
 
-@pytest.mark.parametrize("status", ["running", "failed", None])
-def test_workers_ended_by_signals_get_one_line_and_a_failed_run(tmp_path, status):
-    """Rank 1 SIGKILLed, rank 0 SIGTERMed by torch's launcher before it could say anything: the
-    launcher says which process died of what and how to continue, once, and marks a run still
-    recorded as running failed; a run a worker already failed keeps its own line and message;
-    without a run (the workers died before creating it) the line names only the process."""
+def _launch_stand_ins(tmp_path, mode: str, status: str | None):
+    """Torch's launcher (through ``tuning.launch``) on two stand-in workers; a synthetic run in
+    ``status`` (None: no run). Returns (the result, the run's directory, its steps before)."""
     from tests.support.synthetic import write_synthetic_run
 
     worker = tmp_path / "worker.py"
@@ -303,28 +317,59 @@ def test_workers_ended_by_signals_get_one_line_and_a_failed_run(tmp_path, status
     if status is not None:
         write_synthetic_run(tmp_path / "runs", run_id="killed", n_steps=20, status=status)
         n_steps = len(Run(run_dir).steps())
-    resume = "circuitviz tune --resume killed --nproc 2"
-    own = ["--run-dir", str(run_dir), "--continue-with", resume]
-    result = run(
-        "-m", "circuitviz.tuning.launch", *own, "--standalone", "--nproc-per-node=2", str(worker)
-    )
+    own = [
+        "--run-dir",
+        str(run_dir),
+        "--continue-with",
+        "circuitviz tune --resume killed --nproc 2",
+    ]
+    launcher = ["-m", "circuitviz.tuning.launch", *own, "--standalone", "--nproc-per-node=2"]
+    return run(*launcher, str(worker), mode, str(run_dir)), run_dir, n_steps
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "dead"),
+    [
+        ("rank-1-killed", "running", 1),  # rank 0 SIGTERMed by the launcher before gloo told it
+        ("rank-1-killed", "failed", 1),  # a --resume of a failed run, killed before it restarted
+        ("rank-1-killed", None, 1),  # killed before the run was created
+        ("rank-0-killed", "running", 0),  # rank 1 noticed, but only rank 0 speaks
+    ],
+)
+def test_a_rank_0_that_ends_without_a_word_gets_one_line_from_the_launcher(
+    tmp_path, mode, status, dead
+):
+    """Torch's launcher with stand-in workers: when rank 0 (the one that speaks) ends by a signal,
+    the launcher says which process died of what and how to continue, once, and marks a run still
+    recorded as running failed, keeping every step; a run already failed stays as it was; without
+    a run the line names only the process."""
+    result, run_dir, n_steps = _launch_stand_ins(tmp_path, mode, status)
+    stderr = result.stderr
     assert result.returncode == 1
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    if status == "failed":
-        assert "error:" not in result.stderr, result.stderr[-3000:]
-        assert Run(run_dir).status_message != "process 1 of this run was ended by SIGKILL"
-        return
-    assert result.stderr.count("error:") == 1, result.stderr[-3000:]
-    assert "error: process 1 of this run was ended by SIGKILL" in result.stderr
+    assert "Traceback" not in stderr and stderr.count("error:") == 1, stderr[-3000:]
+    assert f"error: process {dead} of this run was ended by SIGKILL" in stderr
     if status is None:
-        assert not run_dir.exists() and "--resume" not in result.stderr
+        assert "kept at" not in stderr and "--resume" not in stderr
         return
-    assert f"kept at {run_dir} as failed" in result.stderr and f"Continue it with: {resume}" in (
-        result.stderr
-    )
-    failed = Run(run_dir)
-    assert failed.status == "failed" and "SIGKILL" in failed.status_message
-    assert len(failed.steps()) == n_steps  # nothing recorded is lost
+    hint = "Continue it with: circuitviz tune --resume killed --nproc 2"
+    assert f"kept at {run_dir} as failed" in stderr and hint in stderr
+    after = Run(run_dir)
+    assert after.status == "failed" and len(after.steps()) == n_steps  # nothing recorded is lost
+    if status == "running":
+        assert after.status_message == f"process {dead} of this run was ended by SIGKILL"
+    else:
+        assert after.status_message == "synthetic run"  # its own failure, kept
+
+
+@pytest.mark.parametrize("mode", ["rank-0-says", "rank-0-says-then-ends"])
+def test_a_rank_0_that_said_why_is_not_repeated(tmp_path, mode):
+    """Rank 0 said why and exited 2, or said and recorded it and was then ended by a signal: the
+    launcher adds nothing, touches nothing, and exits 2."""
+    result, run_dir, _ = _launch_stand_ins(tmp_path, mode, "running")
+    assert result.returncode == 2
+    assert result.stderr.count("error:") == 1 and "rank 0's own line" in result.stderr
+    expected = "running" if mode == "rank-0-says" else "failed"
+    assert Run(run_dir).status == expected  # as rank 0 left it
 
 
 def test_data_parallel_ranks_share_the_backward_as_one_process_does(tmp_path):
@@ -375,6 +420,7 @@ def test_data_parallel_ranks_share_the_backward_as_one_process_does(tmp_path):
             reached += 1
             torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-7)
     assert reached > len(shared_grads) // 2
+    assert (result["shared_steps_sharing"], result["apart_steps_sharing"]) == (3, 0)
     torch.testing.assert_close(result["shared_losses"], result["apart_losses"], rtol=1e-5, atol=0)
     assert result["shared_losses"][2] < result["shared_losses"][0]
     for name, param in result["shared_params"].items():

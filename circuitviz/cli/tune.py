@@ -392,14 +392,14 @@ def _launch(args: argparse.Namespace) -> int:
             run_id = new_run_id(task_slug(args.task), config.method)
             argv += ["--run-id", run_id]
         run_dir = _root(args) / run_id
+        if run_dir.exists():  # not this launch's run: the workers refuse it
+            run_dir = None
     else:
         run_dir = _run_dir(args)
     # Where the launcher records a run whose workers were all ended by a signal (``launch``).
     said = []
     if run_dir is not None:
-        resume = f"circuitviz tune --resume {run_dir.name} --nproc {args.nproc}" + (
-            f" --runs-dir {args.runs_dir}" if args.runs_dir else ""
-        )
+        resume = _continue_command(args, run_dir.name, args.nproc)
         said = ["--run-dir", str(run_dir), "--continue-with", resume]
     command = [
         sys.executable,
@@ -454,8 +454,8 @@ def _run_to_end(args, model, task, config, writer, data, update, close) -> int:
     except KeyboardInterrupt:
         close()
         print(
-            f"\nstopped; every step so far is recorded. Continue with: circuitviz tune --resume "
-            f"{writer.run_id}" + (f" --runs-dir {args.runs_dir}" if args.runs_dir else ""),
+            "\nstopped; every step so far is recorded. Continue with: "
+            + _continue_command(args, writer.dir.name),
             file=sys.stderr,
         )
         return 130
@@ -466,29 +466,44 @@ def _run_to_end(args, model, task, config, writer, data, update, close) -> int:
     return _report(args, result.run_id, result.run_dir, result.summary)
 
 
+def _continue_command(args, run_id: str, nproc: int | str | None = None) -> str:
+    """The command that resumes run ``run_id`` (on ``nproc`` processes): by the path it was
+    resumed by, if it was, else by id."""
+    import shlex
+
+    by_path = args.resume and len(Path(args.resume).parts) > 1
+    return (
+        f"circuitviz tune --resume {shlex.quote(args.resume if by_path else run_id)}"
+        + (f" --nproc {nproc}" if nproc is not None else "")
+        + (
+            f" --runs-dir {shlex.quote(str(args.runs_dir))}"
+            if args.runs_dir and not by_path
+            else ""
+        )
+    )
+
+
 def _lost_peer(args, writer, exc: RuntimeError) -> int:
-    """Another rank went away: say so in one line (rank 0) and mark the run failed, with SIGTERM
-    held off until both are done. Torch's launcher SIGTERMs the ranks left when one dies; a rank
-    ended between the line and the mark would leave a run marked running, or failed without a
-    word, and the launcher says it only for a run still marked running (``tuning.launch``)."""
+    """Another rank went away: say so in one line (rank 0), mark the run failed with that line,
+    and exit 2, ignoring SIGTERM from the line on. Torch's launcher SIGTERMs the ranks left when one
+    dies, and speaks for rank 0 when rank 0 ends by a signal unless the run holds rank 0's line
+    (``tuning.launch``): rank 0 must not end between its line and its mark."""
     import signal
 
+    from circuitviz.tuning.launch import LOST_PEER
+
     message = (
-        f"another process of this run stopped ({type(exc).__name__}: "
+        f"{LOST_PEER} ({type(exc).__name__}: "
         f"{str(exc).strip().splitlines()[0][:160]}); "
         f"run {writer.run_id} is kept at {writer.dir} as failed with every step recorded so "
-        f"far. Continue it with: circuitviz tune --resume {writer.run_id} --nproc "
-        f"{os.environ.get('WORLD_SIZE', 'N')}"
-        + (f" --runs-dir {args.runs_dir}" if args.runs_dir else "")
+        f"far. Continue it with: "
+        + _continue_command(args, writer.dir.name, os.environ.get("WORLD_SIZE", "N"))
     )
-    held: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: held.append(signum))
-    try:
-        if os.environ.get("RANK", "0") == "0":
-            print(f"circuitviz tune: error: {message}", file=sys.stderr, flush=True)
-        writer.set_status("failed", message)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # Ignored from here on: this process stops right after, as a SIGTERM asks.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"circuitviz tune: error: {message}", file=sys.stderr, flush=True)
+    writer.set_status("failed", message)
     return 2
 
 

@@ -6,12 +6,13 @@ A worker that stops on bad input, or because another process of the run went awa
 in one line; the launcher would add its own report and a traceback. This runs the launcher with
 its logging at errors only and, when a worker fails:
 
-1. exits with that worker's exit code (2 for bad input, as in one process) when one exited with a
-   code of its own;
-2. otherwise every worker ended by a signal: one was killed (kill -9, the OOM killer) and the
-   launcher SIGTERMed the rest, possibly before any of them could say so. Then this says it, in
-   one line naming the process and the signal, and marks the run (``--run-dir``) failed with every
-   step it recorded, unless a worker already did; ``--continue-with`` is the command to resume it.
+1. exits with the workers' exit code (2 for bad input, as in one process) when rank 0, the one
+   worker that speaks, exited with a code of its own: it has said why;
+2. otherwise rank 0 ended without a word: it was killed (kill -9, the OOM killer), or the launcher
+   SIGTERMed it when another worker died, before gloo told it. Then this says it, in one line
+   naming the process that died and how, and marks the run (``--run-dir``) failed with every step
+   it recorded where it is still recorded as running; ``--continue-with`` is the command that
+   resumes it. Exit code 1.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import main as launch
 
 OWN_OPTIONS = ("--run-dir", "--continue-with")
+# How rank 0's line on a lost peer begins; it records the line as the run's status message.
+LOST_PEER = "another process of this run stopped"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,47 +36,65 @@ def main(argv: list[str] | None = None) -> int:
         own[argv[0]] = argv[1]
         argv = argv[2:]
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    run_dir = own.get("--run-dir")
+    before = _state(Path(run_dir)) if run_dir else None
     try:
         launch(argv)
     except ChildFailedError as exc:
-        codes = [failure.exitcode for failure in exc.failures.values()]
-        own_codes = [code for code in codes if code > 0]
-        if own_codes:
-            return max(own_codes)
-        _report_signal(exc, own.get("--run-dir"), own.get("--continue-with"))
+        rank_0 = exc.failures.get(0)
+        if rank_0 is not None and rank_0.exitcode > 0:  # rank 0 said why (it alone speaks)
+            return max(f.exitcode for f in exc.failures.values() if f.exitcode > 0)
+        after = _state(Path(run_dir)) if run_dir else None
+        if after is not None and after != before and after[1].startswith(LOST_PEER):
+            return 2  # rank 0 said it and recorded it, then the launcher's SIGTERM ended it
+        _report(exc, run_dir, own.get("--continue-with"))
         return 1
     return 0
 
 
-def _report_signal(exc: ChildFailedError, run_dir: str | None, continue_with: str | None) -> None:
-    """One line for a run whose workers all ended by a signal, the run marked failed; nothing
-    where a worker already marked it (and said why)."""
-    rank, failure = exc.get_first_failure()
-    cause = f"process {rank} of this run was ended by {failure.signal_name()}"
+def _report(exc: ChildFailedError, run_dir: str | None, continue_with: str | None) -> None:
+    """One line for a run whose rank 0 ended without saying why (killed, or SIGTERMed by the
+    launcher after another worker died); a run still recorded as running is marked failed."""
+    cause = _cause(exc)
     status = _status(Path(run_dir)) if run_dir else None
     if status is None:  # no run yet: the workers died before creating it
         print(f"error: {cause}, and torch's launcher stopped the others", file=sys.stderr)
         return
-    if status != "running":
-        return
-    kept = (
-        "as failed" if _mark_failed(Path(run_dir), cause) else "(its status could not be written)"
-    )
+    if status == "running":
+        status = "failed" if _mark_failed(Path(run_dir), cause) else "running"
     hint = f" Continue it with: {continue_with}" if continue_with else ""
     print(
         f"error: {cause}, and torch's launcher stopped the others; run {Path(run_dir).name} is "
-        f"kept at {run_dir} {kept} with every step recorded so far.{hint}",
+        f"kept at {run_dir} as {status} with every step recorded so far.{hint}",
         file=sys.stderr,
     )
 
 
+def _cause(exc: ChildFailedError) -> str:
+    """The failure that started it: a worker ended by a signal other than the SIGTERM the
+    launcher sends the rest, else the first failure."""
+    failures = sorted(exc.failures.items())
+    killed = [(r, f) for r, f in failures if f.exitcode < 0 and f.signal_name() != "SIGTERM"]
+    rank, failure = killed[0] if killed else exc.get_first_failure()
+    if failure.exitcode < 0:
+        return f"process {rank} of this run was ended by {failure.signal_name()}"
+    return f"process {rank} of this run exited with code {failure.exitcode}"
+
+
 def _status(run_dir: Path) -> str | None:
+    state = _state(run_dir)
+    return None if state is None else state[0]
+
+
+def _state(run_dir: Path) -> tuple[str, str, str] | None:
+    """(status, status message, last update) of the run at ``run_dir``; None where there is none."""
     from circuitviz.runs import Run, RunStoreError
 
     try:
-        return Run(run_dir).status
+        run = Run(run_dir)
     except (RunStoreError, OSError):
         return None
+    return run.status, run.status_message or "", run.updated
 
 
 def _mark_failed(run_dir: Path, cause: str) -> bool:

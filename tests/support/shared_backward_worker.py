@@ -89,8 +89,17 @@ def main(out: str, runs: str, task: str) -> None:
     for name, shares in (("shared", True), ("apart", False)):
         t = tuner(runs, task, name)
         t.shares_backward = shares
+        discover, spent = t._discover, []
+
+        def counted(*args, _discover=discover, _spent=spent):
+            logits, loss = _discover(*args)
+            _spent.append(loss is not None)  # the loss comes back where the backward was shared
+            return logits, loss
+
+        t._discover = counted
         with trainable_only(t.model, t.train_params.values()):
             result[f"{name}_losses"] = [t.step(step) for step in (1, 2, 3)]
+        result[f"{name}_steps_sharing"] = sum(spent)
         result[f"{name}_params"] = {k: v.detach().clone() for k, v in t.train_params.items()}
         t.writer.close()
     if dist.get_rank() == 0:
