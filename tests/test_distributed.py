@@ -290,6 +290,12 @@ if mode == "rank-0-killed":
         os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(2)  # rank 1 notices, and stops on its own (silent: only rank 0 speaks)
     sys.exit(2)
+if mode == "every-rank-meets-it":  # bad input: rank 0 said it, rank 1 stopped first
+    if rank == "1":
+        time.sleep(0.5)
+        sys.exit(2)
+    print("circuitviz tune: error: rank 0's own line", file=sys.stderr, flush=True)
+    time.sleep(120)  # the launcher's SIGTERM ends it before its own exit
 if mode.startswith("rank-0-says") and rank == "0":  # it noticed first and said why
     print("circuitviz tune: error: rank 0's own line", file=sys.stderr, flush=True)
     if mode == "rank-0-says-then-ends":  # recorded it, then a SIGTERM ended it before its exit
@@ -361,14 +367,15 @@ def test_a_rank_0_that_ends_without_a_word_gets_one_line_from_the_launcher(
         assert after.status_message == "synthetic run"  # its own failure, kept
 
 
-@pytest.mark.parametrize("mode", ["rank-0-says", "rank-0-says-then-ends"])
+@pytest.mark.parametrize("mode", ["rank-0-says", "rank-0-says-then-ends", "every-rank-meets-it"])
 def test_a_rank_0_that_said_why_is_not_repeated(tmp_path, mode):
-    """Rank 0 said why and exited 2, or said and recorded it and was then ended by a signal: the
-    launcher adds nothing, touches nothing, and exits 2."""
+    """Rank 0 said why and exited 2; or said and recorded it and was then ended by a signal; or
+    every rank met the same bad input, rank 0 said it, and the launcher ended it when another rank
+    stopped first: the launcher adds nothing, touches nothing, and exits 2."""
     result, run_dir, _ = _launch_stand_ins(tmp_path, mode, "running")
     assert result.returncode == 2
     assert result.stderr.count("error:") == 1 and "rank 0's own line" in result.stderr
-    expected = "running" if mode == "rank-0-says" else "failed"
+    expected = "failed" if mode == "rank-0-says-then-ends" else "running"
     assert Run(run_dir).status == expected  # as rank 0 left it
 
 

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 
 from circuitviz.cli.common import UserError
@@ -76,9 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        # In a data-parallel run every rank meets the same bad input; rank 0 says so once.
+        # In a data-parallel run every rank meets the same bad input; rank 0 says so once, and
+        # finishes saying it even when torch's launcher, seeing another rank stop first, sends it
+        # SIGTERM (``tuning.launch``).
         if os.environ.get("RANK", "0") == "0":
-            print(f"circuitviz {args.command}: error: {exc}", file=sys.stderr)
+            if "WORLD_SIZE" in os.environ:
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            print(f"circuitviz {args.command}: error: {exc}", file=sys.stderr, flush=True)
         return 2
 
 

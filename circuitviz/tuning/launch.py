@@ -7,7 +7,8 @@ in one line; the launcher would add its own report and a traceback. This runs th
 its logging at errors only and, when a worker fails:
 
 1. exits with the workers' exit code (2 for bad input, as in one process) when rank 0, the one
-   worker that speaks, exited with a code of its own: it has said why;
+   worker that speaks, exited with a code of its own, or when a worker did and rank 0 was stopped
+   by the launcher (every worker met the same bad input; rank 0 finishes its line first);
 2. otherwise rank 0 ended without a word: it was killed (kill -9, the OOM killer), or the launcher
    SIGTERMed it when another worker died, before gloo told it. Then this says it, in one line
    naming the process that died and how, and marks the run (``--run-dir``) failed with every step
@@ -41,12 +42,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         launch(argv)
     except ChildFailedError as exc:
+        codes = [f.exitcode for f in exc.failures.values() if f.exitcode > 0]
         rank_0 = exc.failures.get(0)
         if rank_0 is not None and rank_0.exitcode > 0:  # rank 0 said why (it alone speaks)
-            return max(f.exitcode for f in exc.failures.values() if f.exitcode > 0)
+            return max(codes)
         after = _state(Path(run_dir)) if run_dir else None
         if after is not None and after != before and after[1].startswith(LOST_PEER):
             return 2  # rank 0 said it and recorded it, then the launcher's SIGTERM ended it
+        killed = rank_0 is not None and rank_0.exitcode < 0 and rank_0.signal_name() != "SIGTERM"
+        if codes and not killed:
+            # Bad input that every worker met: another stopped first, and rank 0, stopped by the
+            # launcher while saying it, ignores SIGTERM until it has (``cli.main``).
+            return max(codes)
         _report(exc, run_dir, own.get("--continue-with"))
         return 1
     return 0
