@@ -396,7 +396,7 @@ def _launch(args: argparse.Namespace) -> int:
             run_dir = None
     else:
         run_dir = _run_dir(args)
-    # Where the launcher records a run whose workers were all ended by a signal (``launch``).
+    # Where the launcher records a run whose rank 0 ended without a word (``tuning.launch``).
     said = []
     if run_dir is not None:
         resume = _continue_command(args, run_dir.name, args.nproc)
@@ -496,7 +496,7 @@ def _lost_peer(args, writer, exc: RuntimeError) -> int:
         f"{LOST_PEER} ({type(exc).__name__}: "
         f"{str(exc).strip().splitlines()[0][:160]}); "
         f"run {writer.run_id} is kept at {writer.dir} as failed with every step recorded so "
-        f"far. Continue it with: "
+        "far. Continue it with: "
         + _continue_command(args, writer.dir.name, os.environ.get("WORLD_SIZE", "N"))
     )
     # Ignored from here on: this process stops right after, as a SIGTERM asks.

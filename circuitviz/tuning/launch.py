@@ -54,16 +54,17 @@ def main(argv: list[str] | None = None) -> int:
             # Bad input that every worker met: another stopped first, and rank 0, stopped by the
             # launcher while saying it, ignores SIGTERM until it has (``cli.main``).
             return max(codes)
-        _report(exc, run_dir, own.get("--continue-with"))
+        _report(exc, run_dir, after, own.get("--continue-with"))
         return 1
     return 0
 
 
-def _report(exc: ChildFailedError, run_dir: str | None, continue_with: str | None) -> None:
+def _report(exc: ChildFailedError, run_dir: str | None, state, continue_with: str | None) -> None:
     """One line for a run whose rank 0 ended without saying why (killed, or SIGTERMed by the
-    launcher after another worker died); a run still recorded as running is marked failed."""
+    launcher after another worker died); a run still recorded as running is marked failed.
+    ``state``: the run's (``_state``) as the workers left it."""
     cause = _cause(exc)
-    status = _status(Path(run_dir)) if run_dir else None
+    status = None if state is None else state[0]
     if status is None:  # no run yet: the workers died before creating it
         print(f"error: {cause}, and torch's launcher stopped the others", file=sys.stderr)
         return
@@ -86,11 +87,6 @@ def _cause(exc: ChildFailedError) -> str:
     if failure.exitcode < 0:
         return f"process {rank} of this run was ended by {failure.signal_name()}"
     return f"process {rank} of this run exited with code {failure.exitcode}"
-
-
-def _status(run_dir: Path) -> str | None:
-    state = _state(run_dir)
-    return None if state is None else state[0]
 
 
 def _state(run_dir: Path) -> tuple[str, str, str] | None:
