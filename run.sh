@@ -64,9 +64,9 @@ case "$cmd" in
         "$VENV/bin/ruff" format --check .
         "$VENV/bin/ruff" check .
         # One test process per core, up to 4, each test file whole on one of them (module fixtures
-        # load their models once): the suite is mostly single-threaded torch, so a 2-core CI box
-        # finishes in about 14 minutes instead of 21. "-n 0" after the command runs it in this
-        # process (pdb, -s); the last -n wins.
+        # load their models once): the suite is mostly single-threaded torch, and on 2 cores its
+        # tests took 14 minutes instead of 21. "-n 0" after the command runs it in this process
+        # (pdb, -s); the last -n wins.
         workers=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
         [ "$workers" -gt 4 ] && workers=4
         exec "$PY" -m pytest -n "$workers" --dist loadfile "$@" ;;
