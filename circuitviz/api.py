@@ -71,7 +71,8 @@ def faithfulness(
 ) -> float:
     """(m_circuit - m_empty) / (m_full - m_empty) of ``circuit``, measured by running the model with
     every edge outside it replaced by its baseline (``cv.FaithfulnessConfig``: corrupted, mean or
-    zero; dead-end edges removed first unless ``keep_dead_ends``).
+    zero; dead-end edges removed first unless ``keep_dead_ends``). ``ValueError`` where the full
+    model and the empty circuit give the same mean metric up to rounding: the ratio is undefined.
 
     >>> import circuitviz as cv
     >>> model = cv.load_model("demo")
@@ -86,6 +87,7 @@ def faithfulness(
     metrics = evaluate_circuits(
         model, graph, batches, [circuit], config or FaithfulnessConfig(), metric=metric
     )
+    metrics.check_span()
     (value,) = metrics.faithfulness()
     return value
 

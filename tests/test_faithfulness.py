@@ -158,3 +158,39 @@ def test_target_position_ablation_keeps_edges_no_input_edge_feeds(tiny_gpt2):
     assert evaluate_circuits(tiny_gpt2, graph, batches, [circuit], every).faithfulness()[0] == (
         pytest.approx(0.0, abs=1e-9)
     )
+
+
+def test_faithfulness_is_undefined_where_ablation_changes_the_metric_by_rounding_only(tiny_gpt2):
+    import math
+
+    import circuitviz as cv
+
+    graph = graph_for(tiny_gpt2.info)
+    batches = [random_batch(seed=3)]
+    circuit = top_n(attribute(tiny_gpt2, graph, batches, AttributionConfig()).scores, graph, 40)
+
+    def offset_metric(weight: float, offset: float = 1000.0):
+        return lambda logits, batch: offset + weight * logit_diff(logits, batch)
+
+    def measured(weight: float, offset: float = 1000.0):
+        metric = offset_metric(weight, offset)
+        return evaluate_circuits(
+            tiny_gpt2, graph, batches, [circuit], FaithfulnessConfig(), metric=metric
+        )
+
+    real = measured(1.0, offset=0.0)
+    assert real.span_is_defined
+    real.check_span()
+    assert math.isfinite(real.faithfulness()[0])
+    # The same circuit under a metric whose span is 1e-13 of its size: not exactly zero, so a
+    # plain ratio would report a number, but one made of rounding.
+    rounding = measured(1e-10)
+    assert rounding.m_full != rounding.m_empty and not rounding.span_is_defined
+    assert math.isnan(rounding.faithfulness()[0])
+    with pytest.raises(ValueError, match="undefined on these examples.*1000"):
+        rounding.check_span()
+    with pytest.raises(ValueError, match="undefined on these examples"):
+        cv.faithfulness(tiny_gpt2, graph, batches, circuit, metric=offset_metric(1e-10))
+    assert cv.faithfulness(
+        tiny_gpt2, graph, batches, circuit, metric=offset_metric(1.0, offset=0.0)
+    ) == pytest.approx(real.faithfulness()[0], rel=1e-12)

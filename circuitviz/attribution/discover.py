@@ -135,6 +135,7 @@ def discover(
     faith, random_faith, metrics = circuit_and_random_faithfulness(
         model, graph, eval_batches, circuit, faith_config, seed=config.seed
     )
+    metrics.check_span()
     sweep = None
     if config.sweep:
         say("sweeping edge budgets")

@@ -10,7 +10,9 @@ Edge-level ablation, one forward per circuit:
    the baseline value along every ablated edge and the live value along every kept edge.
 4. faithfulness = (m_circuit - m_empty) / (m_full - m_empty), with the metric averaged over all
    examples first. m_full is the unablated model; m_empty ablates every edge (with the EAP-IG graph
-   and the corrupted baseline that is exactly the corrupted run).
+   and the corrupted baseline that is exactly the corrupted run). Where the two are equal up to
+   rounding (``SPAN_TOLERANCE``) the ratio measures noise: it is NaN, and ``CircuitMetrics.
+   check_span`` turns that into an error for a command or a caller that wants one number.
 
 A sweep over edge budgets (top-N by |score| at log-spaced fractions of all edges) gives MIB's
 summaries: CPR, the area under the faithfulness curve, and CMD, the area between it and 1, both
@@ -19,6 +21,7 @@ over the edge fraction in [0, 1] by the trapezoid rule, with the empty circuit a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -82,6 +85,12 @@ class FaithfulnessConfig:
         )
 
 
+# m_full - m_empty at or below this fraction of the metric's size is rounding of the two means, not
+# an effect: an ablated forward that ablates nothing reproduces the clean one bit for bit, and
+# float32 values carry about 1e-7 relative error, ten times below this.
+SPAN_TOLERANCE = 1e-6
+
+
 @dataclass(frozen=True, kw_only=True)
 class CircuitMetrics:
     """Mean metric over ``n_examples`` of the full model, the empty circuit and each circuit."""
@@ -91,11 +100,32 @@ class CircuitMetrics:
     m_circuits: tuple[float, ...]
     n_examples: int
 
-    def faithfulness(self) -> tuple[float, ...]:
+    @property
+    def span_is_defined(self) -> bool:
+        """Whether m_full - m_empty is an effect of the ablation rather than rounding: larger than
+        ``SPAN_TOLERANCE`` times the larger of the two in size (and finite)."""
         span = self.m_full - self.m_empty
-        if span == 0:
+        scale = max(abs(self.m_full), abs(self.m_empty))
+        return math.isfinite(span) and abs(span) > SPAN_TOLERANCE * scale
+
+    def faithfulness(self) -> tuple[float, ...]:
+        """(m_circuit - m_empty) / (m_full - m_empty) of each circuit; NaN for every one where the
+        span is not defined (``span_is_defined``): a missing value, never a ratio of rounding."""
+        if not self.span_is_defined:
             return tuple(float("nan") for _ in self.m_circuits)
+        span = self.m_full - self.m_empty
         return tuple((m - self.m_empty) / span for m in self.m_circuits)
+
+    def check_span(self) -> None:
+        """Raise ``ValueError`` naming the two means where faithfulness is not defined."""
+        if not self.span_is_defined:
+            raise ValueError(
+                "faithfulness is undefined on these examples: the full model's mean metric "
+                f"({self.m_full:.6g}) and the empty circuit's ({self.m_empty:.6g}, every edge "
+                f"ablated) are equal to rounding over {self.n_examples} examples, so no circuit "
+                "can be measured between them; measure on examples where ablating every edge "
+                "changes the metric (another baseline, or other examples)"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
