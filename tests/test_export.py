@@ -186,3 +186,33 @@ def test_copying_colours_scale_by_the_strongest_copier():
     layout = layout_for(2, 2)
     assert node_values(frames, layout, "copying").scale == 0.5
     assert node_values(frames, layout, "dla").scale == 2.0
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(runs, tmp_path, capsys):
+    root, run_id = runs
+    (tmp_path / "taken.svg").mkdir()
+    (tmp_path / "a_file").write_text("")
+    cases = {
+        str(tmp_path): "is a directory; give a file name",  # as the export test above read it
+        str(tmp_path / "taken.svg"): "is a directory; give a file name",
+        str(tmp_path / "missing" / "c.svg"): "does not exist; create it first",
+        str(tmp_path / "a_file" / "c.svg"): "is a file, not a directory",
+    }
+    for out, message in cases.items():
+        extra = ["--format", "graphml"] if out == str(tmp_path) else []
+        argv = ["export", "--runs-dir", str(root), "--run", run_id, "--out", out, *extra]
+        assert main(argv) == 2, out
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_format_that_contradicts_the_file_name_is_refused(runs, tmp_path, capsys):
+    code, out = export(runs, tmp_path, "c.gexf", "--format", "graphml")
+    assert code == 2 and not out.exists()
+    err = capsys.readouterr().err
+    assert "named as a .gexf file but --format is graphml" in err and "x.graphml" in err
+    # A name without a format's suffix, or a compound one ending as the format's does, is fine.
+    code, out = export(runs, tmp_path, "c.txt", "--format", "graphml")
+    assert code == 0 and out.read_bytes().startswith(b"<?xml")
+    code, out = export(runs, tmp_path, "c.json", "--format", "view")
+    assert code == 0 and json.loads(out.read_text())["run"]

@@ -77,6 +77,13 @@ def check_output_file(path: Path, suffixes: tuple[str, ...], *, flag: str) -> No
     path = Path(path)
     if path.suffix.lower() not in suffixes:
         raise UserError(f"{flag} {path}: use a {' or '.join(suffixes)} file")
+    check_writable(path, flag=flag)
+
+
+def check_writable(path: Path, *, flag: str) -> None:
+    """Refuse, before any work, a file path that cannot be written: a missing or read-only
+    directory, a file where the directory should be, or a directory where the file should be."""
+    path = Path(path)
     parent = path.parent
     if not parent.exists():
         raise UserError(f"{flag} {path}: the directory {parent} does not exist; create it first")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from circuitviz.cli.common import UserError, print_json, require_app_extra
+from circuitviz.cli.common import UserError, check_writable, print_json, require_app_extra
 from circuitviz.plotting.style import NODE_COLORS  # plain constants: no plotting stack
 
 # The export formats (``circuitviz.plotting.export.FORMATS``), listed here so that ``--help`` does
@@ -114,21 +114,36 @@ def check_node_color(frames, mode: str) -> None:
         )
 
 
+def _format(asked: str | None, out: str) -> str:
+    """The format to write: ``--format``, else the one ``out``'s name asks for. A name whose suffix
+    is another format's (``--format graphml --out x.gexf``) is refused: the file would lie."""
+    from circuitviz.plotting.export import FORMATS, SUFFIX, format_for_path
+
+    suffix = Path(out).suffix.lower().lstrip(".")
+    if asked is not None:
+        if suffix in FORMATS and suffix != SUFFIX[asked].rsplit(".", 1)[-1]:
+            raise UserError(
+                f"--out {out} is named as a .{suffix} file but --format is {asked}: name it "
+                f"x.{SUFFIX[asked]}, or drop --format to write {suffix}"
+            )
+        return asked
+    try:
+        return format_for_path(out)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+
+
 def export_command(args) -> int:
     require_app_extra("circuitviz export")
-    from circuitviz.plotting.export import export_view, format_for_path, save_export
+    from circuitviz.plotting.export import export_view, save_export
     from circuitviz.plotting.layout import layout_for
     from circuitviz.plotting.rundata import load_run_frames
     from circuitviz.runs import RunCorrupt, RunNotFound, RunStore, RunStoreError
     from circuitviz.runs.store import DEMO_RUNS, default_roots
 
     view = build_view(args)
-    fmt = args.format
-    if fmt is None:
-        try:
-            fmt = format_for_path(args.out)
-        except ValueError as exc:
-            raise UserError(str(exc)) from exc
+    fmt = _format(args.format, args.out)
+    check_writable(Path(args.out), flag="--out")
     roots = [*args.runs_dir, DEMO_RUNS] if args.runs_dir else default_roots()
     try:
         run = RunStore(roots).open(view.run)
@@ -151,8 +166,6 @@ def export_command(args) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     out = Path(args.out)
-    if not out.parent.is_dir():
-        raise UserError(f"--out {args.out}: directory {out.parent} does not exist")
     save_export(data, out)
     if args.json:
         print_json({"path": str(out), "format": fmt, "bytes": len(data), "view": view.to_query()})
