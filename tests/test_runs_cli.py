@@ -83,3 +83,37 @@ def test_show_unknown_and_corrupt_runs_fail_clearly(tmp_path, capsys):
     assert main(["runs", "show", "broken", "--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "broken/run.sqlite: not a SQLite database" in err and "Traceback" not in err
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
+    """``circuitviz runs show RUN --json | head``: head closes the pipe after its lines; the
+    command ends as a program stopped by SIGPIPE does, without a traceback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    run_id = make_runs(tmp_path)
+    argv = ["runs", "show", run_id, "--runs-dir", str(tmp_path), "--json"]
+    entry = "import sys; from circuitviz.cli import main; sys.exit(main())"
+    process = subprocess.Popen(
+        [sys.executable, "-c", entry, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    process.stdout.close()  # before the command has started: its first write meets no reader
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 128 + signal.SIGPIPE
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_a_runs_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    for argv in (["runs", "list"], ["runs", "show", "good"]):
+        assert main([*argv, "--runs-dir", str(tmp_path / "a_file")]) == 2
+        assert f"--runs-dir {tmp_path / 'a_file'} is a file" in capsys.readouterr().err
+    # An empty directory is a fact, not an error (as one not made yet is, above).
+    (tmp_path / "empty").mkdir()
+    assert main(["runs", "list", "--runs-dir", str(tmp_path / "empty")]) == 0
+    assert "no runs under" in capsys.readouterr().out

@@ -76,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     limit_this_process(args.threads)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # The reader stopped reading (``| head``): the rest has nowhere to go. Point stdout at
+        # devnull so that the interpreter's final flush does not raise again, and end as a
+        # program stopped by SIGPIPE does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except UserError as exc:
         # In a data-parallel run every rank meets the same bad input; rank 0 says so once, and
         # finishes saying it even when torch's launcher, seeing another rank stop first, sends it

@@ -38,8 +38,17 @@ def _add_store_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _store(args: argparse.Namespace):
+    from pathlib import Path
+
     from circuitviz.runs import RunStore
 
+    # A directory not made yet holds no runs (``tune`` makes it); a file in its place is a mistake.
+    for root in args.runs_dir or ():
+        if Path(root).exists() and not Path(root).is_dir():
+            raise UserError(
+                f"--runs-dir {root} is a file, not a directory; name the directory that holds "
+                "the runs"
+            )
     return RunStore(args.runs_dir) if args.runs_dir else RunStore.default()
 
 
