@@ -150,3 +150,16 @@ def test_mismatched_metric_or_baseline_is_a_clear_error(tiny_gpt2):
         batch_edge_scores(
             tiny_gpt2, graph, pair, AttributionConfig(baseline="mean", metric="process")
         )
+
+
+def test_an_instruction_metric_chosen_for_a_pair_task_names_the_pair_metrics(capsys):
+    """The config is checked before the task is read, so its message serves both readings: an
+    instruction task needing another baseline or positions, or a pair task needing its metric."""
+    from circuitviz.cli import main
+
+    for extra in ([], ["--baseline", "mean", "--positions", "target"]):
+        argv = ["discover", "--model", "demo", "--task", "sv-agreement", "--metric", "process"]
+        assert main(argv + extra) == 2
+        err = capsys.readouterr().err
+        assert "on a pair task, use a pair metric (logit_diff, logprob_diff, answer_loss)" in err
+        assert len(err.strip().splitlines()) == 1

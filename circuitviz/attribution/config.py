@@ -19,21 +19,24 @@ Positions = Literal["all", "target"]
 IGRule = Literal["left", "right"]
 MetricName = Literal["logit_diff", "logprob_diff", "answer_loss", "process", "outcome"]
 SFT_METRIC_NAMES: tuple[str, ...] = ("process", "outcome")
+PAIR_METRIC_NAMES: tuple[str, ...] = ("logit_diff", "logprob_diff", "answer_loss")
 
 
 def check_sft_choices(owner: str, metric: str, baseline: str, positions: str) -> None:
     """An SFT metric needs what an SFT task has: no corrupted prompt, no single target position."""
     if metric not in SFT_METRIC_NAMES:
         return
+    pair = f"on a pair task, use a pair metric ({', '.join(PAIR_METRIC_NAMES)}) instead"
     if baseline == "corrupted":
         raise ValueError(
             f"{owner}.baseline 'corrupted' needs a corrupted prompt, which instruction (SFT) tasks "
-            f"do not have; with metric {metric!r} use baseline 'mean' or 'zero'"
+            f"do not have, and metric {metric!r} is an instruction task's: with it use baseline "
+            f"'mean' or 'zero'; {pair}"
         )
     if positions == "target":
         raise ValueError(
-            f"{owner}.positions 'target' is a pair task's one answer position; with metric "
-            f"{metric!r} the metric reads many response tokens: use positions 'all'"
+            f"{owner}.positions 'target' is a pair task's one answer position; metric {metric!r} "
+            f"reads an instruction task's many response tokens: with it use positions 'all'; {pair}"
         )
 
 
@@ -56,7 +59,7 @@ def check_batch(batch, metric: str, baseline: str, *, custom_metric: bool = Fals
     if not sft and metric in SFT_METRIC_NAMES:
         raise ValueError(
             f"metric {metric!r} is for instruction (SFT) tasks; a pair task is scored with "
-            "logit_diff, logprob_diff or answer_loss"
+            f"{', '.join(PAIR_METRIC_NAMES)}"
         )
 
 
