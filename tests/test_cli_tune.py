@@ -172,3 +172,25 @@ def test_the_command_that_continues_a_run_names_it_as_it_was_named():
         _continue_command(by_path, "r1", 2)
         == "circuitviz tune --resume '/data/old runs/r1' --nproc 2"
     )
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--steps", "50"], "--steps would be ignored: drop it"),
+        (["--lr", "1e-3", "--ig-steps", "3"], "--ig-steps, --lr would be ignored: drop them"),
+        (["--model=demo", "--task", "sv-agreement"], "--model, --task would be ignored"),
+        (["--dtype", "float64", "--run-id", "other"], "--run-id, --dtype would be ignored"),
+    ],
+)
+def test_settings_beside_resume_are_refused_by_name_before_any_work(
+    tmp_path, capsys, extra, named
+):
+    """A resumed run continues with the settings it started with; a setting given beside --resume
+    was silently dropped (--steps 50 ran on to the run's 400). Checked before the run is opened:
+    an unknown run gets this line, not "no run"."""
+    argv = ["tune", "--resume", "nope", *extra, "--runs-dir", str(tmp_path), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert named in err and "--resume nope continues the run" in err and "no run" not in err
+    assert len(err.strip().splitlines()) == 1 and not list(tmp_path.iterdir())

@@ -279,6 +279,8 @@ def tune_command(args: argparse.Namespace) -> int:
 
     if args.nproc < 1:
         raise UserError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.resume:
+        _refuse_settings_on_resume(args)
     if args.nproc > 1 and distributed.world_size() == 1:
         return _launch(args)
     if distributed.world_size() > 1:
@@ -505,6 +507,43 @@ def _lost_peer(args, writer, exc: RuntimeError) -> int:
         print(f"circuitviz tune: error: {message}", file=sys.stderr, flush=True)
     writer.set_status("failed", message)
     return 2
+
+
+def _refuse_settings_on_resume(args: argparse.Namespace) -> None:
+    """A resumed run continues with the settings it was started with (bit-identically); a setting
+    given beside ``--resume`` would be ignored, so it is refused by name, before any work."""
+    from circuitviz.cli.flags import flags_of, given_values
+    from circuitviz.options import option_specs
+    from circuitviz.tuning.config import TuneConfig
+
+    def flags(given: dict, cls: type) -> list[str]:
+        out = []
+        for spec in option_specs(cls):
+            if spec.name in given:
+                nested = spec.is_config and isinstance(given[spec.name], dict)
+                out += flags(given[spec.name], spec.kind) if nested else [flags_of(spec)[0]]
+        return out
+
+    named = flags(given_values(args, TuneConfig), TuneConfig)
+    named += [
+        flag
+        for flag, value in (
+            ("--task", args.task),
+            ("--run-id", args.run_id),
+            ("--dtype", args.dtype),
+        )
+        if value is not None
+    ]
+    argv = getattr(args, "argv", [])
+    if any(item == "--model" or item.startswith("--model=") for item in argv):
+        named.insert(0, "--model")
+    if named:
+        raise UserError(
+            f"--resume {args.resume} continues the run with the settings it was started with; "
+            f"{', '.join(named)} would be ignored: drop {'it' if len(named) == 1 else 'them'} "
+            "(beside --resume only --nproc, --device, --runs-dir, --json and --no-progress apply), "
+            "or start a new run with the settings you want"
+        )
 
 
 def _resume(args: argparse.Namespace) -> int:
