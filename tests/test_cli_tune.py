@@ -183,9 +183,7 @@ def test_the_command_that_continues_a_run_names_it_as_it_was_named():
         (["--dtype", "float64", "--run-id", "other"], "--run-id, --dtype would be ignored"),
     ],
 )
-def test_settings_beside_resume_are_refused_by_name_before_any_work(
-    tmp_path, capsys, extra, named
-):
+def test_settings_beside_resume_are_refused_by_name_before_any_work(tmp_path, capsys, extra, named):
     """A resumed run continues with the settings it started with; a setting given beside --resume
     was silently dropped (--steps 50 ran on to the run's 400). Checked before the run is opened:
     an unknown run gets this line, not "no run"."""
