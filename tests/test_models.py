@@ -204,3 +204,44 @@ def test_smollm2_loads_offline_from_the_pypi_package():
     assert last[are[0]] > last[is_[0]]  # plural attractor-free agreement, from a real model
     pmap = build_param_map(model, graph_for(info))
     assert pmap.count(["a3.h2<k>"])["exact"] == info.d_head * info.d_model
+
+
+def test_without_a_network_a_hub_id_is_read_from_the_cache_or_refused_at_once(tmp_path):
+    """With the hub's host unresolvable (``.invalid`` never resolves), a hub id is read from the
+    Hugging Face cache alone: a cached model loads, a missing one is one line naming why, instead
+    of a minute of retry warnings. Run in a fresh process, since the hub library reads its cache
+    location when imported."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from circuitviz.models.loader import demo_model_dir
+
+    commit = "0" * 40
+    snapshot = tmp_path / "hub" / "models--circuitviz-tests--cached-demo" / "snapshots" / commit
+    shutil.copytree(demo_model_dir(), snapshot)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text(commit)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("HF_", "CIRCUITVIZ_"))},
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "HF_ENDPOINT": "https://hub.invalid",
+    }
+    script = (
+        "import sys\n"
+        "from circuitviz.models import ModelLoadError, load_model\n"
+        "print(load_model('circuitviz-tests/cached-demo').info.n_layers)\n"
+        "try:\n"
+        "    load_model('circuitviz-tests/not-cached')\n"
+        "except ModelLoadError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    n_layers, message = done.stdout.strip().splitlines()
+    assert int(n_layers) == json.loads((demo_model_dir() / "config.json").read_text())["n_layer"]
+    assert "no network (hub.invalid does not resolve), and the Hugging Face cache has no" in message
+    assert "Retry" not in done.stderr

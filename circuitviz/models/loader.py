@@ -273,15 +273,26 @@ def _load_hf_dir(directory: Path, dtype: torch.dtype):
 def _load_hub(spec: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from circuitviz.hub import hub_unreachable
+
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    # Without a network, only the Hugging Face cache is read: a cached model still loads, and a
+    # missing one fails at once instead of after a minute of retries.
+    unreachable = None if offline else hub_unreachable()
+    local = {"local_files_only": True} if unreachable else {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(spec)
-        hf_model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(spec, **local)
+        hf_model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, **local)
     except Exception as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        if offline:
+            why = "HF_HUB_OFFLINE=1 is set"
+        elif unreachable:
+            why = f"no network ({unreachable}), and the Hugging Face cache has no copy"
+        else:
+            why = "unreachable or no such model"
         raise ModelLoadError(
             f"could not load {spec!r}. Tried: a bundled name (demo, smollm2-135m), a random: spec, a "
-            f"local directory (none at ./{spec}), and the Hugging Face hub "
-            f"({'HF_HUB_OFFLINE=1 is set' if offline else 'unreachable or no such model'}: "
+            f"local directory (none at ./{spec}), and the Hugging Face hub ({why}: "
             f"{type(exc).__name__}). Use --model demo or --model smollm2-135m offline, download the "
             "model to a directory and pass its path, or check the hub id."
         ) from exc

@@ -155,20 +155,15 @@ def _hub_unreachable() -> str | None:
     """Why the hub cannot be reached, found in milliseconds (the datasets library otherwise retries
     for half a minute before failing), or None if it may be reachable."""
     import os
-    import socket
-    from urllib.parse import urlparse
+
+    from circuitviz.hub import hub_unreachable
 
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
         return None  # offline mode: the datasets library fails at once, or finds its cached copy
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-    try:
-        socket.getaddrinfo(host, 443)
-    except OSError:
-        return (
-            f"no network ({host} does not resolve; with HF_DATASETS_OFFLINE=1 a copy in the "
-            "datasets cache is used)"
-        )
-    return None
+    reason = hub_unreachable()
+    if reason is None:
+        return None
+    return f"no network ({reason}; with HF_DATASETS_OFFLINE=1 a copy in the datasets cache is used)"
 
 
 def _load_hub(name: str, config: str | None, split: str):

@@ -1,0 +1,22 @@
+"""Whether the Hugging Face hub can be reached from here, found in milliseconds.
+
+Without a network the hub libraries retry a download for half a minute or more, printing a warning
+per attempt, before they fail; a command should say so in one line at once instead.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+
+def hub_unreachable() -> str | None:
+    """Why the hub cannot be reached ("huggingface.co does not resolve": its host, from
+    ``$HF_ENDPOINT`` or the default), or None if it may be reachable."""
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.getaddrinfo(host, 443)
+    except (OSError, UnicodeError):
+        return f"{host} does not resolve"
+    return None
