@@ -215,3 +215,15 @@ def test_pretrain_demo_refuses_an_output_under_a_file(capsys, tmp_path):
     blocker.write_text("")
     line = error_of(capsys, "pretrain-demo", "--out", str(blocker / "model"))
     assert "is a file, so no directory can be made under it" in line
+
+
+@pytest.mark.parametrize("command", ["discover", "tune"])
+def test_top_n_beside_threshold_is_refused_not_dropped(capsys, tmp_path, command):
+    """--threshold implies --selection threshold; a --top-n beside it used to be dropped silently
+    (discover kept 62 edges for --top-n 10)."""
+    extra = ["--task", "sv-disagreement", "--runs-dir", str(tmp_path)] if command == "tune" else []
+    line = error_of(
+        capsys, command, "--model", "demo", "--top-n", "10", "--threshold", "0.1", *extra
+    )
+    assert "--top-n and --threshold choose the circuit two ways" in line
+    assert not list(tmp_path.iterdir())

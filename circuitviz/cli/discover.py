@@ -73,6 +73,12 @@ def register(subparsers) -> None:
 _ATTRIBUTION_FIELDS = ("method", "baseline", "positions", "metric", "ig_steps")
 
 
+THRESHOLD_AND_TOP_N = (
+    "--top-n and --threshold choose the circuit two ways (the N largest |scores|, or every edge "
+    "with |score| >= T), and one would be ignored: give one of them"
+)
+
+
 def build_config(args: argparse.Namespace):
     """A DiscoverConfig from the flags; ``--threshold`` alone implies ``--selection threshold``."""
     from circuitviz.attribution.config import DiscoverConfig
@@ -86,6 +92,8 @@ def build_config(args: argparse.Namespace):
             f"--threshold keeps edges by |score| and cannot be combined with --selection "
             f"{selection['rule']}; drop one of them"
         )
+    if selection.get("rule") == "threshold" and "top_n" in selection:
+        raise UserError(THRESHOLD_AND_TOP_N)
     try:
         return build(
             DiscoverConfig, DiscoverConfig(), *DiscoverConfig.defaults_for(args.task), given

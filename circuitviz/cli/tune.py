@@ -215,6 +215,10 @@ def build_config(args: argparse.Namespace, task: str, *, top_n: int | None = Non
         given["top_n"] = top_n
     if "threshold" in given and "selection" not in given:
         given["selection"] = "threshold"
+    if given.get("selection") == "threshold" and "top_n" in given:
+        from circuitviz.cli.discover import THRESHOLD_AND_TOP_N
+
+        raise UserError(THRESHOLD_AND_TOP_N)
     if "epochs" in given and "steps" not in given:
         given["steps"] = None
     lora = sorted(key for key in given if key.startswith("lora_"))
