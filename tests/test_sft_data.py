@@ -359,3 +359,19 @@ def test_arithmetic_problems_are_correct_and_split_by_seed(tokenizer):
     again = build_sft_data("arithmetic", tokenizer, split="test", n=40, seed=5)
     other = build_sft_data("arithmetic", tokenizer, split="test", n=40, seed=6)
     assert again.examples == splits["test"].examples and other.examples != again.examples
+
+
+def test_a_local_path_that_is_wrong_is_named_as_one(tmp_path):
+    """A directory where a file should be, and a missing local file given as hf:, are said to be
+    so (they were "does not exist" and a hub that cannot be reached)."""
+    from circuitviz.tasks.data import load_jsonl_examples
+
+    (tmp_path / "dir.jsonl").mkdir()
+    with pytest.raises(SFTSourceError, match="dir.jsonl is a directory; pass a .jsonl file"):
+        load_sft_jsonl(tmp_path / "dir.jsonl")
+    with pytest.raises(ValueError, match="dir.jsonl is a directory; pass a .jsonl file of pairs"):
+        load_jsonl_examples(tmp_path / "dir.jsonl")
+    for name in ("nonexist.csv", "./data/train.parquet", "~/nowhere/d"):
+        with pytest.raises(SFTSourceError, match=f"no such file or directory '{re.escape(name)}'"):
+            parse_hf_spec(f"hf:{name}")
+    assert parse_hf_spec("hf:openai/gsm8k:main")[0] == "openai/gsm8k"  # a hub id stays one

@@ -84,6 +84,8 @@ def load_jsonl_examples(path: str | Path) -> list[Example]:
     file 256 MiB (checked before anything is parsed, so a huge line fails at once).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"task file {path} is a directory; pass a .jsonl file of pairs")
     if not path.is_file():
         raise ValueError(f"task file {path} does not exist")
     size = path.stat().st_size

@@ -87,6 +87,11 @@ def _parse_line(path: Path, lineno: int, line: bytes) -> SFTExample:
 def load_sft_jsonl(path: str | Path) -> list[SFTExample]:
     """Every example of a JSONL file (see the module docstring); blank lines are skipped."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise SFTSourceError(
+            f"SFT file {path} is a directory; pass a .jsonl file (a dataset saved with "
+            "save_to_disk is read as hf:DIR)"
+        )
     if not path.is_file():
         raise SFTSourceError(f"SFT file {path} does not exist")
     size = path.stat().st_size
@@ -116,6 +121,11 @@ def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
         raise SFTSourceError(
             f"{spec!r}: expected hf:NAME[:CONFIG][:SPLIT] (e.g. hf:openai/gsm8k:main)"
         )
+    if not Path(name).expanduser().exists() and _names_a_file(name):
+        raise SFTSourceError(
+            f"{spec!r}: no such file or directory {name!r} (a local dataset; a hub id such as "
+            "openai/gsm8k has no file suffix and no leading ./ or /)"
+        )
     if Path(name).expanduser().exists():
         if len(rest) > 1:
             raise SFTSourceError(f"{spec!r}: a local dataset takes hf:PATH[:SPLIT], no config")
@@ -125,6 +135,11 @@ def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
     config = rest[0] or None if rest else None
     split = rest[1] if len(rest) > 1 and rest[1] else "train"
     return name, config, split
+
+
+def _names_a_file(name: str) -> bool:
+    """Whether ``name`` can only be a local path: a data file's suffix, or a path's start."""
+    return name.startswith((".", "/", "~")) or Path(name).suffix.lower() in LOCAL_SUFFIXES
 
 
 def _load_local(path: Path, split: str):
