@@ -227,3 +227,18 @@ def test_top_n_beside_threshold_is_refused_not_dropped(capsys, tmp_path, command
     )
     assert "--top-n and --threshold choose the circuit two ways" in line
     assert not list(tmp_path.iterdir())
+
+
+def test_a_small_file_s_empty_split_and_short_batch_name_the_fix_that_helps(capsys, tmp_path):
+    """--split all left the held-out split empty and the message did not name --eval-split; a
+    two-pair file was told to raise --n-train, which cannot give it more pairs."""
+    pairs = write_jsonl(tmp_path / "two.jsonl", [PAIR, PAIR])
+    line = error_of(capsys, "discover", "--model", "demo", "--task", pairs, "--split", "all")
+    assert "split 'dev' (--eval-split)" in line and "--eval-split all uses every example" in line
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    line = error_of(capsys, "tune", "--model", "demo", "--task", pairs, *runs)
+    assert "lower --batch-size (the task has no more to draw" in line and "--n-train" not in line
+    line = error_of(
+        capsys, "tune", "--model", "demo", "--task", "sv-disagreement", "--n-train", "4", *runs
+    )
+    assert "lower --batch-size or raise --n-train (now 4)" in line

@@ -66,10 +66,10 @@ class Discovery:
         return out
 
 
-def task_examples(model, task: str, config: DiscoverConfig, split: str):
+def task_examples(model, task: str, config: DiscoverConfig, split: str, *, flag: str = "--split"):
     """The task's examples on ``split``: pairs, or an instruction task's prompts and responses
     (through the chat template; for the ``outcome`` metric only those whose answer was located).
-    ValueError when none is usable."""
+    ValueError when none is usable, naming ``flag``, the option that chose the split."""
     from circuitviz.tasks import build_sft_data, build_task_data
     from circuitviz.tasks.catalog import task_kind
 
@@ -96,7 +96,10 @@ def task_examples(model, task: str, config: DiscoverConfig, split: str):
             max_length=model.info.n_ctx or None,
         )
     if data.n_examples == 0:
-        raise ValueError(f"task {task!r} gave no usable examples on split {split!r}")
+        raise ValueError(
+            f"task {task!r} gave no usable examples on split {split!r} ({flag}); a small file "
+            f"may leave a split empty: {flag} all uses every example"
+        )
     return data
 
 
@@ -119,7 +122,7 @@ def discover(
     graph = graph_for(model.info, paper=config.paper_graph, mlp_groups=config.mlp_groups)
     config.selection.check_fits(graph.n_edges)  # before any work
     data = task_examples(model, task, config, config.split)
-    held_out = task_examples(model, task, config, config.eval_split)
+    held_out = task_examples(model, task, config, config.eval_split, flag="--eval-split")
     say("scoring edges")
     scores = attribute(model, graph, data.batches(config.batch_size), config.attribution)
     selected = select(scores.scores, graph, config.selection)

@@ -125,7 +125,12 @@ def _check_sizes(task: str, train, dev, config: TuneConfig) -> None:
     if len(train) < config.batch_size:
         raise ValueError(
             f"task {task!r} has {len(train)} usable training examples for this tokenizer, fewer "
-            f"than one batch of {config.batch_size}; lower --batch-size or raise --n-train"
+            f"than one batch of {config.batch_size}; lower --batch-size"
+            + (
+                f" or raise --n-train (now {config.n_train})"
+                if len(train) >= config.n_train
+                else " (the task has no more to draw: give it more examples)"
+            )
         )
     if len(dev) == 0:
         raise ValueError(f"task {task!r} has no usable dev examples for this tokenizer")
