@@ -28,10 +28,26 @@ def threads_for(n_processes: int = 1, environ: Mapping[str, str] | None = None) 
     """Threads each of ``n_processes`` torch processes should use."""
     environ = os.environ if environ is None else environ
     for name in (OVERRIDE, "OMP_NUM_THREADS"):
-        value = environ.get(name, "")
+        value = environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
             return int(value)
     return max(1, available_cpus() // max(1, n_processes))
+
+
+def thread_env_problem(environ: Mapping[str, str] | None = None) -> str | None:
+    """What is wrong with a thread variable the user set (a count that is not a whole number >= 1),
+    or None. ``threads_for`` passes over such a value; a command says so instead."""
+    environ = os.environ if environ is None else environ
+    for name in (OVERRIDE, "OMP_NUM_THREADS"):
+        value = environ.get(name)
+        # OpenMP also takes a list for nested levels ("4,2"); the first is this process's.
+        first = value.split(",")[0].strip() if name == "OMP_NUM_THREADS" and value else value
+        if value is not None and not (first.strip().isdigit() and int(first) > 0):
+            return (
+                f"{name}={value!r} is not a thread count: set it to a whole number >= 1 (threads "
+                "per process), or unset it"
+            )
+    return None
 
 
 def thread_env(n_processes: int = 1, environ: Mapping[str, str] | None = None) -> dict[str, str]:

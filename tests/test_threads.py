@@ -61,3 +61,25 @@ def test_jobs_the_dashboard_starts_get_their_share_of_the_cpus(tmp_path, monkeyp
     finally:
         for job in (first, second):
             jobs.stop_job(job)
+
+
+def test_a_thread_count_that_is_not_one_is_refused_by_the_cli(monkeypatch, capsys):
+    """CIRCUITVIZ_THREADS=abc or OMP_NUM_THREADS=nan was passed over in silence; --threads, given
+    on the command line, takes the place of both."""
+    from circuitviz.cli import main
+    from circuitviz.threads import thread_env_problem
+
+    assert thread_env_problem({}) is None
+    assert thread_env_problem({"OMP_NUM_THREADS": "4,2", "CIRCUITVIZ_THREADS": " 3"}) is None
+    for name, value in (
+        ("CIRCUITVIZ_THREADS", "abc"),
+        ("CIRCUITVIZ_THREADS", "-2"),
+        ("OMP_NUM_THREADS", "nan"),
+    ):
+        monkeypatch.setenv(name, value)
+        assert main(["runs", "list", "--runs-dir", "nowhere"]) == 2
+        err = capsys.readouterr().err
+        assert f"{name}={value!r} is not a thread count" in err and len(err.splitlines()) == 1
+        assert main(["--threads", "1", "runs", "list", "--runs-dir", "nowhere"]) == 0
+        capsys.readouterr()
+        monkeypatch.delenv(name)

@@ -15,7 +15,7 @@ import signal
 import sys
 
 from circuitviz.cli.common import UserError
-from circuitviz.threads import limit_this_process
+from circuitviz.threads import limit_this_process, thread_env_problem
 
 # Command modules, in the order `--help` lists them.
 COMMAND_MODULES = (
@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.threads is None and (problem := thread_env_problem()) is not None:
+        print(f"circuitviz {args.command}: error: {problem}", file=sys.stderr)
+        return 2
     limit_this_process(args.threads)
     try:
         return int(args.func(args) or 0)
