@@ -242,3 +242,11 @@ def test_a_small_file_s_empty_split_and_short_batch_name_the_fix_that_helps(caps
         capsys, "tune", "--model", "demo", "--task", "sv-disagreement", "--n-train", "4", *runs
     )
     assert "lower --batch-size or raise --n-train (now 4)" in line
+
+
+def test_discover_method_beside_its_new_name_is_refused(capsys):
+    """discover --method (the old name) and --attribution share one setting; the later one won."""
+    line = error_of(
+        capsys, "discover", "--model", "demo", "--method", "eap", "--attribution=eap-ig"
+    )
+    assert "--method is the old name of --attribution: give one of them" in line

@@ -85,6 +85,15 @@ def build_config(args: argparse.Namespace):
     from circuitviz.cli.flags import build_config as build
     from circuitviz.cli.flags import given_values
 
+    argv = getattr(args, "argv", [])
+    named = {
+        flag
+        for flag in ("--method", "--attribution")
+        for item in argv
+        if item.split("=")[0] == flag
+    }
+    if len(named) == 2:  # one destination: the later flag would silently win
+        raise UserError("--method is the old name of --attribution: give one of them")
     given = given_values(args, DiscoverConfig)
     selection = given.get("selection", {})
     if "threshold" in selection and selection.setdefault("rule", "threshold") != "threshold":
