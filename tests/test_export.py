@@ -216,3 +216,20 @@ def test_a_format_that_contradicts_the_file_name_is_refused(runs, tmp_path, caps
     assert code == 0 and out.read_bytes().startswith(b"<?xml")
     code, out = export(runs, tmp_path, "c.json", "--format", "view")
     assert code == 0 and json.loads(out.read_text())["run"]
+
+
+def test_a_tuning_run_s_before_circuit_is_exported_with_the_task_it_belongs_to(tmp_path, capsys):
+    """The bundled circuit-tuning run stores its "before" circuit for its original task
+    (sv-agreement): --step before names the --task that has it, and --task draws it."""
+    base = ["export", "--runs-dir", str(tmp_path), "--run", "sv-disagreement-circuit"]
+    out = tmp_path / "before.svg"
+    assert main([*base, "--step", "before", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "its 'before' circuit is of task sv-agreement: add --task sv-agreement" in err
+    assert main([*base, "--step", "before", "--task", "sv-agreement", "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(b"<?xml")
+    capsys.readouterr()
+    assert main([*base, "--task", "nope", "--out", str(out)]) == 2
+    assert "stored no circuit of task 'nope'; it has: sv-agreement, sv-disagreement" in (
+        capsys.readouterr().err
+    )

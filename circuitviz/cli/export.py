@@ -34,6 +34,11 @@ def register(subparsers) -> None:
     parser.add_argument("--view", metavar="FILE", help="a .view.json saved by the dashboard")
     parser.add_argument("--step", help="before, after or a step number (default: the newest)")
     parser.add_argument("--compare", metavar="STEP", help="colour changes from STEP to --step")
+    parser.add_argument(
+        "--task",
+        help="whose circuit to draw, for a run that stored several tasks' (a tuning run's "
+        "'before' circuit is its original task's, e.g. sv-agreement; default: the run's own)",
+    )
     parser.add_argument("--threshold", type=float, help="show edges with |score| >= T")
     parser.add_argument("--top-n", help="show the N strongest edges, or 'all' (default 100)")
     parser.add_argument("--node", help="highlight one box (a3.h1, m2, input, logits)")
@@ -80,7 +85,7 @@ def build_view(args):
     except ValueError as exc:
         raise UserError(f"--view {args.view}: {exc}") from exc
     changes: dict = {}
-    for name in ("run", "step", "compare", "threshold", "node", "color_by", "node_color"):
+    for name in ("run", "step", "compare", "threshold", "node", "color_by", "node_color", "task"):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value
@@ -133,6 +138,21 @@ def _format(asked: str | None, out: str) -> str:
         raise UserError(str(exc)) from exc
 
 
+def _other_task_hint(run, view, tasks: tuple[str, ...]) -> str:
+    """Where a step missing from the drawn task's circuits is stored for another task (a tuning
+    run's "before" circuit is its original task's): the --task that finds it, or nothing."""
+    from circuitviz.plotting.view import step_tokens
+
+    if view.step is None or view.task is not None:
+        return ""
+    snapshots = run.snapshots()
+    drawn = run.task if run.task in tasks else (tasks[0] if tasks else None)
+    for task in tasks:
+        if task != drawn and view.step in step_tokens(snapshots[snapshots["task"] == task]):
+            return f"; its {view.step!r} circuit is of task {task}: add --task {task}"
+    return ""
+
+
 def export_command(args) -> int:
     require_app_extra("circuitviz export")
     from circuitviz.plotting.export import export_view, save_export
@@ -147,7 +167,13 @@ def export_command(args) -> int:
     roots = [*args.runs_dir, DEMO_RUNS] if args.runs_dir else default_roots()
     try:
         run = RunStore(roots).open(view.run)
-        frames = load_run_frames(run)
+        tasks = tuple(dict.fromkeys(run.snapshots()["task"].tolist()))
+        if view.task is not None and view.task not in tasks:
+            raise UserError(
+                f"run {run.id} stored no circuit of task {view.task!r}; it has: "
+                + (", ".join(tasks) or "none yet")
+            )
+        frames = load_run_frames(run, task=view.task)
         n_layers, n_heads, n_kv_heads, paper, groups = frames.layout_key
         layout = layout_for(n_layers, n_heads, n_kv_heads, paper=paper, mlp_groups=groups)
         if list(layout.edge_names) != run.edge_names():
@@ -162,7 +188,7 @@ def export_command(args) -> int:
     try:
         data = export_view(frames, layout, view, fmt)
     except KeyError as exc:
-        raise UserError(str(exc.args[0])) from exc
+        raise UserError(str(exc.args[0]) + _other_task_hint(run, view, tasks)) from exc
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     out = Path(args.out)
