@@ -233,3 +233,11 @@ def test_a_tuning_run_s_before_circuit_is_exported_with_the_task_it_belongs_to(t
     assert "stored no circuit of task 'nope'; it has: sv-agreement, sv-disagreement" in (
         capsys.readouterr().err
     )
+
+
+def test_focus_needs_the_box_it_focuses_on(runs, tmp_path, capsys):
+    code, out = export(runs, tmp_path, "f.svg", "--focus")
+    assert code == 2 and not out.exists()
+    assert "--focus draws one box's neighbourhood: say which with --node" in capsys.readouterr().err
+    code, out = export(runs, tmp_path, "f.svg", "--focus", "--node", "a1.h0")
+    assert code == 0 and out.read_bytes().startswith(b"<?xml")

@@ -104,6 +104,8 @@ def build_view(args):
         raise UserError(str(exc)) from exc
     if view.run is None:
         raise UserError("say which run to export: --run RUN (see `circuitviz runs list`) or --view")
+    if args.focus and view.node is None:
+        raise UserError("--focus draws one box's neighbourhood: say which with --node (e.g. a1.h0)")
     return view
 
 
