@@ -60,7 +60,7 @@ def converted_gguf_dir(gguf_path: Path, *, name: str | None = None) -> Path:
     if not gguf_path.is_file():
         raise ModelLoadError(f"no such GGUF file: {gguf_path}")
     target = cache_root() / "models" / f"{name or gguf_path.stem}-{content_key(gguf_path)}"
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+    if _complete(target):
         return target
     _check_gguf(gguf_path)
     log.info("converting %s to a Hugging Face directory at %s (once)", gguf_path, target)
@@ -68,12 +68,24 @@ def converted_gguf_dir(gguf_path: Path, *, name: str | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".converting-"))
     try:
         _convert_gguf(gguf_path, tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        # Another process may have converted the same file meanwhile (test processes running side
+        # by side, two commands at once) and be reading its copy: keep that one, drop ours.
+        if not _complete(target):
+            if target.exists():  # left by a conversion that was killed before it finished
+                shutil.rmtree(target)
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                if not _complete(target):
+                    raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _complete(directory: Path) -> bool:
+    """Whether a converted directory holds a whole conversion (it is renamed into place whole)."""
+    return (directory / "config.json").exists() and (directory / "model.safetensors").exists()
 
 
 def _check_gguf(gguf_path: Path) -> None:
