@@ -100,7 +100,9 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
         [sys.executable, "-c", entry, *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        # Without PYTHONUNBUFFERED a piped stdout is buffered and flushed late: the usual case.
+        env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        | {"PYTHONPATH": os.getcwd()},
     )
     process.stdout.close()  # before the command has started: its first write meets no reader
     err = process.stderr.read().decode()

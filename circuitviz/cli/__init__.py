@@ -78,8 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     limit_this_process(args.threads)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a piped stdout is buffered: meet a closed reader here, not at exit
+        return code
     except BrokenPipeError:
+        if not _reader_gone():
+            raise  # a pipe of the command's own (a subprocess, a socket), not its output
         # The reader stopped reading (``| head``): the rest has nowhere to go. Point stdout at
         # devnull so that the interpreter's final flush does not raise again, and end as a
         # program stopped by SIGPIPE does.
@@ -94,6 +98,18 @@ def main(argv: list[str] | None = None) -> int:
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
             print(f"circuitviz {args.command}: error: {exc}", file=sys.stderr, flush=True)
         return 2
+
+
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end was closed (poll reports an error on it)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout has no descriptor
+        return True
 
 
 if __name__ == "__main__":
