@@ -28,23 +28,35 @@ def threads_for(n_processes: int = 1, environ: Mapping[str, str] | None = None) 
     """Threads each of ``n_processes`` torch processes should use."""
     environ = os.environ if environ is None else environ
     for name in (OVERRIDE, "OMP_NUM_THREADS"):
-        value = environ.get(name, "").strip()
-        if value.isdigit() and int(value) > 0:
-            return int(value)
+        count = _count(name, environ.get(name))
+        if isinstance(count, int):
+            return count
     return max(1, available_cpus() // max(1, n_processes))
 
 
+def _count(name: str, value: str | None) -> int | str | None:
+    """The thread count ``value`` of variable ``name`` sets; None when unset or empty; the value
+    itself when it is not a count. OpenMP also takes a list for nested levels ("4,2"): the first
+    is this process's."""
+    if value is None or not value.strip():
+        return None
+    first = value.split(",")[0] if name == "OMP_NUM_THREADS" else value
+    first = first.strip()
+    return int(first) if first.isdecimal() and int(first) > 0 else value
+
+
 def thread_env_problem(environ: Mapping[str, str] | None = None) -> str | None:
-    """What is wrong with a thread variable the user set (a count that is not a whole number >= 1),
-    or None. ``threads_for`` passes over such a value; a command says so instead."""
+    """What is wrong with the thread variable that decides (``threads_for``'s order: a count
+    that is not a whole number >= 1), or None. ``threads_for`` passes over such a value; a command
+    says so instead."""
     environ = os.environ if environ is None else environ
     for name in (OVERRIDE, "OMP_NUM_THREADS"):
-        value = environ.get(name)
-        # OpenMP also takes a list for nested levels ("4,2"); the first is this process's.
-        first = value.split(",")[0].strip() if name == "OMP_NUM_THREADS" and value else value
-        if value is not None and not (first.strip().isdigit() and int(first) > 0):
+        count = _count(name, environ.get(name))
+        if isinstance(count, int):
+            return None  # this one decides; a later one is not read
+        if count is not None:
             return (
-                f"{name}={value!r} is not a thread count: set it to a whole number >= 1 (threads "
+                f"{name}={count!r} is not a thread count: set it to a whole number >= 1 (threads "
                 "per process), or unset it"
             )
     return None
@@ -54,7 +66,7 @@ def thread_env(n_processes: int = 1, environ: Mapping[str, str] | None = None) -
     """A copy of ``environ`` with every thread variable set for one of ``n_processes`` processes."""
     environ = dict(os.environ if environ is None else environ)
     n = str(threads_for(n_processes, environ))
-    return environ | dict.fromkeys(THREAD_VARS, n)
+    return environ | dict.fromkeys((*THREAD_VARS, OVERRIDE), n)
 
 
 def limit_this_process(n_threads: int | None = None) -> int:

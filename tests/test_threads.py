@@ -71,6 +71,16 @@ def test_a_thread_count_that_is_not_one_is_refused_by_the_cli(monkeypatch, capsy
 
     assert thread_env_problem({}) is None
     assert thread_env_problem({"OMP_NUM_THREADS": "4,2", "CIRCUITVIZ_THREADS": " 3"}) is None
+    # An empty variable is unset; OpenMP's nested list is read as its first level; the variable
+    # that decides is the only one checked.
+    assert thread_env_problem({"OMP_NUM_THREADS": "", "CIRCUITVIZ_THREADS": " "}) is None
+    assert threads_for(1, {"OMP_NUM_THREADS": "4,2"}) == 4
+    assert thread_env_problem({"OMP_NUM_THREADS": "nan", "CIRCUITVIZ_THREADS": "2"}) is None
+    assert "'²' is not a thread count" in thread_env_problem({"CIRCUITVIZ_THREADS": "²"})
+    assert (
+        thread_env(1, {"CIRCUITVIZ_THREADS": "abc", "OMP_NUM_THREADS": "2"})["CIRCUITVIZ_THREADS"]
+        == "2"
+    )  # what the dashboard's jobs get: a count, whatever the parent had
     for name, value in (
         ("CIRCUITVIZ_THREADS", "abc"),
         ("CIRCUITVIZ_THREADS", "-2"),
