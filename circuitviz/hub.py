@@ -13,10 +13,21 @@ from urllib.parse import urlparse
 
 def hub_unreachable() -> str | None:
     """Why the hub cannot be reached ("huggingface.co does not resolve": its host, from
-    ``$HF_ENDPOINT`` or the default), or None if it may be reachable."""
+    ``$HF_ENDPOINT`` or the default), or None if it may be reachable. Behind a proxy the host
+    need not resolve here (the proxy resolves it), so a configured proxy is taken as reachable."""
+    from urllib.request import getproxies
+
+    if {"http", "https", "all"} & set(getproxies()):
+        return None
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
     try:
         socket.getaddrinfo(host, 443)
     except (OSError, UnicodeError):
         return f"{host} does not resolve"
     return None
+
+
+def hub_offline() -> bool:
+    """Whether the user switched the hub off (``HF_HUB_OFFLINE`` set to 1, true, yes or on, as
+    huggingface_hub reads it)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")

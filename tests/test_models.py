@@ -224,7 +224,11 @@ def test_without_a_network_a_hub_id_is_read_from_the_cache_or_refused_at_once(tm
     (snapshot.parent.parent / "refs").mkdir()
     (snapshot.parent.parent / "refs" / "main").write_text(commit)
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("HF_", "CIRCUITVIZ_"))},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("HF_", "CIRCUITVIZ_")) and "proxy" not in k.lower()
+        },
         "HF_HUB_CACHE": str(tmp_path / "hub"),
         "HF_ENDPOINT": "https://hub.invalid",
     }
@@ -245,3 +249,23 @@ def test_without_a_network_a_hub_id_is_read_from_the_cache_or_refused_at_once(tm
     assert int(n_layers) == json.loads((demo_model_dir() / "config.json").read_text())["n_layer"]
     assert "no network (hub.invalid does not resolve), and the Hugging Face cache has no" in message
     assert "Retry" not in done.stderr
+
+
+def test_behind_a_proxy_the_hub_is_not_judged_by_local_name_resolution(monkeypatch):
+    """A proxy resolves the hub's name itself (clusters and company networks): the hub is then
+    never called unreachable because its host does not resolve here."""
+    from circuitviz.hub import hub_unreachable
+
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+    assert hub_unreachable() == "hub.invalid does not resolve"
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert hub_unreachable() is None

@@ -273,9 +273,9 @@ def _load_hf_dir(directory: Path, dtype: torch.dtype):
 def _load_hub(spec: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from circuitviz.hub import hub_unreachable
+    from circuitviz.hub import hub_offline, hub_unreachable
 
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    offline = hub_offline()
     # Without a network, only the Hugging Face cache is read: a cached model still loads, and a
     # missing one fails at once instead of after a minute of retries.
     unreachable = None if offline else hub_unreachable()
@@ -285,7 +285,7 @@ def _load_hub(spec: str, dtype: torch.dtype):
         hf_model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, **local)
     except Exception as exc:
         if offline:
-            why = "HF_HUB_OFFLINE=1 is set"
+            why = "HF_HUB_OFFLINE is set"
         elif unreachable:
             why = f"no network ({unreachable}), and the Hugging Face cache has no copy"
         else:
