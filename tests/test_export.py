@@ -210,12 +210,19 @@ def test_a_format_that_contradicts_the_file_name_is_refused(runs, tmp_path, caps
     code, out = export(runs, tmp_path, "c.gexf", "--format", "graphml")
     assert code == 2 and not out.exists()
     err = capsys.readouterr().err
-    assert "named as a .gexf file but --format is graphml" in err and "x.graphml" in err
-    # A name without a format's suffix, or a compound one ending as the format's does, is fine.
+    assert "names a gexf file but --format is graphml" in err and "x.graphml" in err
+    # A view and a circuit are both JSON, but the names tell them apart, both ways.
+    for name, asked in (("c.view.json", "json"), ("c.json", "view")):
+        assert export(runs, tmp_path, name, "--format", asked)[0] == 2
+        assert f"--format is {asked}" in capsys.readouterr().err
+    # A name that asks for no format, the format's own name, or an HTML page for either HTML
+    # format, is fine.
     code, out = export(runs, tmp_path, "c.txt", "--format", "graphml")
     assert code == 0 and out.read_bytes().startswith(b"<?xml")
-    code, out = export(runs, tmp_path, "c.json", "--format", "view")
+    code, out = export(runs, tmp_path, "c.view", "--format", "view")
     assert code == 0 and json.loads(out.read_text())["run"]
+    code, out = export(runs, tmp_path, "c.html", "--format", "player")
+    assert code == 0 and out.read_bytes()[:5].lower() == b"<!doc"
 
 
 def test_a_tuning_run_s_before_circuit_is_exported_with_the_task_it_belongs_to(tmp_path, capsys):
@@ -241,3 +248,28 @@ def test_focus_needs_the_box_it_focuses_on(runs, tmp_path, capsys):
     assert "--focus draws one box's neighbourhood: say which with --node" in capsys.readouterr().err
     code, out = export(runs, tmp_path, "f.svg", "--focus", "--node", "a1.h0")
     assert code == 0 and out.read_bytes().startswith(b"<?xml")
+
+
+def test_a_saved_view_s_task_stays_with_its_own_run(runs, tmp_path, capsys):
+    """A view saved on the tuning run's sv-agreement circuit keeps that task when exported as it
+    is, and leaves it behind when --run points the view at another run."""
+    saved = tmp_path / "agreement.view.json"
+    base = ["export", "--runs-dir", str(runs[0])]
+    argv = [
+        *base,
+        "--run",
+        "sv-disagreement-circuit",
+        "--task",
+        "sv-agreement",
+        "--out",
+        str(saved),
+    ]
+    assert main(argv) == 0
+    assert json.loads(saved.read_text())["task"] == "sv-agreement"
+    again = tmp_path / "again.view.json"
+    assert main([*base, "--view", str(saved), "--out", str(again)]) == 0
+    assert json.loads(again.read_text())["task"] == "sv-agreement"
+    other = tmp_path / "other.svg"
+    assert main([*base, "--view", str(saved), "--run", runs[1], "--out", str(other)]) == 0
+    assert other.read_bytes().startswith(b"<?xml")
+    capsys.readouterr()

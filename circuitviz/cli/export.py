@@ -89,6 +89,8 @@ def build_view(args):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value
+    if args.run is not None and args.run != view.run and args.task is None:
+        changes["task"] = None  # a saved view's task was its own run's; another run has its own
     if args.top_n is not None:
         if args.top_n != "all" and not args.top_n.isdigit():
             raise UserError(f"--top-n must be a whole number or 'all', got {args.top_n!r}")
@@ -122,22 +124,23 @@ def check_node_color(frames, mode: str) -> None:
 
 
 def _format(asked: str | None, out: str) -> str:
-    """The format to write: ``--format``, else the one ``out``'s name asks for. A name whose suffix
-    is another format's (``--format graphml --out x.gexf``) is refused: the file would lie."""
-    from circuitviz.plotting.export import FORMATS, SUFFIX, format_for_path
+    """The format to write: ``--format``, else the one ``out``'s name asks for. A name that asks
+    for another format (``--format graphml --out x.gexf``, ``--format json --out x.view.json``) is
+    refused: the file would lie. HTML pages (html, player) share a suffix."""
+    from circuitviz.plotting.export import SUFFIX, format_for_path
 
-    suffix = Path(out).suffix.lower().lstrip(".")
-    if asked is not None:
-        if suffix in FORMATS and suffix != SUFFIX[asked].rsplit(".", 1)[-1]:
-            raise UserError(
-                f"--out {out} is named as a .{suffix} file but --format is {asked}: name it "
-                f"x.{SUFFIX[asked]}, or drop --format to write {suffix}"
-            )
-        return asked
     try:
-        return format_for_path(out)
+        named = format_for_path(out)
     except ValueError as exc:
-        raise UserError(str(exc)) from exc
+        if asked is None:
+            raise UserError(str(exc)) from exc
+        return asked  # a name that asks for no format: --format decides
+    if asked is None or asked == named or {asked, named} <= {"html", "player"}:
+        return asked or named
+    raise UserError(
+        f"--out {out} names a {named} file but --format is {asked}: name it x.{SUFFIX[asked]}, or "
+        f"drop --format to write {named}"
+    )
 
 
 def _other_task_hint(run, view, tasks: tuple[str, ...]) -> str:
