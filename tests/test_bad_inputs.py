@@ -237,7 +237,8 @@ def test_a_small_file_s_empty_split_and_short_batch_name_the_fix_that_helps(caps
     assert "split 'dev' (--eval-split)" in line and "--eval-split all uses every example" in line
     runs = ["--runs-dir", str(tmp_path / "runs")]
     line = error_of(capsys, "tune", "--model", "demo", "--task", pairs, *runs)
-    assert "lower --batch-size (the task has no more to draw" in line and "--n-train" not in line
+    assert "lower --batch-size (only 2 of the 2048 asked for are usable" in line
+    assert "--n-train" not in line
     line = error_of(
         capsys, "tune", "--model", "demo", "--task", "sv-disagreement", "--n-train", "4", *runs
     )

@@ -52,7 +52,7 @@ def register(subparsers) -> None:
     # Earlier versions called the attribution method --method; it still works.
     parser.add_argument(
         "--method",
-        dest="attribution.method",
+        dest="legacy_method",
         default=None,
         choices=(*METHOD_NAMES, "eap-ig"),
         help=argparse.SUPPRESS,
@@ -85,15 +85,10 @@ def build_config(args: argparse.Namespace):
     from circuitviz.cli.flags import build_config as build
     from circuitviz.cli.flags import given_values
 
-    argv = getattr(args, "argv", [])
-    named = {
-        flag
-        for flag in ("--method", "--attribution")
-        for item in argv
-        if item.split("=")[0] == flag
-    }
-    if len(named) == 2:  # one destination: the later flag would silently win
-        raise UserError("--method is the old name of --attribution: give one of them")
+    if getattr(args, "legacy_method", None) is not None:
+        if getattr(args, "attribution.method", None) is not None:
+            raise UserError("--method is the old name of --attribution: give one of them")
+        setattr(args, "attribution.method", args.legacy_method)
     given = given_values(args, DiscoverConfig)
     selection = given.get("selection", {})
     if "threshold" in selection and selection.setdefault("rule", "threshold") != "threshold":

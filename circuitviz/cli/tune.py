@@ -539,8 +539,8 @@ def _refuse_settings_on_resume(args: argparse.Namespace) -> None:
         if value is not None
     ]
     argv = getattr(args, "argv", [])
-    if any(item == "--model" or item.startswith("--model=") for item in argv):
-        named.insert(0, "--model")
+    if args.model != "demo" or any(item.split("=")[0] == "--model" for item in argv):
+        named.insert(0, "--model")  # its default is a value, so a given one shows in argv
     if named:
         raise UserError(
             f"--resume {args.resume} continues the run with the settings it was started with; "

@@ -129,7 +129,8 @@ def _check_sizes(task: str, train, dev, config: TuneConfig) -> None:
             + (
                 f" or raise --n-train (now {config.n_train})"
                 if len(train) >= config.n_train
-                else " (the task has no more to draw: give it more examples)"
+                else f" (only {len(train)} of the {config.n_train} asked for are usable: the task "
+                "has no more, or this tokenizer cannot read the rest)"
             )
         )
     if len(dev) == 0:
