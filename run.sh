@@ -67,8 +67,11 @@ case "$cmd" in
         # load their models once): the suite is mostly single-threaded torch, and on 2 cores its
         # tests took 14 minutes instead of 21. "-n 0" after the command runs it in this process
         # (pdb, -s); the last -n wins.
-        workers=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
-        [ "$workers" -gt 4 ] && workers=4
+        # The CPUs this process may use (affinity, as containers and taskset narrow it).
+        workers=$("$PY" -c 'from circuitviz.threads import available_cpus; print(available_cpus())' \
+            2>/dev/null || echo 2)
+        case $workers in ''|*[!0-9]*) workers=2 ;; esac
+        if [ "$workers" -gt 4 ]; then workers=4; fi
         exec "$PY" -m pytest -n "$workers" --dist loadfile "$@" ;;
     *)
         echo "usage: ./run.sh [app|test|setup] [args...]" >&2
