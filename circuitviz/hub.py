@@ -27,7 +27,10 @@ def hub_unreachable() -> str | None:
     return None
 
 
-def hub_offline() -> bool:
-    """Whether the user switched the hub off (``HF_HUB_OFFLINE`` set to 1, true, yes or on, as
-    huggingface_hub reads it)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+def hub_offline(*names: str) -> bool:
+    """Whether the user switched the hub off: ``HF_HUB_OFFLINE`` (or any of ``names``, e.g.
+    ``HF_DATASETS_OFFLINE``) set to 1, true, yes or on, as the Hugging Face libraries read it."""
+    return any(
+        os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+        for name in ("HF_HUB_OFFLINE", *names)
+    )

@@ -169,11 +169,9 @@ def _load_local(path: Path, split: str):
 def _hub_unreachable() -> str | None:
     """Why the hub cannot be reached, found in milliseconds (the datasets library otherwise retries
     for half a minute before failing), or None if it may be reachable."""
-    import os
+    from circuitviz.hub import hub_offline, hub_unreachable
 
-    from circuitviz.hub import hub_unreachable
-
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+    if hub_offline("HF_DATASETS_OFFLINE"):
         return None  # offline mode: the datasets library fails at once, or finds its cached copy
     reason = hub_unreachable()
     if reason is None:
