@@ -143,16 +143,16 @@ def _format(asked: str | None, out: str) -> str:
     )
 
 
-def _other_task_hint(run, view, tasks: tuple[str, ...]) -> str:
+def _other_task_hint(run, view, snapshots) -> str:
     """Where a step missing from the drawn task's circuits is stored for another task (a tuning
     run's "before" circuit is its original task's): the --task that finds it, or nothing."""
+    from circuitviz.plotting.rundata import drawn_task, stored_tasks
     from circuitviz.plotting.view import step_tokens
 
     if view.step is None or view.task is not None:
         return ""
-    snapshots = run.snapshots()
-    drawn = run.task if run.task in tasks else (tasks[0] if tasks else None)
-    for task in tasks:
+    drawn = drawn_task(run.task, snapshots)
+    for task in stored_tasks(snapshots):
         if task != drawn and view.step in step_tokens(snapshots[snapshots["task"] == task]):
             return f"; its {view.step!r} circuit is of task {task}: add --task {task}"
     return ""
@@ -162,7 +162,7 @@ def export_command(args) -> int:
     require_app_extra("circuitviz export")
     from circuitviz.plotting.export import export_view, save_export
     from circuitviz.plotting.layout import layout_for
-    from circuitviz.plotting.rundata import load_run_frames
+    from circuitviz.plotting.rundata import load_run_frames, stored_tasks
     from circuitviz.runs import RunCorrupt, RunNotFound, RunStore, RunStoreError
     from circuitviz.runs.store import DEMO_RUNS, default_roots
 
@@ -172,7 +172,8 @@ def export_command(args) -> int:
     roots = [*args.runs_dir, DEMO_RUNS] if args.runs_dir else default_roots()
     try:
         run = RunStore(roots).open(view.run)
-        tasks = tuple(dict.fromkeys(run.snapshots()["task"].tolist()))
+        snapshots = run.snapshots()
+        tasks = stored_tasks(snapshots)
         if view.task is not None and view.task not in tasks:
             raise UserError(
                 f"run {run.id} stored no circuit of task {view.task!r}; it has: "
@@ -193,7 +194,7 @@ def export_command(args) -> int:
     try:
         data = export_view(frames, layout, view, fmt)
     except KeyError as exc:
-        raise UserError(str(exc.args[0]) + _other_task_hint(run, view, tasks)) from exc
+        raise UserError(str(exc.args[0]) + _other_task_hint(run, view, snapshots)) from exc
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     out = Path(args.out)

@@ -85,6 +85,20 @@ class RunFrames:
         )
 
 
+def stored_tasks(snapshots: pd.DataFrame) -> tuple[str, ...]:
+    """The tasks a run stored circuits for, in the order first stored."""
+    return tuple(dict.fromkeys(snapshots["task"].tolist()))
+
+
+def drawn_task(run_task: str, snapshots: pd.DataFrame, asked: str | None = None) -> str | None:
+    """The task whose circuits a view of the run draws: ``asked`` when stored, else the run's own
+    task when stored, else the first stored (None when there is none)."""
+    tasks = stored_tasks(snapshots)
+    if asked in tasks:
+        return asked
+    return run_task if run_task in tasks else (tasks[0] if tasks else None)
+
+
 def load_run_frames(run, *, task: str | None = None) -> RunFrames:
     """Read a ``circuitviz.runs.Run`` into memory (raises what the run raises: RunCorrupt, ...).
 
@@ -92,9 +106,8 @@ def load_run_frames(run, *, task: str | None = None) -> RunFrames:
     when it stored circuits for it, else the first task stored)."""
     meta = run.graph_meta
     snapshots = run.snapshots()
-    tasks = tuple(dict.fromkeys(snapshots["task"].tolist()))
-    if task is None or task not in tasks:
-        task = run.task if run.task in tasks else (tasks[0] if tasks else None)
+    tasks = stored_tasks(snapshots)
+    task = drawn_task(run.task, snapshots, task)
     scores = np.zeros((0, run.n_edges), np.float32)
     selected = np.zeros((0, run.n_edges), bool)
     if len(snapshots):
