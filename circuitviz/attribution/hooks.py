@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import torch
 from einops import einsum, rearrange
@@ -122,7 +123,8 @@ def hook_names(hooks: list[tuple[str, Hook]]) -> list[str]:
     return [name for name, _ in hooks]
 
 
-def _runs(names: tuple[str, ...], n_layers: int) -> list[tuple[str, str, int, int]]:
+@lru_cache(maxsize=64)  # a pure function of the names, asked on every attribution pass
+def _runs(names: tuple[str, ...], n_layers: int) -> tuple[tuple[str, str, int, int], ...]:
     """Group consecutive names of one kind and layer: ``(kind, layer, start, stop)``, where kind is
     input, head, mlp, logits, q, k or v. Heads (and MLP groups) must come in order, as the bridge
     lays them out."""
@@ -137,7 +139,7 @@ def _runs(names: tuple[str, ...], n_layers: int) -> list[tuple[str, str, int, in
         index = ref.head if ref.head is not None else ref.group
         if index is not None and index != idx - runs[-1][1]:
             raise ValueError(f"graph node {name!r} at index {idx} is out of head order")
-    return [(key[0], key[1], start, stop) for key, start, stop in runs]
+    return tuple((key[0], key[1], start, stop) for key, start, stop in runs)
 
 
 def mlp_groups_of(graph: Graph, model) -> object | None:
@@ -202,6 +204,51 @@ def dest_hooks(graph: Graph, model=None) -> list[DestHook]:
         if n_up:  # the paper graph's layer-0 q/k/v read nothing: no edges, no hook
             hooks.append(DestHook(name, slice(start, stop), n_up, per_head, *extra))
     return hooks
+
+
+HOOK_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_hook_mlp_in")
+
+
+@contextmanager
+def hook_flags(bridge, enabled: bool) -> Iterator[None]:
+    """Switch the bridge's three attribution hook flags for the duration. Training and evaluation
+    run with them off (they only add copies and cost 27-84% per pass); attribution needs them on,
+    except the replay of target positions (``replay``), which reads none of their hooks."""
+    saved = {name: bool(getattr(bridge.cfg, name)) for name in HOOK_FLAGS}
+    _set_flags(bridge, dict.fromkeys(HOOK_FLAGS, enabled))
+    try:
+        yield
+    finally:
+        _set_flags(bridge, saved)
+
+
+def _set_flags(bridge, flags: dict[str, bool]) -> None:
+    # Each setter walks the bridge's modules: only those that change are called.
+    for name, setter in (
+        ("use_attn_result", bridge.set_use_attn_result),
+        ("use_split_qkv_input", bridge.set_use_split_qkv_input),
+        ("use_hook_mlp_in", bridge.set_use_hook_mlp_in),
+    ):
+        if bool(getattr(bridge.cfg, name)) != flags[name]:
+            setter(flags[name])
+
+
+@contextmanager
+def plain_hooks(bridge, hooks: list[tuple[str, Hook]]) -> Iterator[None]:
+    """Read-only forward hooks ``fn(x, None)`` on the bridge's hook points by their module paths,
+    registered as plain PyTorch hooks for the duration: without ``bridge.hooks``'s name
+    resolution, aliasing and shape conversion (``x`` is the tensor as the module passes it on, e.g.
+    ``[batch, pos, head * d_head]`` where a converted hook would see ``[batch, pos, head,
+    d_head]``). A fraction of the cost per hook, for passes that only read."""
+    handles = []
+    try:
+        for name, fn in hooks:
+            point = bridge.get_submodule(name)
+            handles.append(point.register_forward_hook(lambda _m, _i, out, fn=fn: fn(out, None)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class FiredCheck:

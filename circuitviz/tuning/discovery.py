@@ -10,20 +10,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
 from circuitviz.attribution import eap
+from circuitviz.attribution.hooks import HOOK_FLAGS, hook_flags  # noqa: F401 (re-exported)
 from circuitviz.attribution.scores import EdgeScores
 from circuitviz.graph.topology import Graph
 from circuitviz.tuning.config import TuneConfig
 from circuitviz.tuning.masks import NodeMaskBank, tunable_nodes
 from circuitviz.tuning.selection import select_mask
-
-HOOK_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_hook_mlp_in")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,24 +31,6 @@ class StepCircuit:
     edge_mask: torch.Tensor = field(repr=False)  # [n_src, n_dst] bool
     n_edges: int
     top_n: int | None
-
-
-@contextmanager
-def hook_flags(bridge, enabled: bool) -> Iterator[None]:
-    """Switch the bridge's three attribution hook flags for the duration. Training and evaluation
-    run with them off (they only add copies and cost 27-84% per pass); attribution needs them on."""
-    saved = {name: bool(getattr(bridge.cfg, name)) for name in HOOK_FLAGS}
-    _set_flags(bridge, dict.fromkeys(HOOK_FLAGS, enabled))
-    try:
-        yield
-    finally:
-        _set_flags(bridge, saved)
-
-
-def _set_flags(bridge, flags: dict[str, bool]) -> None:
-    bridge.set_use_attn_result(flags["use_attn_result"])
-    bridge.set_use_split_qkv_input(flags["use_split_qkv_input"])
-    bridge.set_use_hook_mlp_in(flags["use_hook_mlp_in"])
 
 
 def score_edges(model, graph: Graph, batch, config: TuneConfig, means=None) -> EdgeScores:
