@@ -25,7 +25,7 @@ For one batch:
    interpolated value while gradients still flow through each node's own computation.
 5. ``attribute`` sums over batches and divides by the number of examples.
 
-Three savings for circuit-tuning, whose every discovery step scores one batch:
+Four savings for circuit-tuning, whose every discovery step scores one batch:
 
 * the ``mean`` baseline of one batch on its own (``batch_edge_scores`` without ``means``) is the
   mean of step 2's clean activations over the batch's real tokens, taken from that forward rather
@@ -39,13 +39,20 @@ Three savings for circuit-tuning, whose every discovery step scores one batch:
   times a known factor (an instruction batch's loss, the mean over all response tokens, against
   the ``process`` metric, each example's mean), plain EAP's step 3 backpropagates the training
   objective instead, to the root and the trainable parameters at once, each example's differences
-  scaled by its factor (step 2): one backward serves both as well.
+  scaled by its factor (step 2): one backward serves both as well;
+* the replay (``replay``): plain EAP at the target positions (a tuning step's default) reads
+  each example's gradients at one position, so step 3 backpropagates a replay of that position
+  alone instead of the whole batch, the clean forward runs with the hook flags off (it is a
+  training forward plus a few reads), and the corrupted baseline comes from a forward of the
+  tokens the target positions read; the scores are the full backward's to rounding
+  (``full_backward`` asks for that one).
 
 The sign convention is ``config.SIGN_CONVENTION``: a score estimates m(edge patched) - m(clean).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -53,6 +60,7 @@ from dataclasses import dataclass, field
 import torch
 from einops import rearrange
 
+from circuitviz.attribution import replay
 from circuitviz.attribution.activations import (
     BaselineActivations,
     SourceMeans,
@@ -70,8 +78,10 @@ from circuitviz.attribution.hooks import (
     SourceHook,
     dest_hooks,
     frozen_parameters,
+    hook_flags,
     hook_names,
     input_hooks,
+    plain_hooks,
     qkv_copies,
     source_hooks,
 )
@@ -145,9 +155,13 @@ class _AttributionPass:
         per_head_copies: bool = False,
         forward: tuple[torch.Tensor, torch.Tensor] | None = None,
         shared: SharedBackward | None = None,
+        replayed: bool = False,
     ) -> None:
         self.model, self.graph, self.batch, self.metric = model, graph, batch, metric
         self.shared = shared
+        # The clean pass's gradients come from a replay of the target positions (``replay``).
+        self.replayed = replayed
+        self.context: replay.CleanContext | None = None
         self.interpolate = METHODS[config.method].interpolate
         # None: the batch's own mean, taken from the clean forward's capture (``_finish_diff``).
         self.base: BaselineActivations | None = base
@@ -299,6 +313,76 @@ class _AttributionPass:
             hooks.setdefault(dest.input_hook, keep(dest))
         return list(hooks.items()) + [(dest.output_hook, watch(dest)) for dest in dests]
 
+    def _replay_hooks(self) -> list:
+        """Keep what the replay reads (``replay.CleanContext``): the embedding at each target
+        position and every layer's keys and values."""
+        context = self.context = replay.CleanContext()
+
+        def root(x, hook):
+            if self.token_sums is not None:  # the batch's own mean, embedding part
+                self.token_sums[1].add_(masked_token_sum(x.detach()[:, : self.n_pos], self.mask))
+            context.embed = select_positions(x.detach(), self.pos_idx, batch_dim=0)[:, 0]
+            self.fired.mark(ROOT_HOOK)
+
+        def keep(layer: int, which: str, name: str):
+            kept = context.keys if which == "k" else context.values
+
+            def hook(x, hook):
+                kept[layer] = x.detach()[:, : self.n_pos]
+                self.fired.mark(name)
+
+            return hook
+
+        kv = replay.kv_hooks(self.model.info.n_layers)
+        return [(ROOT_HOOK, root)] + [(name, keep(lay, w, name)) for lay, w, name in kv]
+
+    def _head_capture_hook(self, spec: SourceHook) -> tuple:
+        """A layer's heads, read where a forward with the hook flags off has them: the output
+        projection's input ``z`` (``[batch, pos, head * d_head]``, or ``[..., head, d_head]``).
+        Each head's result ``z_h W_O,h`` at the target positions, and (the batch's own mean) its
+        sum over real tokens, which is the sum of ``z_h`` times ``W_O,h``."""
+        layer = int(spec.hook_name.split(".")[1])
+        name = f"blocks.{layer}.attn.o.hook_in"
+        info = self.model.info
+        attn = self.model.bridge.blocks[layer].attn
+
+        def hook(x, hook):
+            with torch.no_grad():
+                heads = replay.head_weights(attn.o.original_component, info)
+                z = x.detach()[:, : self.n_pos]
+                z = z.reshape(*z.shape[:2], info.n_heads, info.d_head)
+                if self.token_sums is not None:
+                    sums = masked_token_sum(z.flatten(-2), self.mask).view(info.n_heads, -1)
+                    self.token_sums[0][spec.src_slice] += torch.einsum(
+                        "he,hed->hd", sums, heads.to(sums.dtype)
+                    )
+                at = select_positions(z, self.pos_idx, batch_dim=0)  # [batch, 1, head, d_head]
+                self.diff[spec.src_slice] = torch.einsum("bphe,hed->hbpd", at, heads)
+            self.fired.mark(name)
+
+        return (name, hook)
+
+    def _replay_backward(self) -> None:
+        """Step 3 for the clean pass by the replay: the metric of the target positions' replayed
+        logits, backpropagated through them alone, its gradients scored as they arrive."""
+        qkv, inputs = replay.wanted(self.dests, self.lean)
+        by_name = {spec.hook_name: spec for spec in self.dests}
+
+        def on_qkv(dest: LeanDest, head_major: torch.Tensor) -> None:
+            self._accumulate(dest.spec, head_major.reshape(head_major.shape[0], -1).T)
+
+        def on_input(name: str, grad: torch.Tensor) -> None:
+            self._accumulate(by_name[name], grad.reshape(-1, 1))
+
+        watch = replay.Watch(qkv=qkv, inputs=inputs, on_qkv=on_qkv, on_input=on_input)
+        with torch.enable_grad():  # the gradient is asked of the root alone: no weight's
+            logits, root = replay.replay_logits(
+                self.model, self.batch, self.context, self.mask, watch
+            )
+            objective = replay.metric_at_target(self.metric, logits, self.batch).sum()
+            torch.autograd.grad(objective, root)
+        self.context = None
+
     # -- backward ---------------------------------------------------------------------------------
     def _on_grad(self, spec: DestHook, grad: torch.Tensor) -> None:
         grad = select_positions(grad[:, : self.n_pos], self.pos_idx, batch_dim=0)
@@ -362,13 +446,16 @@ class _AttributionPass:
         """One forward at interpolation point ``alpha`` and (unless ``backward`` is off, for a
         capture-only clean forward) one backward accumulating the scores. Returns the logits;
         with ``keep_graph`` they keep their autograd graph for a later backward."""
-        fwd = [(ROOT_HOOK, self._root_hook(alpha, capture))]
+        replayed = capture and backward and self.replayed
+        fwd = self._replay_hooks() if replayed else [(ROOT_HOOK, self._root_hook(alpha, capture))]
         for spec in self.sources:
-            if capture:
+            if replayed and spec.per_head:
+                fwd.append(self._head_capture_hook(spec))
+            elif capture:
                 fwd.append((spec.hook_name, self._capture_hook(spec)))
             elif self.interpolate == "activations":
                 fwd += self._pin_hooks(spec, alpha)
-        if backward:
+        if backward and not replayed:
             lean = (
                 []
                 if self.lean is None
@@ -381,11 +468,15 @@ class _AttributionPass:
         self.fired = FiredCheck(hook_names(fwd))
         bridge = self.model.bridge
         try:
-            grad = backward or keep_graph
+            grad = (backward and not replayed) or keep_graph
+            # The replay reads none of the hook flags' hooks: its forward is a training forward's.
+            flags = hook_flags(bridge, False) if replayed else contextlib.nullcontext()
+            hooked = plain_hooks(bridge, fwd) if replayed else bridge.hooks(fwd_hooks=fwd)
             with (
                 torch.set_grad_enabled(grad),
+                flags,
                 qkv_copies(bridge, self.lean is None),
-                bridge.hooks(fwd_hooks=fwd),
+                hooked,
             ):
                 # The capture reads ``forward``; interpolated points read the prompt itself.
                 ids, mask = self.forward if capture else (self.ids, self.mask)
@@ -396,7 +487,9 @@ class _AttributionPass:
             if not backward:
                 return logits
             self.grads_seen.clear()
-            if capture and self.shared is not None:
+            if replayed:
+                self._replay_backward()
+            elif capture and self.shared is not None:
                 objective = self.shared.objective(logits)
                 torch.autograd.backward(objective, inputs=[self.root, *self.shared.params])
             else:
@@ -426,6 +519,7 @@ def batch_edge_scores(
     per_head_copies: bool = False,
     forward_ids: tuple[torch.Tensor, torch.Tensor] | None = None,
     shared: SharedBackward | None = None,
+    full_backward: bool = False,
 ) -> BatchScores:
     """Score every edge of ``graph`` on one batch; the per-step entry point of circuit-tuning.
 
@@ -443,13 +537,30 @@ def batch_edge_scores(
     whose one gradient point is the clean pass) instead of the metric, each example's activation
     differences scaled by its ``row_scale``: its parameters' ``.grad`` hold the objective's
     gradients afterwards, and the logits come back without a graph to backpropagate again.
+    ``full_backward``: backpropagate the clean pass through every position even where the replay
+    of the target positions applies (``circuitviz.attribution.replay``); the same scores, slower
+    (for checks).
     """
     check_batch(batch, config.metric, config.baseline, custom_metric=metric is not None)
     metric = metric if metric is not None else METRICS[config.metric]
     if forward_ids is not None:
         check_prefix(batch.clean_ids, batch.attention_mask, *forward_ids)
+    replayed = (
+        shared is None
+        and not full_backward
+        and replay.applies(
+            model,
+            graph,
+            config,
+            batch,
+            custom_metric=metric is not METRICS[config.metric],
+            per_head_copies=per_head_copies,
+        )
+    )
     if config.baseline == "mean" and means is None:
         base = None  # the batch's own mean, from the clean forward
+    elif config.baseline == "corrupted" and replayed:
+        base = replay.corrupted_baseline(model, graph, batch)
     else:
         base = baseline_activations(model, graph, batch, config.baseline, means)
     run = _AttributionPass(
@@ -462,6 +573,7 @@ def batch_edge_scores(
         per_head_copies=per_head_copies,
         forward=forward_ids,
         shared=shared,
+        replayed=replayed,
     )
     alphas = config.alphas()
     if shared is not None and not (return_logits and alphas == (1.0,)):
@@ -474,7 +586,7 @@ def batch_edge_scores(
     with frozen_parameters(model.bridge, enabled=not return_logits):
         keep = return_logits and shared is None
         logits = run.step(1.0, capture=True, backward=1.0 in alphas, keep_graph=keep)
-    with frozen_parameters(model.bridge):
+    with frozen_parameters(model.bridge, enabled=alphas != (1.0,)):
         for alpha in alphas:
             if alpha != 1.0:
                 run.step(alpha, capture=False)
