@@ -12,7 +12,7 @@ import pytest
 import torch
 from support.batches import Batch, random_batch
 
-from circuitviz.attribution import AttributionConfig, batch_edge_scores, replay
+from circuitviz.attribution import AttributionConfig, attribute, batch_edge_scores, replay
 from circuitviz.attribution.activations import baseline_activations
 from circuitviz.graph.topology import graph_for
 from circuitviz.tasks.base import METRICS
@@ -147,3 +147,27 @@ def test_float32_demo_model_on_a_real_task_batch():
     full = batch_edge_scores(model, graph, batch, config, full_backward=True).scores
     assert full.abs().max() > 0
     torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-5 * float(full.abs().max()))
+
+
+def test_scores_from_a_forward_that_is_not_finite_are_an_error(tiny_llama):
+    """A left-padded batch makes the Llama-family bridge's own forward NaN (its first padded
+    query sees no key); the scores are then refused with the cause, never returned as numbers."""
+    batch = random_batch(n=4, n_pos=6, seed=3)
+    lengths = batch.attention_mask.sum(1)
+
+    def left(x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([row.roll(int(6 - n)) for row, n in zip(x, lengths, strict=True)])
+
+    padded_left = Batch(
+        clean_ids=left(batch.clean_ids),
+        corrupt_ids=left(batch.corrupt_ids),
+        attention_mask=left(batch.attention_mask),
+        target_pos=torch.full_like(batch.target_pos, 5),
+        answer_ids=batch.answer_ids,
+        wrong_ids=batch.wrong_ids,
+    )
+    assert not bool(padded_left.attention_mask[:, 0].all())  # some row starts with padding
+    graph = graph_for(tiny_llama.info)
+    config = AttributionConfig(method="eap", baseline="corrupted", positions="target")
+    with pytest.raises(ValueError, match="NaN or infinite.*pad on the right"):
+        attribute(tiny_llama, graph, [padded_left], config)

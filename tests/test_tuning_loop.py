@@ -209,6 +209,22 @@ def test_diverging_loss_stops_the_run_and_keeps_earlier_steps(demo_tokenizer_dir
     assert [step for step, _ in run.checkpoints()] == list(range(1, failed_step))
 
 
+def test_a_diverging_circuit_run_stops_as_a_diverging_loss_does(demo_tokenizer_dir, tmp_path):
+    """Circuit-tuning discovers before its loss: on a model the last update broke, the edge scores
+    are NaN first. That is said as divergence (NonFiniteLoss, the run kept and marked failed),
+    never turned into a circuit."""
+    config = dataclasses.replace(SMALL, method="circuit", lr=1e12, momentum=0.0, checkpoint_every=1)
+    model = fresh_model(demo_tokenizer_dir)
+    writer = create_run(model, TASK, config, tmp_path)
+    with pytest.raises(NonFiniteLoss, match=r"at step (\d+): training diverged") as info, writer:
+        run_tuning(model, TASK, config, writer)
+    run = Run(writer.dir)
+    assert run.status == "failed" and "diverged" in run.status_message
+    failed_step = int(info.value.args[0].split("at step ")[1].split(":")[0])
+    assert failed_step > 1
+    assert run.steps()["step"].tolist() == list(range(1, failed_step))
+
+
 def test_bad_input_is_refused_before_anything_is_written(demo_tokenizer_dir, tmp_path):
     model = fresh_model(demo_tokenizer_dir)
     n_edges = graph_for(model.info).n_edges

@@ -664,5 +664,16 @@ def mean_edge_scores(
         raise ValueError("attribute needs at least one example; the batches were empty")
     total = total.to(torch.float64)
     scores = (total / n_examples).float().cpu().masked_fill(~graph.valid_mask, 0.0)
+    bad = int((~torch.isfinite(scores)).sum())
+    if bad:
+        raise NonFiniteScores(
+            f"{bad} of {graph.n_edges} edge scores are NaN or infinite: the model's forward or "
+            "its gradient was not finite on these prompts (left-padded prompts do that on a "
+            "Llama-family bridge: pad on the right; a diverged model does it anywhere)"
+        )
     log.info("scored %d edges on %d examples (%s)", graph.n_edges, n_examples, config.method)
     return EdgeScores(scores=scores, graph=graph, config=config, n_examples=n_examples)
+
+
+class NonFiniteScores(ValueError):
+    """Edge scores that are NaN or infinite: an error, never a result."""

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from circuitviz.attribution.eap import NonFiniteScores
 from circuitviz.graph.topology import graph_for
 from circuitviz.models import build_param_map, shards
 from circuitviz.models.params import count_unique_params
@@ -180,6 +181,20 @@ def checkpointed_blocks(bridge, enabled: bool = True) -> Iterator[None]:
         for blocks, saved in zip(lists, originals):
             for i, block in enumerate(saved):
                 blocks[i] = block
+
+
+@contextmanager
+def _diverged_at(step: int) -> Iterator[None]:
+    """Edge scores that are not finite in the middle of a run mean the model diverged: said as a
+    diverged loss is (``NonFiniteLoss``: the run is kept and marked failed)."""
+    try:
+        yield
+    except NonFiniteScores as exc:
+        raise NonFiniteLoss(
+            f"the edge scores became NaN or infinite at step {step}: training diverged. Lower "
+            "--lr, set --grad-clip, or use --optimizer adamw; every step before this one is kept "
+            "in the run."
+        ) from exc
 
 
 @contextmanager
@@ -335,11 +350,13 @@ class Tuner:
             shared = self._shared_backward(batch, ids, step, losses)
             if shared is not None:
                 self.optimizer.zero_grad()
-            scores, logits = self._scores(batch, ids, shared=shared)
+            with _diverged_at(step):
+                scores, logits = self._scores(batch, ids, shared=shared)
             spent = losses[0] if losses else None
             edges = select_edges(scores, n, self.config)
         else:
-            scores, _ = self._scores(batch, None)
+            with _diverged_at(step):
+                scores, _ = self._scores(batch, None)
             edges = select_edges(scores, n, self.config)
         if self.extra is None:
             self.extra = random_extra_nodes(self.bank, self.bank.nodes_of_edges(edges), self.config)
