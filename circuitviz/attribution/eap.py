@@ -10,7 +10,10 @@ For one batch:
 2. A clean forward stores every source activation; then ``diff = baseline - clean``, zeroed on
    padding and cut to the scored positions. Forward hooks hand each destination input on as a fresh
    view carrying a gradient hook, and make the embedding the root of autograd; parameters are
-   frozen, so the backward computes activation gradients only.
+   frozen, so the backward computes activation gradients only. Where no hook needs the bridge's
+   hook flags (q/k/v read in closed form, no MLP neuron groups, nothing pinned), every pass runs
+   with them off, as training does: heads are read at their output projection's input (each
+   head's ``z_h W_O,h``) and MLP inputs at their norm's input.
 3. One backward of ``sum over examples of the metric`` to the root. As the gradient ``g_d`` of a
    destination hook arrives, one einsum scores all of its edges:
    ``scores[:n_up, dst] += einsum(diff[:n_up], g_d)`` over batch, pos and d_model.
@@ -170,6 +173,12 @@ class _AttributionPass:
         # q/k/v destinations read without per-head input copies (``lean``), where the family's
         # projection weights are known; the rest (MLPs, logits) read their input hooks.
         self.lean = None if per_head_copies else lean_dests(model, self.dests)
+        # No hook needs the bridge's hook flags (per-head results, a separate MLP input): heads are
+        # read at their output projection's input, MLP inputs at their norm's, q/k/v the lean way.
+        # Pinning sources (EAP-IG on activations) writes per-head results, which needs them.
+        self.light = (
+            self.lean is not None and graph.mlp_groups is None and self.interpolate != "activations"
+        )
         self.layer_inputs: dict[int, NormJacobian] = {}
         self.mask = batch.attention_mask.to(model.device)
         self.ids = batch.clean_ids.to(model.device)
@@ -279,6 +288,20 @@ class _AttributionPass:
 
         return input_hooks(spec, watch, lambda name: self.fired.mark(name))
 
+    def _mlp_input_hooks(self, spec: DestHook) -> list:
+        """An MLP's input read at its norm's input (``ln2.hook_in``), where a forward with the hook
+        flags off has it: a view of the residual stream that only the norm reads, so its gradient
+        is the MLP's alone (the flags' ``hook_mlp_in`` copies the stream for the same reason)."""
+        name = f"blocks.{spec.hook_name.split('.')[1]}.ln2.hook_in"
+
+        def hook(x, hook):
+            view = x.view_as(x)
+            self.handles.append(view.register_hook(lambda grad: self._on_grad(spec, grad)))
+            self.fired.mark(name)
+            return view
+
+        return [(name, hook)]
+
     def _lean_hooks(self, dests: list[LeanDest]) -> list:
         """Keep each layer's input; watch each projection output's gradient (``lean``)."""
 
@@ -337,8 +360,9 @@ class _AttributionPass:
         return [(ROOT_HOOK, root)] + [(name, keep(lay, w, name)) for lay, w, name in kv]
 
     def _head_capture_hook(self, spec: SourceHook) -> tuple:
-        """A layer's heads, read where a forward with the hook flags off has them: the output
-        projection's input ``z`` (``[batch, pos, head * d_head]``, or ``[..., head, d_head]``).
+        """A layer's heads, read where a forward with the hook flags off (``light``) has them: the
+        output projection's input ``z`` (``[batch, pos, head * d_head]``, or ``[..., head,
+        d_head]``).
         Each head's result ``z_h W_O,h`` at the target positions, and (the batch's own mean) its
         sum over real tokens, which is the sum of ``z_h`` times ``W_O,h``."""
         layer = int(spec.hook_name.split(".")[1])
@@ -449,7 +473,7 @@ class _AttributionPass:
         replayed = capture and backward and self.replayed
         fwd = self._replay_hooks() if replayed else [(ROOT_HOOK, self._root_hook(alpha, capture))]
         for spec in self.sources:
-            if replayed and spec.per_head:
+            if capture and self.light and spec.per_head:
                 fwd.append(self._head_capture_hook(spec))
             elif capture:
                 fwd.append((spec.hook_name, self._capture_hook(spec)))
@@ -462,15 +486,17 @@ class _AttributionPass:
                 else [self.lean[s.hook_name] for s in self.dests if s.hook_name in self.lean]
             )
             for spec in self.dests:
-                if self.lean is None or spec.hook_name not in self.lean:
-                    fwd += self._dest_hooks(spec)
+                if self.lean is not None and spec.hook_name in self.lean:
+                    continue
+                light_mlp = self.light and spec.hook_name.endswith(".hook_mlp_in")
+                fwd += self._mlp_input_hooks(spec) if light_mlp else self._dest_hooks(spec)
             fwd += self._lean_hooks(lean)
         self.fired = FiredCheck(hook_names(fwd))
         bridge = self.model.bridge
         try:
             grad = (backward and not replayed) or keep_graph
-            # The replay reads none of the hook flags' hooks: its forward is a training forward's.
-            flags = hook_flags(bridge, False) if replayed else contextlib.nullcontext()
+            # Without them the forward is a training forward's (the flags cost 27-84% per pass).
+            flags = hook_flags(bridge, False) if self.light else contextlib.nullcontext()
             hooked = plain_hooks(bridge, fwd) if replayed else bridge.hooks(fwd_hooks=fwd)
             with (
                 torch.set_grad_enabled(grad),
