@@ -220,10 +220,15 @@ class _AttributionPass:
         self.fired = FiredCheck([])
 
     # -- forward hooks ----------------------------------------------------------------------------
+    def _sum_embedding(self, x: torch.Tensor) -> None:
+        """The batch's own mean baseline, embedding part: its sum over the real tokens."""
+        if self.token_sums is not None:
+            self.token_sums[1].add_(masked_token_sum(x.detach()[:, : self.n_pos], self.mask))
+
     def _root_hook(self, alpha: float, capture: bool = False):
         def hook(x, hook):
-            if capture and self.token_sums is not None:  # the batch's own mean, embedding part
-                self.token_sums[1].add_(masked_token_sum(x.detach()[:, : self.n_pos], self.mask))
+            if capture:
+                self._sum_embedding(x)
             if alpha != 1.0:
                 x = self.base.embed + alpha * (x - self.base.embed)
             if not x.requires_grad:
@@ -342,8 +347,7 @@ class _AttributionPass:
         context = self.context = replay.CleanContext()
 
         def root(x, hook):
-            if self.token_sums is not None:  # the batch's own mean, embedding part
-                self.token_sums[1].add_(masked_token_sum(x.detach()[:, : self.n_pos], self.mask))
+            self._sum_embedding(x)
             context.embed = select_positions(x.detach(), self.pos_idx, batch_dim=0)[:, 0]
             self.fired.mark(ROOT_HOOK)
 
