@@ -283,27 +283,30 @@ class _AttributionPass:
 
         return [(spec.hook_name, read), (spec.write_hook, write)]
 
-    def _dest_hooks(self, spec: DestHook) -> list:
+    def _watch(self, spec: DestHook):
+        """``x`` -> a fresh view of it whose gradient scores ``spec``'s edges: hook_mlp_in *is*
+        the residual stream tensor, and its own gradient would include the residual path's."""
+
         def watch(x: torch.Tensor) -> torch.Tensor:
-            # A fresh view: hook_mlp_in *is* the residual stream tensor, and its own gradient
-            # would include the residual path's.
             view = x.view_as(x)
             self.handles.append(view.register_hook(lambda grad: self._on_grad(spec, grad)))
             return view
 
-        return input_hooks(spec, watch, lambda name: self.fired.mark(name))
+        return watch
+
+    def _dest_hooks(self, spec: DestHook) -> list:
+        return input_hooks(spec, self._watch(spec), lambda name: self.fired.mark(name))
 
     def _mlp_input_hooks(self, spec: DestHook) -> list:
         """An MLP's input read at its norm's input (``ln2.hook_in``), where a forward with the hook
         flags off has it: a view of the residual stream that only the norm reads, so its gradient
         is the MLP's alone (the flags' ``hook_mlp_in`` copies the stream for the same reason)."""
         name = f"blocks.{spec.hook_name.split('.')[1]}.ln2.hook_in"
+        watch = self._watch(spec)
 
         def hook(x, hook):
-            view = x.view_as(x)
-            self.handles.append(view.register_hook(lambda grad: self._on_grad(spec, grad)))
             self.fired.mark(name)
-            return view
+            return watch(x)
 
         return [(name, hook)]
 
